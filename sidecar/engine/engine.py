@@ -1,0 +1,304 @@
+"""The engine's async API, used by the JSON-RPC server, the HTTP port and the CLI.
+
+Everything MLX runs on one worker thread; results come back to the asyncio loop with
+`loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+
+from sidecar import blas
+from sidecar.config import Settings
+from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
+from sidecar.engine.requests import (
+    Delta,
+    EmbedResult,
+    EngineError,
+    GenerateRequest,
+    PromptTooLongError,
+    Result,
+)
+from sidecar.engine.sequence import Sequence
+from sidecar.engine.text_runner import TextRunner
+from sidecar.engine.worker import Worker
+from sidecar.models.kinds import ModelKind
+from sidecar.models.pool import LoadedModel, ModelPool
+from sidecar.models.store import ModelInfo, ModelStore
+
+Event = Delta | Result
+RECENT = 50
+
+
+class WrongModelKindError(EngineError):
+    pass
+
+
+@dataclass
+class Metrics:
+    requests: dict[str, int] = field(default_factory=dict)  # by finish reason
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    embed_texts: int = 0
+    ttft_s: list[float] = field(default_factory=list)  # recent
+    tokens_per_s: list[float] = field(default_factory=list)  # recent
+
+    def record(self, result: Result) -> None:
+        self.requests[result.finish_reason] = self.requests.get(result.finish_reason, 0) + 1
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        if result.time_to_first_token_s is not None:
+            self.ttft_s = [*self.ttft_s[-RECENT + 1 :], result.time_to_first_token_s]
+        if result.tokens_per_s is not None:
+            self.tokens_per_s = [*self.tokens_per_s[-RECENT + 1 :], result.tokens_per_s]
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None) -> None:
+        self.settings = settings or Settings()
+        self.store = store or ModelStore(self.settings.models_dir, self.settings.use_hf_cache)
+        self.pool = ModelPool(
+            self.store,
+            self.settings.memory_budget_bytes,
+            self._make_runner,
+            idle_ttl_s=self.settings.idle_ttl_s,
+        )
+        self.worker = Worker(self._runners, self.pool.unload_idle)
+        self.metrics = Metrics()
+        self._active: dict[str, Sequence] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.started_at = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Engine:
+        self._loop = asyncio.get_running_loop()
+        self.worker.start()
+        return self
+
+    async def close(self) -> None:
+        for seq in list(self._active.values()):
+            seq.cancelled = True
+        await self._on_worker(self._unload_all)
+        self.worker.stop()
+
+    async def __aenter__(self) -> Engine:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _unload_all(self) -> None:
+        for mid in list(self.pool.models):
+            self.pool.unload(mid)
+
+    def _make_runner(self, info: ModelInfo, model: Any, tokenizer: Any) -> Any:
+        if info.kind == "text":
+            return TextRunner(
+                info.id, model, tokenizer, self.settings.max_batch, self.settings.prefill_step_size
+            )
+        if info.kind == "embedding":
+            return EmbedRunner(info.id, model, tokenizer)
+        return None
+
+    def _runners(self) -> list[Any]:
+        return [m.runner for m in list(self.pool.models.values()) if m.runner is not None]
+
+    async def _on_worker(self, fn: Any) -> Any:
+        return await asyncio.wrap_future(self.worker.call(fn))
+
+    # -- models ------------------------------------------------------------------------------
+
+    def default_model(self, kind: ModelKind) -> str:
+        return self.settings.embedding_model if kind == "embedding" else self.settings.chat_model
+
+    async def load(self, model_id: str, pin: bool | None = None) -> LoadedModel:
+        """Load a model (no-op when loaded); other models keep decoding meanwhile."""
+        loaded = self.pool.get(model_id)
+        if loaded is not None:
+            loaded.last_used = time.monotonic()
+            if pin is not None:
+                loaded.pinned = pin
+            return loaded
+        info = await asyncio.to_thread(self.store.info, model_id)  # ModelNotFoundError early
+        return await self._on_worker(lambda: self.pool.load(info.id, pin))
+
+    async def unload(self, model_id: str) -> bool:
+        return await self._on_worker(lambda: self.pool.unload(model_id))
+
+    async def _ensure(self, model_id: str | None, kinds: tuple[ModelKind, ...]) -> LoadedModel:
+        loaded = await self.load(model_id or self.default_model(kinds[0]))
+        if loaded.kind not in kinds:
+            raise WrongModelKindError(
+                f"model {loaded.id!r} is a {loaded.kind} model; this needs a "
+                f"{' or '.join(kinds)} model"
+            )
+        loaded.last_used = time.monotonic()
+        return loaded
+
+    # -- text --------------------------------------------------------------------------------
+
+    async def chat_prompt(self, messages: list[dict[str, Any]], model: str | None = None) -> list[int]:
+        """Token ids of `messages` rendered with the model's chat template."""
+        loaded = await self._ensure(model, ("text",))
+        return render_chat(loaded.tokenizer, messages)
+
+    async def tokenize(self, text: str, model: str | None = None) -> list[int]:
+        loaded = await self._ensure(model, ("text",))
+        return encode(loaded.tokenizer, text)
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        """Text deltas as they are made, then one `Result`. Leaving the loop early (or the
+        task being cancelled) cancels the request; its batch slot frees at the next step."""
+        request.validate()
+        loaded = await self._ensure(request.model, ("text",))
+        runner: TextRunner = loaded.runner
+        tokenizer = loaded.tokenizer
+        prompt = request.prompt if isinstance(request.prompt, list) else encode(tokenizer, request.prompt)
+        context = context_length(loaded)
+        if len(prompt) + request.max_tokens > context:
+            if len(prompt) >= context:
+                raise PromptTooLongError(len(prompt), request.max_tokens, context)
+            request.max_tokens = context - len(prompt)
+        assert self._loop is not None, "engine not started"
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        loop = self._loop
+
+        def sink(event: Event) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        seq = Sequence(
+            request=request,
+            model_id=loaded.id,
+            prompt_tokens=prompt,
+            detokenizer=tokenizer.detokenizer,
+            sink=sink,
+            tokenizer=tokenizer,
+        )
+        self._active[request.request_id] = seq
+        self.worker.call(lambda: runner.submit(seq))
+        finished = False
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, Result):
+                    finished = True
+                    self.metrics.record(event)
+                    loaded.last_used = time.monotonic()
+                    yield event
+                    return
+                yield event
+        finally:
+            self._active.pop(request.request_id, None)
+            if not finished:
+                seq.cancelled = True
+                self.worker.wake()
+
+    async def complete(self, request: GenerateRequest) -> Result:
+        """Run a request to the end and return its result."""
+        result = None
+        async for event in self.generate(request):
+            if isinstance(event, Result):
+                result = event
+        assert result is not None
+        return result
+
+    def cancel(self, request_id: str) -> bool:
+        """Stop a request; it ends with finish_reason 'cancelled' at the next step."""
+        seq = self._active.get(request_id)
+        if seq is None:
+            return False
+        seq.cancelled = True
+        self.worker.wake()
+        return True
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    async def embed(self, texts: list[str], model: str | None = None) -> EmbedResult:
+        if not isinstance(texts, list) or not texts:
+            raise EngineError("input must be a non-empty list of strings")
+        if any(not isinstance(t, str) for t in texts):
+            raise EngineError("every input must be a string")
+        loaded = await self._ensure(model, ("embedding",))
+        runner: EmbedRunner = loaded.runner
+        assert self._loop is not None, "engine not started"
+        fut: asyncio.Future[EmbedResult] = self._loop.create_future()
+        loop = self._loop
+
+        def done(result: EmbedResult | BaseException) -> None:
+            def settle() -> None:
+                if fut.done():
+                    return
+                if isinstance(result, BaseException):
+                    fut.set_exception(EngineError(f"embedding failed: {result}"))
+                else:
+                    fut.set_result(result)
+
+            loop.call_soon_threadsafe(settle)
+
+        self.worker.call(lambda: runner.submit(EmbedCall(list(texts), done)))
+        result = await fut
+        self.metrics.embed_texts += len(texts)
+        loaded.last_used = time.monotonic()
+        return result
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        runners = self._runners()
+        text = [r for r in runners if isinstance(r, TextRunner)]
+        embed = [r for r in runners if isinstance(r, EmbedRunner)]
+        recent_tps = self.metrics.tokens_per_s[-1] if self.metrics.tokens_per_s else None
+        return {
+            "loaded": [m.to_dict() for m in self.pool.models.values()],
+            "memory": {
+                "active_bytes": mx.get_active_memory(),
+                "peak_bytes": mx.get_peak_memory(),
+                "budget_bytes": self.pool.budget_bytes,
+                "models_bytes": self.pool.used_bytes,
+            },
+            "device": str(mx.default_device()),
+            "blas": blas.loaded_path,
+            "queue_depth": sum(r.queue_depth for r in runners),
+            "running": sum(len(r.running) for r in text),
+            "max_batch_seen": max((r.max_batch_seen for r in text), default=0),
+            "max_embed_batch_seen": max((r.max_batch_seen for r in embed), default=0),
+            "recent_tokens_per_s": recent_tps,
+            "requests": dict(self.metrics.requests),
+            "completion_tokens": self.metrics.completion_tokens,
+            "prompt_tokens": self.metrics.prompt_tokens,
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+
+def context_length(loaded: LoadedModel) -> int:
+    args = getattr(loaded.model, "args", None)
+    value = getattr(args, "max_position_embeddings", None) if args is not None else None
+    return int(value or 4096)
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Raw prompt -> ids, with BOS only where the tokenizer adds one itself."""
+    ids = tokenizer.encode(text)
+    return list(ids)
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+    if not messages:
+        raise EngineError("messages must not be empty")
+    if getattr(tokenizer, "chat_template", None) is None:
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return encode(tokenizer, text)
+    try:
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    except Exception as e:
+        raise EngineError(f"the model's chat template rejected the messages: {e}") from e
+    if isinstance(rendered, dict) or hasattr(rendered, "input_ids"):
+        rendered = rendered["input_ids"]
+    return list(rendered)

@@ -1,0 +1,103 @@
+"""What callers hand the engine and what it hands back."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+_ids = itertools.count(1)
+
+
+class Priority(IntEnum):
+    """Lower runs first when the batch is full: inline completion before chat before bulk."""
+
+    COMPLETION = 0
+    CHAT = 1
+    BULK = 2
+
+
+class EngineError(Exception):
+    """A request the engine cannot run; the message is meant for the user."""
+
+
+class ModelNotLoadedError(EngineError):
+    pass
+
+
+class PromptTooLongError(EngineError):
+    def __init__(self, prompt_tokens: int, max_tokens: int, context: int) -> None:
+        super().__init__(
+            f"prompt has {prompt_tokens} tokens and asks for {max_tokens} more, "
+            f"over the model's context of {context} tokens"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context = context
+
+
+@dataclass
+class GenerateRequest:
+    prompt: str | list[int]
+    model: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # how many top alternatives per token; None: no logprobs
+    priority: Priority = Priority.CHAT
+    request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+
+    def validate(self) -> None:
+        if isinstance(self.prompt, str) and not self.prompt:
+            raise EngineError("prompt must not be empty")
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise EngineError("prompt must not be empty")
+        if self.max_tokens < 1:
+            raise EngineError("max_tokens must be at least 1")
+        if not 0.0 <= self.temperature <= 100.0:
+            raise EngineError("temperature must be between 0 and 100")
+        if not 0.0 < self.top_p <= 1.0:
+            raise EngineError("top_p must be in (0, 1]")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise EngineError("stop strings must be non-empty strings")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise EngineError("logprobs must be between 0 and 20")
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Delta:
+    """A piece of generated text, in order; the deltas concatenate to the final text."""
+
+    request_id: str
+    text: str
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class Result:
+    request_id: str
+    model: str
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float | None
+    tokens_per_s: float | None
+    error: str | None = None
+
+
+@dataclass
+class EmbedResult:
+    model: str
+    vectors: list[list[float]]
+    prompt_tokens: int

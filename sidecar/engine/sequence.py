@@ -1,0 +1,113 @@
+"""One generation request's state while it runs on the worker thread."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+
+from sidecar.engine.requests import Delta, FinishReason, GenerateRequest, Result, TokenLogprob
+from sidecar.engine.stops import StopStrings
+
+Sink = Callable[[Delta | Result], None]
+
+
+@dataclass
+class Sequence:
+    request: GenerateRequest
+    model_id: str
+    prompt_tokens: list[int]
+    detokenizer: Any
+    sink: Sink
+    tokenizer: Any = None
+    uid: int | None = None
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    completion_tokens: int = 0
+    emitted: int = 0  # characters of detokenizer.text already sent
+    cancelled: bool = False
+    done: bool = False
+    stops: StopStrings = field(init=False)
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stops = StopStrings(self.request.stop)
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    def _logprob(self, token: int, logprobs: mx.array) -> TokenLogprob:
+        n = self.request.logprobs or 0
+        flat = logprobs.reshape(-1)
+        top: list[tuple[str, float]] = []
+        if n:
+            idx = mx.argpartition(-flat, kth=n - 1)[:n]
+            vals = flat[idx]
+            order = mx.argsort(-vals)
+            top = [
+                (self.tokenizer.decode([int(i)]), float(v))
+                for i, v in zip(idx[order].tolist(), vals[order].tolist(), strict=True)
+            ]
+        return TokenLogprob(self.tokenizer.decode([token]), float(flat[token].item()), top)
+
+    def add_token(self, token: int, logprobs: mx.array, finish: str | None) -> bool:
+        """Feed one generated token; return True when the sequence has finished."""
+        now = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.completion_tokens += 1
+        is_stop_token = finish == "stop"
+        if not is_stop_token:
+            self.detokenizer.add_token(token)
+            if self.request.logprobs is not None:
+                self.pending_logprobs.append(self._logprob(token, logprobs))
+        if finish is not None:
+            self.detokenizer.finalize()
+        text = self.detokenizer.text
+        cut = self.stops.find(text, self.emitted)
+        if cut is not None:
+            self._emit(text[:cut])
+            self.finish("stop", text[:cut])
+            return True
+        if finish is not None:
+            self._emit(text)
+            self.finish("stop" if is_stop_token else "length", text)
+            return True
+        self._emit(text[: self.stops.safe_end(text)])
+        return False
+
+    def _emit(self, text: str) -> None:
+        if len(text) > self.emitted or self.pending_logprobs:
+            piece = text[self.emitted :]
+            self.emitted = max(self.emitted, len(text))
+            logprobs, self.pending_logprobs = self.pending_logprobs or None, []
+            if piece or logprobs:
+                self.sink(Delta(self.request_id, piece, logprobs))
+
+    def finish(self, reason: FinishReason, text: str | None = None, error: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        end = time.perf_counter()
+        if text is None:
+            text = self.detokenizer.text[: self.emitted]
+        ttft = self.first_token_at - self.submitted_at if self.first_token_at else None
+        decode_s = end - self.first_token_at if self.first_token_at else 0.0
+        tps = (self.completion_tokens - 1) / decode_s if decode_s > 0 and self.completion_tokens > 1 else None
+        self.sink(
+            Result(
+                request_id=self.request_id,
+                model=self.model_id,
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=len(self.prompt_tokens),
+                completion_tokens=self.completion_tokens,
+                time_to_first_token_s=ttft,
+                tokens_per_s=tps,
+                error=error,
+            )
+        )

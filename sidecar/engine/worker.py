@@ -1,0 +1,101 @@
+"""The one thread that owns every MLX call. Other threads hand it work through `call`; between
+calls it steps every busy runner (one batch step each), so a request that arrives while others
+decode joins the running batch at the next step."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+IDLE_WAIT_S = 1.0
+
+
+class Runner(Protocol):
+    @property
+    def busy(self) -> bool: ...
+
+    def step(self) -> None: ...
+
+
+class Worker:
+    def __init__(self, runners: Callable[[], list[Runner]], on_idle: Callable[[], None]) -> None:
+        self._runners = runners
+        self._on_idle = on_idle
+        self._inbox: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="mlx-worker", daemon=True)
+        self._stopping = False
+        self.steps = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._inbox.put(None)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+
+    @property
+    def on_worker_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run `fn` on the worker thread; the future holds its result or exception."""
+        fut: Future = Future()
+        if self._stopping:
+            fut.set_exception(RuntimeError("engine is stopped"))
+            return fut
+        self._inbox.put((fn, fut))
+        return fut
+
+    def wake(self) -> None:
+        self._inbox.put(None)
+
+    def _handle(self, item: tuple[Callable[[], Any], Future] | None) -> None:
+        if item is None:
+            return
+        fn, fut = item
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn())
+        except BaseException as e:  # delivered to the caller; the worker keeps going
+            fut.set_exception(e)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            busy = [r for r in self._runners() if r.busy]
+            try:
+                item = self._inbox.get_nowait() if busy else self._inbox.get(timeout=IDLE_WAIT_S)
+                self._handle(item)
+                while True:  # drain everything that arrived, then step once
+                    self._handle(self._inbox.get_nowait())
+            except queue.Empty:
+                pass
+            if self._stopping:
+                break
+            ran = False
+            for runner in self._runners():
+                if runner.busy:
+                    ran = True
+                    try:
+                        runner.step()
+                    except Exception:
+                        log.exception("runner step failed")
+            if ran:
+                self.steps += 1
+            else:
+                self._on_idle()
+        # Fail what is still queued so no caller waits forever.
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and not item[1].done():
+                item[1].set_exception(RuntimeError("engine is stopped"))
