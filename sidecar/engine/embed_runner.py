@@ -49,7 +49,9 @@ class EmbedRunner:
 
     def _count_tokens(self, texts: list[str]) -> int:
         tok = getattr(self.tokenizer, "_tokenizer", self.tokenizer)
-        return sum(len(ids) for ids in tok(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"])
+        return sum(
+            len(ids) for ids in tok(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        )
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -84,7 +86,9 @@ class EmbedRunner:
 
     def _run_alone(self, call: EmbedCall) -> None:
         try:
-            result = EmbedResult(self.model_id, self.embed(call.texts), self._count_tokens(call.texts))
+            result = EmbedResult(
+                self.model_id, self.embed(call.texts), self._count_tokens(call.texts)
+            )
         except Exception as e:
             call.done(e)
             return

@@ -28,9 +28,10 @@ from sidecar.engine.requests import (
 from sidecar.engine.sequence import Sequence
 from sidecar.engine.text_runner import TextRunner
 from sidecar.engine.worker import Worker
+from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
-from sidecar.models.store import ModelInfo, ModelStore
+from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
 
 Event = Delta | Result
 RECENT = 50
@@ -126,8 +127,19 @@ class Engine:
             if pin is not None:
                 loaded.pinned = pin
             return loaded
-        info = await asyncio.to_thread(self.store.info, model_id)  # ModelNotFoundError early
+        info = await asyncio.to_thread(self._info_installing_defaults, model_id)
         return await self._on_worker(lambda: self.pool.load(info.id, pin))
+
+    def _info_installing_defaults(self, model_id: str) -> ModelInfo:
+        """The model's info; a default model that is not installed yet is installed first
+        (the first run works with no setup step)."""
+        try:
+            return self.store.info(model_id)
+        except ModelNotFoundError:
+            if model_id not in (CHAT_MODEL, EMBEDDING_MODEL):
+                raise
+            install_defaults(self.store.models_dir)
+            return self.store.info(model_id)
 
     async def unload(self, model_id: str) -> bool:
         return await self._on_worker(lambda: self.pool.unload(model_id))
@@ -144,7 +156,9 @@ class Engine:
 
     # -- text --------------------------------------------------------------------------------
 
-    async def chat_prompt(self, messages: list[dict[str, Any]], model: str | None = None) -> list[int]:
+    async def chat_prompt(
+        self, messages: list[dict[str, Any]], model: str | None = None
+    ) -> list[int]:
         """Token ids of `messages` rendered with the model's chat template."""
         loaded = await self._ensure(model, ("text",))
         return render_chat(loaded.tokenizer, messages)
@@ -160,7 +174,11 @@ class Engine:
         loaded = await self._ensure(request.model, ("text",))
         runner: TextRunner = loaded.runner
         tokenizer = loaded.tokenizer
-        prompt = request.prompt if isinstance(request.prompt, list) else encode(tokenizer, request.prompt)
+        prompt = (
+            request.prompt
+            if isinstance(request.prompt, list)
+            else encode(tokenizer, request.prompt)
+        )
         context = context_length(loaded)
         if len(prompt) + request.max_tokens > context:
             if len(prompt) >= context:
@@ -296,7 +314,9 @@ def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return encode(tokenizer, text)
     try:
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        rendered = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True
+        )
     except Exception as e:
         raise EngineError(f"the model's chat template rejected the messages: {e}") from e
     if isinstance(rendered, dict) or hasattr(rendered, "input_ids"):

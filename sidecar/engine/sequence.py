@@ -88,7 +88,9 @@ class Sequence:
             if piece or logprobs:
                 self.sink(Delta(self.request_id, piece, logprobs))
 
-    def finish(self, reason: FinishReason, text: str | None = None, error: str | None = None) -> None:
+    def finish(
+        self, reason: FinishReason, text: str | None = None, error: str | None = None
+    ) -> None:
         if self.done:
             return
         self.done = True
@@ -97,7 +99,11 @@ class Sequence:
             text = self.detokenizer.text[: self.emitted]
         ttft = self.first_token_at - self.submitted_at if self.first_token_at else None
         decode_s = end - self.first_token_at if self.first_token_at else 0.0
-        tps = (self.completion_tokens - 1) / decode_s if decode_s > 0 and self.completion_tokens > 1 else None
+        tps = (
+            (self.completion_tokens - 1) / decode_s
+            if decode_s > 0 and self.completion_tokens > 1
+            else None
+        )
         self.sink(
             Result(
                 request_id=self.request_id,

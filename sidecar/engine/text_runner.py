@@ -33,7 +33,9 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 
 class TextRunner:
-    def __init__(self, model_id: str, model: Any, tokenizer: Any, max_batch: int, prefill_step: int):
+    def __init__(
+        self, model_id: str, model: Any, tokenizer: Any, max_batch: int, prefill_step: int
+    ):
         self.model_id = model_id
         self.model = model
         self.tokenizer = tokenizer

@@ -26,7 +26,9 @@ class Worker:
     def __init__(self, runners: Callable[[], list[Runner]], on_idle: Callable[[], None]) -> None:
         self._runners = runners
         self._on_idle = on_idle
-        self._inbox: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._run, name="mlx-worker", daemon=True)
         self._stopping = False
         self.steps = 0

@@ -94,6 +94,8 @@ def _scalar(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
 
 def build_config(metadata: dict[str, Any], weights: dict[str, mx.array]) -> dict[str, Any]:
     arch = _scalar(metadata, "general.architecture")
+    if arch is None:
+        raise GGUFImportError("GGUF metadata has no general.architecture (empty or corrupt file?)")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise GGUFImportError(
             f"architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
@@ -124,7 +126,11 @@ def build_config(metadata: dict[str, Any], weights: dict[str, mx.array]) -> dict
         "tie_word_embeddings": "output.weight" not in weights,
         "torch_dtype": "float32",
     }
-    for key, field in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
+    for key, field in (
+        ("bos_token_id", "bos"),
+        ("eos_token_id", "eos"),
+        ("pad_token_id", "padding"),
+    ):
         value = _scalar(metadata, f"tokenizer.ggml.{field}_token_id")
         if value is not None:
             config[key] = int(value)
@@ -146,11 +152,7 @@ def _hf_name(gguf_name: str) -> str:
 def unpermute_rows(x: mx.array, n_heads: int) -> mx.array:
     """Invert llama.cpp's `permute` of q/k rows (interleaved rotary halves -> HF layout)."""
     rows = x.shape[0]
-    return (
-        x.reshape(n_heads, rows // n_heads // 2, 2, *x.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(x.shape)
-    )
+    return x.reshape(n_heads, rows // n_heads // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
 
 
 def _bits(weight: mx.array, scales: mx.array) -> int:

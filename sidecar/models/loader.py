@@ -22,7 +22,9 @@ def _as_float32_on_cpu(model: nn.Module) -> None:
             return x.astype(mx.float32)
         return x
 
-    if not any(isinstance(m, nn.QuantizedLinear | nn.QuantizedEmbedding) for _, m in model.named_modules()):
+    if not any(
+        isinstance(m, nn.QuantizedLinear | nn.QuantizedEmbedding) for _, m in model.named_modules()
+    ):
         model.update(tree_map(cast, model.parameters()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -61,15 +62,13 @@ def dir_size(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for f in files:
-            try:
+            with contextlib.suppress(OSError):  # a dangling link counts as nothing
                 total += (Path(root) / f).stat().st_size  # follows HF cache symlinks to blobs
-            except OSError:
-                pass
     return total
 
 
 def is_model_dir(path: Path) -> bool:
-    if not (path / "config.json").is_file():
+    if not path.is_dir() or not (path / "config.json").is_file():
         return False
     return any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir())
 
@@ -114,9 +113,8 @@ class ModelStore:
                 found[child.name] = child
                 continue
             for grandchild in sorted(child.iterdir()):  # owner/name layout from hub pulls
-                if not grandchild.name.startswith(".") and grandchild.is_dir():
-                    if is_model_dir(grandchild):
-                        found[f"{child.name}/{grandchild.name}"] = grandchild
+                if not grandchild.name.startswith(".") and is_model_dir(grandchild):
+                    found[f"{child.name}/{grandchild.name}"] = grandchild
         return found
 
     def _hf_cache_entries(self) -> dict[str, Path]:

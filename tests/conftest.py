@@ -1,0 +1,57 @@
+"""Shared fixtures: the real default models installed once per machine into a cache the tests
+reuse (`MLX_SIDECAR_TEST_MODELS`, default `<repo>/.cache/test-models`), and one engine per
+session holding them, so the slow CPU model loads happen once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import sidecar  # noqa: F401  (loads OpenBLAS before mlx.core)
+from sidecar.config import Settings
+from sidecar.engine.engine import Engine
+from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    path = Path(os.environ.get("MLX_SIDECAR_TEST_MODELS", REPO / ".cache" / "test-models"))
+    install_defaults(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(models_dir: Path) -> Settings:
+    return Settings(
+        models_dir=models_dir,
+        use_hf_cache=False,
+        chat_model=CHAT_MODEL,
+        completion_model=CHAT_MODEL,
+        embedding_model=EMBEDDING_MODEL,
+        idle_ttl_s=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def sidecar_env(models_dir: Path) -> dict[str, str]:
+    """Environment for a sidecar subprocess that uses the test models and no HF cache."""
+    env = dict(os.environ)
+    env.update(
+        MLX_SIDECAR_MODELS_DIR=str(models_dir),
+        MLX_SIDECAR_USE_HF_CACHE="false",
+        HF_HUB_OFFLINE="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[Engine]:
+    async with Engine(settings) as eng:
+        await eng.load(CHAT_MODEL)
+        await eng.load(EMBEDDING_MODEL)
+        yield eng

@@ -1,0 +1,175 @@
+"""The batched engine on the real default models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from sidecar.engine.engine import Engine
+from sidecar.engine.requests import Delta, EngineError, GenerateRequest, PromptTooLongError, Result
+from sidecar.models.store import ModelNotFoundError
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+async def run(engine: Engine, request: GenerateRequest) -> tuple[list[Delta], Result]:
+    deltas, result = [], None
+    async for event in engine.generate(request):
+        if isinstance(event, Delta):
+            deltas.append(event)
+        else:
+            result = event
+    assert result is not None
+    return deltas, result
+
+
+async def test_chat_answer_streams_and_deltas_concatenate(engine: Engine) -> None:
+    prompt = await engine.chat_prompt(QUESTION)
+    deltas, result = await run(engine, GenerateRequest(prompt=prompt, max_tokens=16))
+    assert result.text == "The capital of France is Paris."
+    assert "".join(d.text for d in deltas) == result.text
+    assert len(deltas) > 3  # streamed token by token, not in one piece
+    # Ended on the model's stop token (<|im_end|>), which never shows in the text.
+    assert result.finish_reason == "stop"
+    assert "<|im_end|>" not in result.text
+    assert result.prompt_tokens == len(prompt)
+    assert result.time_to_first_token_s is not None and result.time_to_first_token_s > 0
+
+
+async def test_max_tokens_limits_output(engine: Engine) -> None:
+    prompt = await engine.chat_prompt(QUESTION)
+    result = await engine.complete(GenerateRequest(prompt=prompt, max_tokens=3))
+    assert result.finish_reason == "length"
+    assert result.completion_tokens == 3
+    assert result.text == "The capital of"
+
+
+async def test_stop_string_cuts_text_and_never_leaks_partially(engine: Engine) -> None:
+    prompt = await engine.chat_prompt(QUESTION)
+    deltas, result = await run(
+        engine, GenerateRequest(prompt=prompt, max_tokens=16, stop=["of France", "zzz"])
+    )
+    assert result.text == "The capital "
+    assert result.finish_reason == "stop"
+    assert "".join(d.text for d in deltas) == result.text
+
+
+async def test_seed_makes_sampling_reproducible(engine: Engine) -> None:
+    prompt = await engine.tokenize("Once upon a time")
+
+    def req(seed: int) -> GenerateRequest:
+        return GenerateRequest(prompt=prompt, max_tokens=12, temperature=1.0, seed=seed)
+
+    a, b, c = await asyncio.gather(
+        engine.complete(req(7)), engine.complete(req(7)), engine.complete(req(8))
+    )
+    assert a.text == b.text
+    assert a.text != c.text
+
+
+async def test_eight_concurrent_requests_match_their_solo_greedy_output(engine: Engine) -> None:
+    questions = [
+        "What is the capital of France?",
+        "Name a color.",
+        "What is 2+2?",
+        "Say hello.",
+        "Name a fruit.",
+        "What is water made of?",
+        "Name a planet.",
+        "Count to three.",
+    ]
+    prompts = [await engine.chat_prompt([{"role": "user", "content": q}]) for q in questions]
+    solo = [
+        (await engine.complete(GenerateRequest(prompt=p, max_tokens=8))).text for p in prompts[:3]
+    ]
+    before = engine.status()["max_batch_seen"]
+    together = await asyncio.gather(
+        *[engine.complete(GenerateRequest(prompt=p, max_tokens=8)) for p in prompts]
+    )
+    assert all(r.finish_reason in ("stop", "length") for r in together)
+    assert [r.text for r in together[:3]] == solo
+    assert engine.status()["max_batch_seen"] >= max(before, 2)
+
+
+async def test_cancel_mid_generation_leaves_others_unaffected(engine: Engine) -> None:
+    story = await engine.chat_prompt([{"role": "user", "content": "Write a long story."}])
+    short = await engine.chat_prompt(QUESTION)
+    victim = GenerateRequest(prompt=story, max_tokens=200)
+
+    async def cancel_after_two_deltas() -> Result:
+        seen = 0
+        result = None
+        async for event in engine.generate(victim):
+            if isinstance(event, Delta):
+                seen += 1
+                if seen == 2:
+                    assert engine.cancel(victim.request_id)
+            else:
+                result = event
+        assert result is not None
+        return result
+
+    cancelled, other = await asyncio.gather(
+        cancel_after_two_deltas(), engine.complete(GenerateRequest(prompt=short, max_tokens=16))
+    )
+    assert cancelled.finish_reason == "cancelled"
+    assert cancelled.completion_tokens < 20
+    assert other.text == "The capital of France is Paris."
+    await asyncio.sleep(0.2)
+    assert engine.status()["running"] == 0
+
+
+async def test_abandoned_stream_frees_its_slot(engine: Engine) -> None:
+    prompt = await engine.chat_prompt([{"role": "user", "content": "Write a long story."}])
+    stream = engine.generate(GenerateRequest(prompt=prompt, max_tokens=200))
+    async for _ in stream:
+        break
+    await stream.aclose()
+    for _ in range(50):
+        if engine.status()["running"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert engine.status()["running"] == 0
+
+
+async def test_bad_requests_fail_alone(engine: Engine) -> None:
+    prompt = await engine.chat_prompt(QUESTION)
+    good = asyncio.create_task(engine.complete(GenerateRequest(prompt=prompt, max_tokens=8)))
+    with pytest.raises(EngineError, match="max_tokens"):
+        await engine.complete(GenerateRequest(prompt=prompt, max_tokens=0))
+    with pytest.raises(EngineError, match="empty"):
+        await engine.complete(GenerateRequest(prompt="", max_tokens=4))
+    with pytest.raises(PromptTooLongError, match="context"):
+        await engine.complete(GenerateRequest(prompt=[1] * 9000, max_tokens=4))
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        await engine.complete(GenerateRequest(prompt="hi", model="no-such-model"))
+    with pytest.raises(EngineError, match="embedding model"):
+        await engine.complete(GenerateRequest(prompt="hi", model="all-MiniLM-L6-v2"))
+    assert (await good).text == "The capital of France is Paris."
+
+
+async def test_embeddings_are_normalized_and_meaningful(engine: Engine) -> None:
+    texts = [
+        "A man is playing a guitar.",
+        "Someone plays an acoustic guitar.",
+        "The stock market fell sharply today.",
+    ]
+    result = await engine.embed(texts)
+    v = np.array(result.vectors)
+    assert v.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+    assert result.prompt_tokens > 0
+
+
+async def test_concurrent_embeddings_are_batched_and_agree_with_single(engine: Engine) -> None:
+    texts = [f"Sentence {i} about the weather." for i in range(6)]
+    singles = [np.array((await engine.embed([t])).vectors[0]) for t in texts[:2]]
+    together = await asyncio.gather(*[engine.embed([t]) for t in texts])
+    for single, batched in zip(singles, together[:2], strict=True):
+        assert np.allclose(single, batched.vectors[0], atol=1e-4)
+    assert engine.status()["max_embed_batch_seen"] > 1
+    with pytest.raises(EngineError, match="non-empty list"):
+        await engine.embed([])
