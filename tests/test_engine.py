@@ -173,3 +173,10 @@ async def test_concurrent_embeddings_are_batched_and_agree_with_single(engine: E
     assert engine.status()["max_embed_batch_seen"] > 1
     with pytest.raises(EngineError, match="non-empty list"):
         await engine.embed([])
+
+
+async def test_raw_continuation_keeps_its_leading_space(engine: Engine) -> None:
+    # A completion is pasted right after the prompt: "is" + " Paris", never "isParis".
+    result = await engine.complete(GenerateRequest(prompt="The capital of France is", max_tokens=2))
+    assert result.text.startswith(" ")
+    assert result.text.strip() != ""

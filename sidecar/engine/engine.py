@@ -16,6 +16,7 @@ import mlx.core as mx
 
 from sidecar import blas
 from sidecar.config import Settings
+from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
 from sidecar.engine.requests import (
     Delta,
@@ -195,7 +196,7 @@ class Engine:
             request=request,
             model_id=loaded.id,
             prompt_tokens=prompt,
-            detokenizer=tokenizer.detokenizer,
+            detokenizer=exact_detokenizer(tokenizer),
             sink=sink,
             tokenizer=tokenizer,
         )
