@@ -7,6 +7,7 @@ Everything MLX runs on one worker thread; results come back to the asyncio loop 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,13 @@ from sidecar.engine.requests import (
 )
 from sidecar.engine.sequence import Sequence
 from sidecar.engine.text_runner import TextRunner
+from sidecar.engine.vision_runner import (
+    VisionRunner,
+    image_count,
+    load_images,
+    render_vision_chat,
+    text_only_messages,
+)
 from sidecar.engine.worker import Worker
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
 from sidecar.models.kinds import ModelKind
@@ -107,6 +115,8 @@ class Engine:
             )
         if info.kind == "embedding":
             return EmbedRunner(info.id, model, tokenizer)
+        if info.kind == "vision":
+            return VisionRunner(info.id, model, tokenizer, info.path)
         return None
 
     def _runners(self) -> list[Any]:
@@ -129,7 +139,8 @@ class Engine:
                 loaded.pinned = pin
             return loaded
         info = await asyncio.to_thread(self._info_installing_defaults, model_id)
-        return await self._on_worker(lambda: self.pool.load(info.id, pin))
+        # weights load a chunk per worker round trip: running batches keep stepping
+        return await self.pool.load_async(info, pin, self.worker.call)
 
     def _info_installing_defaults(self, model_id: str) -> ModelInfo:
         """The model's info; a default model that is not installed yet is installed first
@@ -159,32 +170,36 @@ class Engine:
 
     async def chat_prompt(
         self, messages: list[dict[str, Any]], model: str | None = None
-    ) -> list[int]:
-        """Token ids of `messages` rendered with the model's chat template."""
-        loaded = await self._ensure(model, ("text",))
-        return render_chat(loaded.tokenizer, messages)
+    ) -> list[int] | str:
+        """`messages` rendered with the model's chat template, as the `prompt` of a
+        GenerateRequest. Contents may be strings or OpenAI-style parts
+        (`[{"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}]`).
+
+        Text model: token ids (text parts joined; image parts raise EngineError).
+        Vision model: the prompt text with one placeholder per image part (the processor
+        expands it when the request runs); send the images with it:
+        `GenerateRequest(prompt=p, images=message_images(messages), ...)`
+        (`sidecar.engine.vision_runner.message_images`)."""
+        loaded = await self._ensure(model, ("text", "vision"))
+        if loaded.kind == "vision":
+            return render_vision_chat(loaded.tokenizer, loaded.model.config, messages)
+        if image_count(messages):
+            raise EngineError(f"model {loaded.id!r} does not take images")
+        return render_chat(loaded.tokenizer, text_only_messages(messages))
 
     async def tokenize(self, text: str, model: str | None = None) -> list[int]:
-        loaded = await self._ensure(model, ("text",))
+        loaded = await self._ensure(model, ("text", "vision"))
+        if loaded.kind == "vision":
+            return encode(loaded.runner.tokenizer, text)
         return encode(loaded.tokenizer, text)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Event]:
         """Text deltas as they are made, then one `Result`. Leaving the loop early (or the
         task being cancelled) cancels the request; its batch slot frees at the next step."""
         request.validate()
-        loaded = await self._ensure(request.model, ("text",))
-        runner: TextRunner = loaded.runner
-        tokenizer = loaded.tokenizer
-        prompt = (
-            request.prompt
-            if isinstance(request.prompt, list)
-            else encode(tokenizer, request.prompt)
-        )
-        context = context_length(loaded)
-        if len(prompt) + request.max_tokens > context:
-            if len(prompt) >= context:
-                raise PromptTooLongError(len(prompt), request.max_tokens, context)
-            request.max_tokens = context - len(prompt)
+        loaded = await self._ensure(request.model, ("text", "vision"))
+        if request.images and loaded.kind != "vision":
+            raise EngineError(f"model {loaded.id!r} does not take images")
         assert self._loop is not None, "engine not started"
         queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = self._loop
@@ -192,16 +207,18 @@ class Engine:
         def sink(event: Event) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        seq = Sequence(
-            request=request,
-            model_id=loaded.id,
-            prompt_tokens=prompt,
-            detokenizer=exact_detokenizer(tokenizer),
-            sink=sink,
-            tokenizer=tokenizer,
-        )
+        if loaded.kind == "vision":
+            vision: VisionRunner = loaded.runner
+            images = await asyncio.to_thread(load_images, request.images) if request.images else []
+            job = vision.new_job(request, images, sink)
+            seq = job.seq
+            submit = functools.partial(vision.submit, job)
+        else:
+            seq = self._text_sequence(loaded, request, sink)
+            text: TextRunner = loaded.runner
+            submit = functools.partial(text.submit, seq)
         self._active[request.request_id] = seq
-        self.worker.call(lambda: runner.submit(seq))
+        self.worker.call(submit)
         finished = False
         try:
             while True:
@@ -218,6 +235,27 @@ class Engine:
             if not finished:
                 seq.cancelled = True
                 self.worker.wake()
+
+    def _text_sequence(self, loaded: LoadedModel, request: GenerateRequest, sink: Any) -> Sequence:
+        tokenizer = loaded.tokenizer
+        prompt = (
+            request.prompt
+            if isinstance(request.prompt, list)
+            else encode(tokenizer, request.prompt)
+        )
+        context = context_length(loaded)
+        if len(prompt) + request.max_tokens > context:
+            if len(prompt) >= context:
+                raise PromptTooLongError(len(prompt), request.max_tokens, context)
+            request.max_tokens = context - len(prompt)
+        return Sequence(
+            request=request,
+            model_id=loaded.id,
+            prompt_tokens=prompt,
+            detokenizer=exact_detokenizer(tokenizer),
+            sink=sink,
+            tokenizer=tokenizer,
+        )
 
     async def complete(self, request: GenerateRequest) -> Result:
         """Run a request to the end and return its result."""
@@ -271,7 +309,7 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         runners = self._runners()
-        text = [r for r in runners if isinstance(r, TextRunner)]
+        text = [r for r in runners if isinstance(r, TextRunner | VisionRunner)]
         embed = [r for r in runners if isinstance(r, EmbedRunner)]
         recent_tps = self.metrics.tokens_per_s[-1] if self.metrics.tokens_per_s else None
         return {

@@ -48,6 +48,9 @@ class GenerateRequest:
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # how many top alternatives per token; None: no logprobs
     priority: Priority = Priority.CHAT
+    # Images for a vision model: file paths, data: URLs, base64 text or raw bytes, in the order
+    # of the prompt's image placeholders (see Engine.chat_prompt and message_images).
+    images: list[str | bytes] = field(default_factory=list)
     request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
 
     def validate(self) -> None:
@@ -65,6 +68,10 @@ class GenerateRequest:
             raise EngineError("stop strings must be non-empty strings")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise EngineError("logprobs must be between 0 and 20")
+        if not isinstance(self.images, list) or any(
+            not isinstance(i, str | bytes) or not i for i in self.images
+        ):
+            raise EngineError("images must be a list of file paths, data: URLs, base64 or bytes")
 
 
 @dataclass

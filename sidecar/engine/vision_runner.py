@@ -1,0 +1,382 @@
+"""Streamed generation for one vision model (mlx_vlm), interleaved with the text batches.
+
+The worker thread calls `step()` between text batch steps; each step advances the active request
+by one token through `next()` on mlx_vlm's `stream_generate` generator, so text requests keep
+decoding while a vision answer streams. One vision request runs at a time per model; the others
+wait in a priority queue. The first step of a request also encodes its images and prefills its
+prompt, so that step is as long as the prefill (short for small images, seconds for large ones).
+
+Images arrive as file paths, `data:` URLs, bare base64 or raw bytes; `load_images` decodes them
+off the worker thread before the request is queued, so a bad image fails the call at once.
+http(s) URLs are refused: the sidecar works offline and does not fetch for its callers.
+
+Runs only on the engine's worker thread (except `load_images`, `message_images`, `new_job`,
+which touch no MLX state).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import io
+import itertools
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.engine.detokenize import exact_detokenizer
+from sidecar.engine.requests import EngineError, GenerateRequest
+from sidecar.engine.sampling import make_request_sampler
+from sidecar.engine.sequence import Sequence, Sink
+from sidecar.engine.text_runner import stop_token_ids
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGES = 16
+IMAGE_PART_TYPES = ("image_url", "image", "input_image")
+
+
+# -- messages and images (no MLX) --------------------------------------------------------------
+
+
+def _image_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The image parts of list contents, in prompt order."""
+    parts = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            parts += [
+                p
+                for p in content
+                if isinstance(p, dict)
+                and (p.get("type") in IMAGE_PART_TYPES or any(k in p for k in IMAGE_PART_TYPES))
+            ]
+    return parts
+
+
+def _part_image(part: dict[str, Any]) -> str | bytes | None:
+    """An image part's source; None for a bare `{"type": "image"}` placeholder."""
+    value = part.get("image_url", part.get("image", part.get("input_image")))
+    if isinstance(value, dict):  # {"url": "data:..."} (OpenAI)
+        value = value.get("url")
+    return value if isinstance(value, str | bytes) and value else None
+
+
+def image_count(messages: list[dict[str, Any]]) -> int:
+    """How many image placeholders the messages' prompt will have."""
+    return len(_image_parts(messages))
+
+
+def message_images(messages: list[dict[str, Any]]) -> list[str | bytes]:
+    """Every image in OpenAI-style chat messages, in prompt order: the sources of the
+    `image_url` (`image`, `input_image`) parts of list contents. Pass them as
+    `GenerateRequest.images` with the prompt from `Engine.chat_prompt(messages)`. (Bare
+    `{"type": "image"}` placeholders have no source: send their images in `images` yourself.)"""
+    return [src for part in _image_parts(messages) if (src := _part_image(part)) is not None]
+
+
+def text_only_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages whose list contents (text parts only) are joined into strings, for text
+    models' chat templates."""
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            texts = [str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p]
+            message = {**message, "content": "".join(texts)}
+        out.append(message)
+    return out
+
+
+def _image_bytes(source: str | bytes, n: int) -> bytes | Path:
+    if isinstance(source, bytes | bytearray):
+        return bytes(source)
+    if not isinstance(source, str) or not source.strip():
+        raise EngineError(f"image {n} must be a file path, a data: URL, base64 text or bytes")
+    text = source.strip()
+    lowered = text[:16].lower()
+    if lowered.startswith(("http://", "https://")):
+        raise EngineError(
+            f"image {n} is an http(s) URL; the sidecar works offline and does not fetch "
+            "images: send it as a data: URL, base64 or a local file path"
+        )
+    if lowered.startswith("data:"):
+        header, sep, payload = text.partition(",")
+        if not sep or not header.lower().endswith(";base64"):
+            raise EngineError(f"image {n} is a data: URL that is not base64 (data:<type>;base64,…)")
+        try:
+            return base64.b64decode(payload, validate=False)
+        except (binascii.Error, ValueError) as e:
+            raise EngineError(f"image {n} has invalid base64 data: {e}") from e
+    if lowered.startswith("file://"):
+        text = text[len("file://") :]
+    if len(text) < 4096:
+        path = Path(text).expanduser()
+        try:
+            if path.is_file():
+                return path
+        except OSError:
+            pass
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise EngineError(
+            f"image {n} is neither an existing file, a data: URL nor base64: {text[:60]!r}"
+        ) from None
+
+
+def load_images(sources: list[str | bytes]) -> list[Any]:
+    """Decode image sources into RGB PIL images; a bad one raises EngineError naming it.
+    Blocking (file reads, decoding): call it off the event loop."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(sources) > MAX_IMAGES:
+        raise EngineError(f"at most {MAX_IMAGES} images per request; got {len(sources)}")
+    images = []
+    for n, source in enumerate(sources, 1):
+        data = _image_bytes(source, n)
+        try:
+            with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as img:
+                images.append(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise EngineError(f"image {n} could not be decoded: {e}") from e
+    return images
+
+
+def render_vision_chat(processor: Any, config: Any, messages: list[dict[str, Any]]) -> str:
+    """Chat messages (string or OpenAI-style list contents) -> the vision model's prompt text,
+    with one image placeholder where each image part is."""
+    from mlx_vlm.prompt_utils import apply_chat_template
+
+    if not messages:
+        raise EngineError("messages must not be empty")
+    try:
+        return apply_chat_template(processor, config, messages, num_images=image_count(messages))
+    except EngineError:
+        raise
+    except Exception as e:
+        raise EngineError(f"the model's chat template rejected the messages: {e}") from e
+
+
+# -- the runner (worker thread) ----------------------------------------------------------------
+
+
+@dataclass
+class VisionJob:
+    seq: Sequence
+    prompt: str
+    images: list[Any] = field(default_factory=list)  # PIL images
+
+
+class VisionRunner:
+    """One loaded vision model: a queue of requests, the active one streamed token by token."""
+
+    def __init__(self, model_id: str, model: Any, processor: Any, path: Path) -> None:
+        from mlx_lm.tokenizer_utils import TokenizerWrapper
+        from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+        self.model_id = model_id
+        self.model = model
+        self.processor = processor
+        # mlx_lm's wrapper over the same tokenizer files: fresh streaming detokenizers per
+        # request and `decode`, as text models have.
+        try:
+            self.tokenizer = load_tokenizer(Path(path))
+        except Exception:  # files only the processor understands: wrap its tokenizer
+            self.tokenizer = TokenizerWrapper(getattr(processor, "tokenizer", processor))
+        eos = getattr(model.config, "eos_token_id", None)
+        extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
+        self.stop_ids = set(stop_token_ids(self.tokenizer)) | set(extra)
+        self.image_token: str | None = getattr(processor, "image_token", None)
+        self.waiting: list[tuple[int, int, VisionJob]] = []
+        self.active: VisionJob | None = None
+        self._stream: Iterator[Any] | None = None
+        self._arrival = itertools.count()
+        self.max_batch_seen = 0
+        self.generated_tokens = 0
+
+    # -- what the engine and the worker read --
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.active)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def running(self) -> dict[int, Sequence]:
+        return {0: self.active.seq} if self.active else {}
+
+    @property
+    def context_length(self) -> int:
+        text_config = getattr(self.model.config, "text_config", None)
+        value = getattr(text_config, "max_position_embeddings", None)
+        return int(value or 4096)
+
+    # -- building a request (event loop thread; no MLX) --
+
+    def new_job(self, request: GenerateRequest, images: list[Any], sink: Sink) -> VisionJob:
+        prompt = request.prompt
+        if isinstance(prompt, list):
+            prompt = self.tokenizer.decode(prompt)
+        if images or (self.image_token and self.image_token in prompt):
+            placeholders = prompt.count(self.image_token) if self.image_token else len(images)
+            if placeholders != len(images):
+                raise EngineError(
+                    f"the prompt has {placeholders} image placeholder(s) but {len(images)} "
+                    "image(s) were sent; build the prompt with chat_prompt(messages) and pass "
+                    "message_images(messages)"
+                )
+        seq = Sequence(
+            request=request,
+            model_id=self.model_id,
+            prompt_tokens=[],  # known once the processor has expanded the images
+            detokenizer=exact_detokenizer(self.tokenizer),
+            sink=sink,
+            tokenizer=self.tokenizer,
+        )
+        return VisionJob(seq, prompt, images)
+
+    # -- worker thread --
+
+    def submit(self, job: VisionJob) -> None:
+        heapq.heappush(self.waiting, (int(job.seq.request.priority), next(self._arrival), job))
+
+    def _start(self, job: VisionJob) -> Iterator[Any]:
+        """Process the images and prompt, and open mlx_vlm's token stream for `job`."""
+        from mlx_vlm import stream_generate
+        from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
+
+        req = job.seq.request
+        config = self.model.config
+        inputs = prepare_inputs(
+            self.processor,
+            images=job.images or None,
+            prompts=job.prompt,
+            image_token_index=getattr(config, "image_token_index", None),
+            add_special_tokens=should_add_special_tokens(config.model_type, self.processor),
+        )
+        input_ids = inputs["input_ids"]
+        job.seq.prompt_tokens = input_ids.reshape(-1).tolist()
+        n = len(job.seq.prompt_tokens)
+        if n >= self.context_length:
+            raise EngineError(
+                f"prompt has {n} tokens (images included), over the model's context of "
+                f"{self.context_length} tokens"
+            )
+        extra = {
+            k: v
+            for k, v in inputs.items()
+            if k not in ("input_ids", "pixel_values", "attention_mask")
+        }
+        req.max_tokens = min(req.max_tokens, self.context_length - n)
+        sampler = make_request_sampler(req.temperature, req.top_p, req.seed)
+        return stream_generate(
+            self.model,
+            self.processor,
+            job.prompt,
+            input_ids=input_ids,
+            pixel_values=inputs.get("pixel_values"),
+            mask=inputs.get("attention_mask"),
+            max_tokens=req.max_tokens,
+            temperature=0.0,
+            sampler=sampler,
+            **extra,
+        )
+
+    def _end_active(self) -> None:
+        if self._stream is not None:
+            close: Callable[[], None] | None = getattr(self._stream, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing the stream of %s failed", self.model_id)
+        self._stream = None
+        self.active = None
+
+    def _next_job(self) -> bool:
+        """Make the best waiting request active; False when none is left."""
+        while self.waiting:
+            job = heapq.heappop(self.waiting)[2]
+            if job.seq.cancelled:
+                job.seq.finish("cancelled", "")
+                continue
+            try:
+                self._stream = self._start(job)
+            except EngineError as e:
+                job.seq.finish("error", "", error=str(e))
+                continue
+            except Exception as e:  # e.g. the processor rejects an image: this request only
+                log.warning("vision request %s could not start: %s", job.seq.request_id, e)
+                job.seq.finish("error", "", error=f"could not prepare the request: {e}")
+                continue
+            self.active = job
+            return True
+        return False
+
+    def _drop_cancelled_waiting(self) -> None:
+        """Answer cancelled queued requests now, not when their turn would come."""
+        if any(job.seq.cancelled for _, _, job in self.waiting):
+            for _, _, job in self.waiting:
+                if job.seq.cancelled:
+                    job.seq.finish("cancelled", "")
+            self.waiting = [w for w in self.waiting if not w[2].seq.cancelled]
+            heapq.heapify(self.waiting)
+
+    def step(self) -> None:
+        """Advance the active request by one token (starting the next one if none is active)."""
+        self._drop_cancelled_waiting()
+        if self.active is not None and self.active.seq.cancelled:
+            self.active.seq.finish("cancelled")
+            self._end_active()
+        if self.active is None and not self._next_job():
+            return
+        assert self.active is not None and self._stream is not None
+        self.max_batch_seen = max(self.max_batch_seen, 1)
+        seq = self.active.seq
+        try:
+            result = next(self._stream)
+            done = self._deliver(seq, result)
+        except StopIteration:
+            seq.finish("length")
+            done = True
+        except Exception as e:  # this request only; the model stays usable
+            log.exception("vision request %s failed", seq.request_id)
+            seq.finish("error", error=f"generation failed: {e}")
+            done = True
+        if done:
+            self._end_active()
+
+    def _deliver(self, seq: Sequence, result: Any) -> bool:
+        """Feed one of mlx_vlm's results to the sequence; True when the request is done."""
+        if result.token is None:  # nothing was generated
+            seq.finish("length", "")
+            return True
+        if result.finish_reason == "length":  # the stream's closing repeat of the last token
+            seq.finish("length")
+            return True
+        token = int(result.token)
+        self.generated_tokens += 1
+        if result.finish_reason == "stop" or token in self.stop_ids:
+            finish: str | None = "stop"
+        elif seq.completion_tokens + 1 >= seq.request.max_tokens:
+            finish = "length"
+        else:
+            finish = None
+        return seq.add_token(token, result.logprobs, finish)
+
+    def fail_all(self, message: str) -> None:
+        if self.active is not None:
+            self.active.seq.finish("error", error=message)
+            self._end_active()
+        while self.waiting:
+            heapq.heappop(self.waiting)[2].seq.finish("error", "", error=message)
+
+    def close(self) -> None:
+        self.fail_all("model unloaded")
