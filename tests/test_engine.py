@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from mlx_lm import generate
 
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, EngineError, GenerateRequest, PromptTooLongError, Result
@@ -180,3 +181,20 @@ async def test_raw_continuation_keeps_its_leading_space(engine: Engine) -> None:
     result = await engine.complete(GenerateRequest(prompt="The capital of France is", max_tokens=2))
     assert result.text.startswith(" ")
     assert result.text.strip() != ""
+
+
+async def test_prompt_cache_reuses_a_shared_prefix_without_changing_output(engine: Engine) -> None:
+    # The editor's case: each keystroke's completion prompt extends the previous one.
+    code = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fib"
+    first = await engine.complete(GenerateRequest(prompt=code, max_tokens=4))
+    again = await engine.complete(GenerateRequest(prompt=code + "onacci", max_tokens=4))
+    assert first.prompt_tokens > 10
+    assert again.cached_prompt_tokens >= first.prompt_tokens - 2
+    # Same greedy output as plain mlx_lm computing the whole prompt from scratch.
+    loaded = await engine.load("SmolLM2-135M-Instruct")
+    expected = await asyncio.wrap_future(
+        engine.worker.call(
+            lambda: generate(loaded.model, loaded.tokenizer, code + "onacci", max_tokens=4)
+        )
+    )
+    assert again.text.strip() == expected.strip()

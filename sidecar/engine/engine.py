@@ -204,8 +204,13 @@ class Engine:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = self._loop
 
+        def deliver(event: Event) -> None:
+            if isinstance(event, Result):  # counted even when nobody reads the stream anymore
+                self.metrics.record(event)
+            queue.put_nowait(event)
+
         def sink(event: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+            loop.call_soon_threadsafe(deliver, event)
 
         if loaded.kind == "vision":
             vision: VisionRunner = loaded.runner
@@ -225,7 +230,6 @@ class Engine:
                 event = await queue.get()
                 if isinstance(event, Result):
                     finished = True
-                    self.metrics.record(event)
                     loaded.last_used = time.monotonic()
                     yield event
                     return
@@ -325,6 +329,7 @@ class Engine:
             "queue_depth": sum(r.queue_depth for r in runners),
             "running": sum(len(r.running) for r in text),
             "max_batch_seen": max((r.max_batch_seen for r in text), default=0),
+            "reused_prompt_tokens": sum(getattr(r, "reused_prompt_tokens", 0) for r in text),
             "max_embed_batch_seen": max((r.max_batch_seen for r in embed), default=0),
             "recent_tokens_per_s": recent_tps,
             "requests": dict(self.metrics.requests),

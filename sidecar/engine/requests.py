@@ -101,6 +101,7 @@ class Result:
     time_to_first_token_s: float | None
     tokens_per_s: float | None
     error: str | None = None
+    cached_prompt_tokens: int = 0  # prompt tokens served from the prompt cache
 
 
 @dataclass

@@ -27,6 +27,7 @@ class Sequence:
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens whose KV cache was reused, not recomputed
     emitted: int = 0  # characters of detokenizer.text already sent
     cancelled: bool = False
     done: bool = False
@@ -115,5 +116,6 @@ class Sequence:
                 time_to_first_token_s=ttft,
                 tokens_per_s=tps,
                 error=error,
+                cached_prompt_tokens=self.cached_prompt_tokens,
             )
         )

@@ -12,11 +12,14 @@ import logging
 from typing import Any
 
 from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.models.cache import LRUPromptCache, trim_prompt_cache
 
 from sidecar.engine.sampling import make_request_sampler
 from sidecar.engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
+PROMPT_CACHE_ENTRIES = 16
+PROMPT_CACHE_BYTES = 512 << 20
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -53,6 +56,12 @@ class TextRunner:
         self._arrival = itertools.count()
         self.max_batch_seen = 0
         self.generated_tokens = 0
+        # KV caches of finished and cancelled sequences, found again by longest token prefix:
+        # the next keystroke's completion (or the next chat turn) prefills only what is new.
+        self.prompt_cache = LRUPromptCache(
+            max_size=PROMPT_CACHE_ENTRIES, max_bytes=PROMPT_CACHE_BYTES
+        )
+        self.reused_prompt_tokens = 0
 
     @property
     def busy(self) -> bool:
@@ -84,10 +93,18 @@ class TextRunner:
                 continue
             req = seq.request
             sampler = make_request_sampler(req.temperature, req.top_p, req.seed)
+            prompt = seq.prompt_tokens
+            cache, rest = self.prompt_cache.fetch_nearest_cache(self.model_id, prompt)
+            if cache is not None and not rest:  # exact hit: recompute the last token's logits
+                trim_prompt_cache(cache, 1)
+                rest = prompt[-1:]
+            reused = len(prompt) - len(rest)
             try:
                 (uid,) = self.generator.insert(
-                    [seq.prompt_tokens],
+                    [rest],
                     max_tokens=[req.max_tokens],
+                    caches=[cache],
+                    all_tokens=[prompt[:reused]],
                     samplers=[sampler],
                     stop_sequences=[StopSequences([[t] for t in self.stop_ids])],
                 )
@@ -95,12 +112,20 @@ class TextRunner:
                 seq.finish("error", "", error=str(e))
                 continue
             seq.uid = uid
+            seq.cached_prompt_tokens = reused
+            self.reused_prompt_tokens += reused
             self.running[uid] = seq
+
+    def _remember(self, uids: list[int]) -> None:
+        """Take sequences out of the batch, keeping their KV caches for reuse."""
+        for cache, tokens in self.generator.remove(uids, return_prompt_caches=True).values():
+            if cache is not None and len(tokens) > 1:
+                self.prompt_cache.insert_cache(self.model_id, list(tokens), cache)
 
     def _drop_cancelled(self) -> None:
         gone = [uid for uid, seq in self.running.items() if seq.cancelled]
         if gone:
-            self.generator.remove(gone)
+            self._remember(gone)
             for uid in gone:
                 self.running.pop(uid).finish("cancelled")
 
@@ -119,6 +144,8 @@ class TextRunner:
             return
         finished = []
         for r in responses:
+            if r.finish_reason is not None and r.prompt_cache is not None:
+                self.prompt_cache.insert_cache(self.model_id, list(r.all_tokens), r.prompt_cache)
             seq = self.running.get(r.uid)
             if seq is None:
                 continue
@@ -137,7 +164,7 @@ class TextRunner:
         natural = {r.uid for r in responses if r.finish_reason is not None}
         to_remove = [uid for uid in stopped_early if uid not in natural]
         if to_remove:
-            self.generator.remove(to_remove)
+            self._remember(to_remove)
         for uid in finished:
             self.running.pop(uid, None)
 
