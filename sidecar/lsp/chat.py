@@ -1,0 +1,70 @@
+"""`mlx/chat`: a chat reply, streamed as `mlx/chat/delta` notifications when `stream_token` is
+given. `$/cancelRequest` cancels the task, which ends the engine request (error -32800)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pygls.exceptions import JsonRpcInternalError
+
+from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
+from sidecar.lsp import notify
+from sidecar.lsp.errors import Params, parse, rpc_errors
+from sidecar.lsp.session import SidecarServer
+
+
+class ChatMessage(Params):
+    role: str = Field(min_length=1)
+    content: str
+
+
+class ChatParams(Params):
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: str | None = None
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] | str | None = None
+    stream_token: str | int | None = None
+
+
+async def chat(ls: SidecarServer, params: Any) -> dict[str, Any]:
+    p = parse(ChatParams, params)
+    model = p.model or ls.roles["chat"]
+    stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
+    result: Result | None = None
+    with rpc_errors():
+        prompt = await ls.engine.chat_prompt([m.model_dump() for m in p.messages], model)
+        request = GenerateRequest(
+            prompt=prompt,
+            model=model,
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            seed=p.seed,
+            stop=stop,
+            priority=Priority.CHAT,
+        )
+        async for event in ls.engine.generate(request):
+            if isinstance(event, Delta):
+                if p.stream_token is not None and event.text:
+                    notify.chat_delta(ls, p.stream_token, event.text)
+            else:
+                result = event
+    assert result is not None
+    if result.finish_reason == "error":
+        raise JsonRpcInternalError(f"generation failed: {result.error}")
+    return {
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "model": result.model,
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        },
+        "time_to_first_token_s": result.time_to_first_token_s,
+        "tokens_per_s": result.tokens_per_s,
+    }

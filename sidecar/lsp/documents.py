@@ -1,0 +1,23 @@
+"""Open buffers feed the cross-file context ring: the top of each opened buffer and the place
+of each edit. (pygls keeps the buffers themselves, full or incremental sync.)"""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from sidecar.lsp.session import SidecarServer
+
+
+def did_open(ls: SidecarServer, params: types.DidOpenTextDocumentParams) -> None:
+    ls.ring.note(params.text_document.uri, params.text_document.text, 0)
+
+
+def did_change(ls: SidecarServer, params: types.DidChangeTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    if not params.content_changes:
+        return
+    change = params.content_changes[-1]
+    line = (
+        change.range.start.line if isinstance(change, types.TextDocumentContentChangePartial) else 0
+    )
+    ls.ring.note(uri, ls.workspace.get_text_document(uri).source, line)

@@ -1,0 +1,27 @@
+"""`mlx/embed`: embedding vectors for a list of texts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from sidecar.lsp.errors import Params, parse, rpc_errors
+from sidecar.lsp.session import SidecarServer
+
+
+class EmbedParams(Params):
+    input: list[str] | str = Field(min_length=1)
+    model: str | None = None
+
+
+async def embed(ls: SidecarServer, params: Any) -> dict[str, Any]:
+    p = parse(EmbedParams, params)
+    texts = [p.input] if isinstance(p.input, str) else p.input
+    with rpc_errors():
+        result = await ls.engine.embed(texts, p.model or ls.roles["embedding"])
+    return {
+        "data": result.vectors,
+        "model": result.model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }

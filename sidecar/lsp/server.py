@@ -1,0 +1,68 @@
+"""The editor's language server: registers handlers only; each lives in the module named for
+its concern. Another module may add handlers by exposing `register(server, engine)`
+(`sidecar.lsp.downloads` does, when present)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from lsprotocol import types
+
+from sidecar.config import Settings
+from sidecar.engine.engine import Engine
+from sidecar.lsp import chat, documents, embed, inline, lifecycle, models, status
+from sidecar.lsp.session import SidecarServer
+
+log = logging.getLogger(__name__)
+PLUGINS = ("sidecar.lsp.downloads",)
+
+
+def build_server(engine: Engine, settings: Settings) -> SidecarServer:
+    server = SidecarServer(engine, settings)
+
+    @server.feature(types.INITIALIZE)
+    async def on_initialize(ls: SidecarServer, params: types.InitializeParams) -> None:
+        await lifecycle.initialize(ls, params)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def on_configuration(
+        ls: SidecarServer, params: types.DidChangeConfigurationParams
+    ) -> None:
+        await lifecycle.did_change_configuration(ls, params)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_open(ls: SidecarServer, params: types.DidOpenTextDocumentParams) -> None:
+        documents.did_open(ls, params)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_change(ls: SidecarServer, params: types.DidChangeTextDocumentParams) -> None:
+        documents.did_change(ls, params)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def on_inline(
+        ls: SidecarServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList | None:
+        return await inline.inline_completion(ls, params)
+
+    custom = {
+        "mlx/chat": chat.chat,
+        "mlx/embed": embed.embed,
+        "mlx/models/list": models.list_models,
+        "mlx/models/load": models.load,
+        "mlx/models/unload": models.unload,
+        "mlx/models/select": models.select,
+        "mlx/status": status.status,
+    }
+    for method, handler in custom.items():
+        server.feature(method)(handler)
+
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(server, engine)
+    return server

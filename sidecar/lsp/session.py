@@ -1,0 +1,104 @@
+"""The language server object and the state its handlers share: the engine, the options the
+editor set, the model for each role, open-buffer context and the completion cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    LanguageServerProtocol,
+    default_converter,
+    lsp_method,
+)
+
+import sidecar
+from sidecar.completion.cache import CompletionCache
+from sidecar.completion.context import ContextRing
+from sidecar.config import Settings
+from sidecar.engine.engine import Engine
+from sidecar.lsp.options import InitOptions, Role, default_roles
+
+log = logging.getLogger(__name__)
+
+StartHttp = Callable[[int], Awaitable[str]]
+
+
+def converter_factory() -> Any:
+    """pygls' converter, except that custom requests keep their params as plain JSON (dicts),
+    which the handlers validate with pydantic, instead of namedtuples."""
+    converter = default_converter()
+
+    def keep_params(obj: dict[str, Any], cls: type) -> Any:
+        return cls(**{"params": None, **obj})
+
+    converter.register_structure_hook(JsonRPCRequestMessage, keep_params)
+    converter.register_structure_hook(JsonRPCNotification, keep_params)
+    return converter
+
+
+class SidecarProtocol(LanguageServerProtocol):
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args: Any) -> None:
+        """`exit`: 0 after `shutdown`, 1 without (the LSP rule). pygls would `sys.exit` inside
+        the loop; instead the stdio runner is told to clean up and exit."""
+        self._server.request_stop(0 if self._shutdown else 1)
+
+
+class SidecarServer(LanguageServer):
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        super().__init__(
+            "mlx-sidecar",
+            sidecar.__version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=SidecarProtocol,
+            converter_factory=converter_factory,
+        )
+        self.engine = engine
+        self.settings = settings
+        self.options = InitOptions()
+        self.default_roles: dict[Role, str] = default_roles(settings)  # before any change
+        self.roles: dict[Role, str] = dict(self.default_roles)
+        self.ring = ContextRing(
+            self.options.completion.ring_chunks, self.options.completion.chunk_lines
+        )
+        self.cache = CompletionCache(self.options.completion.cache_size)
+        self.http_url: str | None = None
+        self.start_http: StartHttp | None = None  # set by the stdio runner
+        self.stop_requested = asyncio.Event()
+        self.exit_code = 0
+        self.watch_task: asyncio.Task[None] | None = None
+
+    def apply_options(self, options: InitOptions) -> None:
+        """Adopt new options: roles whose setting changed (a model chosen with
+        `mlx/models/select` stays until the setting itself changes), cache and ring sizes."""
+        old_models = self.options.models.model_dump()
+        old = self.options.completion
+        self.options = options
+        for role, model in options.models.model_dump().items():
+            if model and model != old_models.get(role):
+                self.set_role(role, model)
+        new = options.completion
+        if (new.ring_chunks, new.chunk_lines) != (old.ring_chunks, old.chunk_lines):
+            self.ring = ContextRing(new.ring_chunks, new.chunk_lines)
+        if new != old:  # other settings, other answers
+            self.cache = CompletionCache(new.cache_size)
+
+    def set_role(self, role: Role, model_id: str) -> None:
+        if self.roles.get(role) == model_id:
+            return
+        self.roles[role] = model_id
+        # The OpenAI port shares the engine: its defaults follow the editor's choice.
+        setattr(self.engine.settings, f"{role}_model", model_id)
+        if role == "completion":
+            self.cache.clear()
+
+    def request_stop(self, code: int = 0) -> None:
+        self.exit_code = code
+        self.stop_requested.set()
