@@ -69,6 +69,19 @@ class Worker:
         except BaseException as e:  # delivered to the caller; the worker keeps going
             fut.set_exception(e)
 
+    def _step_busy_runners(self) -> bool:
+        """One step of every busy runner; a function so no runner outlives the step in a
+        local variable (an unloaded model's memory is freed at once)."""
+        ran = False
+        for runner in self._runners():
+            if runner.busy:
+                ran = True
+                try:
+                    runner.step()
+                except Exception:
+                    log.exception("runner step failed")
+        return ran
+
     def _run(self) -> None:
         while not self._stopping:
             busy = [r for r in self._runners() if r.busy]
@@ -81,15 +94,7 @@ class Worker:
                 pass
             if self._stopping:
                 break
-            ran = False
-            for runner in self._runners():
-                if runner.busy:
-                    ran = True
-                    try:
-                        runner.step()
-                    except Exception:
-                        log.exception("runner step failed")
-            if ran:
+            if self._step_busy_runners():
                 self.steps += 1
             else:
                 self._on_idle()

@@ -2,26 +2,35 @@
 is neither pinned nor running requests, unload after an idle TTL. Sizes are measured (MLX active
 memory before and after the load), not guessed from names.
 
-`load`, `unload` and `unload_idle` run on the engine's worker thread (MLX thread affinity).
+Every method here runs on the engine's worker thread (MLX thread affinity), except
+`load_async`, which the engine awaits on its event loop: it builds the model with lazy weights
+and evaluates them a chunk (~64 MB) per worker round trip, so running batches keep stepping
+between chunks while a large model loads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from sidecar.models.kinds import ModelKind
-from sidecar.models.loader import load_model
+from sidecar.models.loader import load_model, load_tokenizer
 from sidecar.models.store import ModelInfo, ModelStore, dir_size
 
 log = logging.getLogger(__name__)
+
+LOAD_CHUNK_BYTES = 64 << 20
+MiB = 2**20
 
 
 class MemoryBudgetError(RuntimeError):
@@ -62,27 +71,53 @@ class LoadedModel:
         }
 
 
+@dataclass
+class PendingLoad:
+    """A model being loaded: built, weights evaluated chunk by chunk."""
+
+    info: ModelInfo
+    pin: bool | None
+    estimate: int
+    model: Any
+    tokenizer: Any
+    chunks: list[list[mx.array]]
+    active_before: int
+    started: float
+    shared_worker: bool = False  # other models ran while it loaded: active memory is mixed
+
+
 RunnerFactory = Callable[[ModelInfo, Any, Any], Any]
+WorkerCall = Callable[[Callable[[], Any]], Future]
 
 
 class ModelPool:
+    """`budget_bytes` None or <= 0 means the default (half the machine's RAM); `idle_ttl_s`
+    None or <= 0 means models stay loaded until evicted or unloaded."""
+
     def __init__(
         self,
         store: ModelStore,
-        budget_bytes: int,
+        budget_bytes: int | None,
         make_runner: RunnerFactory,
         idle_ttl_s: float | None = None,
     ) -> None:
         self.store = store
-        self.budget_bytes = budget_bytes
+        self.budget_bytes = budget_bytes if budget_bytes and budget_bytes > 0 else default_budget()
         self.idle_ttl_s = idle_ttl_s
         self.make_runner = make_runner
         self.models: dict[str, LoadedModel] = {}
+        self.pending: dict[str, PendingLoad] = {}
         self.events: list[str] = []  # human-readable load/evict log, newest last
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
 
     @property
     def used_bytes(self) -> int:
         return sum(m.size_bytes for m in self.models.values())
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Estimated size of the models being loaded right now."""
+        return sum(p.estimate for p in self.pending.values())
 
     def get(self, model_id: str) -> LoadedModel | None:
         if model_id in self.models:
@@ -96,53 +131,191 @@ class ModelPool:
         if model_id in self.models:
             self.models[model_id].last_used = time.monotonic()
 
-    def _evict_for(self, needed: int) -> None:
-        while self.used_bytes + needed > self.budget_bytes:
+    def pin(self, model_id: str, pinned: bool = True) -> bool:
+        loaded = self.get(model_id)
+        if loaded is None:
+            return False
+        loaded.pinned = pinned
+        return True
+
+    def _evict_for(self, needed: int, keep: str | None = None) -> None:
+        """Unload least recently used models (never pinned, busy or `keep`) until `needed`
+        more bytes fit in the budget beside the loaded and loading models."""
+        while self.used_bytes + self.reserved_bytes + needed > self.budget_bytes:
             victims = sorted(
-                (m for m in self.models.values() if not m.pinned and not m.busy),
+                (m for m in self.models.values() if not m.pinned and not m.busy and m.id != keep),
                 key=lambda m: m.last_used,
             )
             if not victims:
+                free = self.budget_bytes - self.used_bytes - self.reserved_bytes
                 raise MemoryBudgetError(
-                    f"need {needed / 2**20:.0f} MiB but only "
-                    f"{(self.budget_bytes - self.used_bytes) / 2**20:.0f} MiB of the "
-                    f"{self.budget_bytes / 2**20:.0f} MiB budget is free, and every loaded "
-                    "model is pinned or busy"
+                    f"need {needed / MiB:.0f} MiB but only {max(free, 0) / MiB:.0f} MiB of the "
+                    f"{self.budget_bytes / MiB:.0f} MiB memory budget is free, and every "
+                    "loaded model is pinned or busy"
                 )
             self._log(f"evict {victims[0].id} (least recently used)")
             self.unload(victims[0].id)
 
+    def fit(self) -> None:
+        """Evict until the loaded models fit the budget (after the budget is lowered)."""
+        self._evict_for(0)
+
     def _log(self, event: str) -> None:
+        event = f"{event}; models {self.used_bytes / MiB:.0f}/{self.budget_bytes / MiB:.0f} MiB"
         log.info(event)
         self.events = [*self.events[-49:], event]
 
-    def load(self, model_id: str, pin: bool | None = None) -> LoadedModel:
-        info = self.store.info(model_id)
+    # -- loading ------------------------------------------------------------------------------
+
+    def begin_load(
+        self, model: str | ModelInfo, pin: bool | None = None, tokenizer: Any | None = None
+    ) -> LoadedModel | PendingLoad:
+        """Make room, then build the model with its weights still lazy (and `tokenizer`, when
+        it was loaded beforehand). Returns the loaded model when it is already loaded."""
+        info = model if isinstance(model, ModelInfo) else self.store.info(model)
         if info.id in self.models:
             loaded = self.models[info.id]
             loaded.last_used = time.monotonic()
             if pin is not None:
                 loaded.pinned = pin
             return loaded
-        estimate = weights_size(info.path)
+        estimate = estimate_bytes(info)
         if estimate > self.budget_bytes:
             raise MemoryBudgetError(
-                f"model {info.id} needs about {estimate / 2**20:.0f} MiB, over the whole "
-                f"memory budget of {self.budget_bytes / 2**20:.0f} MiB"
+                f"model {info.id} needs about {estimate / MiB:.0f} MiB, over the whole "
+                f"memory budget of {self.budget_bytes / MiB:.0f} MiB"
             )
         self._evict_for(estimate)
         gc.collect()
         before = mx.get_active_memory()
         started = time.perf_counter()
-        model, tokenizer = load_model(info.path, info.kind)
-        size = max(mx.get_active_memory() - before, 0) or estimate
-        runner = self.make_runner(info, model, tokenizer)
-        loaded = LoadedModel(info, model, tokenizer, runner, size, pinned=bool(pin))
-        self.models[info.id] = loaded
-        self._log(
-            f"load {info.id} ({size / 2**20:.0f} MiB, {time.perf_counter() - started:.1f} s)"
+        try:
+            model, tokenizer = load_model(info.path, info.kind, lazy=True, tokenizer=tokenizer)
+        except Exception:
+            self._cleanup()
+            self._log(f"load {info.id} failed")
+            raise
+        pending = PendingLoad(
+            info, pin, estimate, model, tokenizer, weight_chunks(model), before, started
         )
+        self.pending[info.id] = pending
+        return pending
+
+    def load_chunk(self, pending: PendingLoad, index: int) -> None:
+        if any(m.busy for m in self.models.values()):
+            pending.shared_worker = True
+        mx.eval(pending.chunks[index])
+
+    def finish_load(self, pending: PendingLoad) -> LoadedModel:
+        info = pending.info
+        self.pending.pop(info.id, None)
+        mx.eval(pending.model.parameters())  # anything the chunks did not cover
+        weights = sum(a.nbytes for _, a in tree_flatten(pending.model.parameters()))
+        delta = mx.get_active_memory() - pending.active_before
+        # The active-memory delta is the real cost (weights plus whatever loading kept); when
+        # other models ran meanwhile their caches mix in, so count the weights alone.
+        size = weights if pending.shared_worker or delta <= 0 else delta
+        runner = self.make_runner(info, pending.model, pending.tokenizer)
+        loaded = LoadedModel(
+            info, pending.model, pending.tokenizer, runner, size, pinned=bool(pending.pin)
+        )
+        # The worker may hold the last call's closure (and so this PendingLoad) while idle:
+        # drop its references, or an unloaded model's memory could outlive the unload.
+        pending.model = pending.tokenizer = None
+        pending.chunks = []
+        self.models[info.id] = loaded
+        how = "weights" if size == weights and delta != weights else "measured"
+        self._log(
+            f"load {info.id} ({size / MiB:.0f} MiB {how}, {pending.estimate / MiB:.0f} MiB "
+            f"estimated, {time.perf_counter() - pending.started:.1f} s)"
+        )
+        try:  # the measured size can exceed the estimate: make room behind it
+            self._evict_for(0, keep=info.id)
+        except MemoryBudgetError:
+            log.warning("%s is loaded over the memory budget", info.id)
         return loaded
+
+    def abort_load(self, pending: PendingLoad) -> None:
+        self.pending.pop(pending.info.id, None)
+        pending.model = pending.tokenizer = None
+        pending.chunks = []
+        self._cleanup()
+        self._log(f"load {pending.info.id} abandoned")
+
+    def load(self, model: str | ModelInfo, pin: bool | None = None) -> LoadedModel:
+        """Load in one go (on the worker thread)."""
+        pending = self.begin_load(model, pin)
+        if isinstance(pending, LoadedModel):
+            return pending
+        try:
+            for i in range(len(pending.chunks)):
+                self.load_chunk(pending, i)
+            return self.finish_load(pending)
+        except BaseException:
+            self.abort_load(pending)
+            raise
+
+    async def load_async(
+        self, model: str | ModelInfo, pin: bool | None, call: WorkerCall
+    ) -> LoadedModel:
+        """Load from the event loop, one worker round trip per weight chunk (`call` runs a
+        function on the worker thread), so running batches step between chunks. Concurrent
+        loads of one model share the work."""
+        info = (
+            model
+            if isinstance(model, ModelInfo)
+            else await asyncio.to_thread(self.store.info, model)
+        )
+        model_id = info.id
+        if model_id in self._loading:
+            loaded = await asyncio.shield(self._loading[model_id])
+            if pin is not None:
+                loaded.pinned = pin
+            return loaded
+        done: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._loading[model_id] = done
+        pending: PendingLoad | None = None
+        try:
+            tokenizer = None
+            if info.id not in self.models:  # the tokenizer needs no MLX: build it off the worker
+                tokenizer = await asyncio.to_thread(load_tokenizer, info.path, info.kind)
+            begun = call(lambda: self.begin_load(info, pin, tokenizer))
+            try:
+                first = await asyncio.wrap_future(begun)
+            except asyncio.CancelledError:  # it may still begin on the worker: undo it then
+                begun.add_done_callback(lambda f: self._abort_begun(f, call))
+                raise
+            if isinstance(first, LoadedModel):
+                loaded = first
+            else:
+                pending = first
+                for i in range(len(pending.chunks)):
+                    await asyncio.wrap_future(call(lambda i=i: self.load_chunk(first, i)))
+                loaded = await asyncio.wrap_future(call(lambda: self.finish_load(first)))
+                pending = None
+            done.set_result(loaded)
+            return loaded
+        except BaseException as e:
+            if pending is not None:
+                abandoned = pending
+                call(lambda: self.abort_load(abandoned))
+            if not done.done():
+                done.set_exception(
+                    e if isinstance(e, Exception) else RuntimeError("load cancelled")
+                )
+            raise
+        finally:
+            self._loading.pop(model_id, None)
+
+    def _abort_begun(self, begun: Future, call: WorkerCall) -> None:
+        if begun.cancelled() or begun.exception() is not None:
+            return
+        result = begun.result()
+        if isinstance(result, PendingLoad):
+            call(lambda: self.abort_load(result))
+
+    # -- unloading ----------------------------------------------------------------------------
 
     def unload(self, model_id: str) -> bool:
         loaded = self.get(model_id)
@@ -152,13 +325,13 @@ class ModelPool:
         if loaded.runner is not None:
             loaded.runner.close()
         loaded.model = loaded.runner = loaded.tokenizer = None
-        gc.collect()
-        mx.clear_cache()
+        self._cleanup()
         self._log(f"unload {loaded.id}")
         return True
 
     def unload_idle(self) -> list[str]:
-        if not self.idle_ttl_s:
+        """Unload models unused for longer than `idle_ttl_s` (not pinned, not busy)."""
+        if not self.idle_ttl_s or self.idle_ttl_s <= 0:
             return []
         now = time.monotonic()
         idle = [
@@ -167,11 +340,51 @@ class ModelPool:
             if not m.pinned and not m.busy and now - m.last_used > self.idle_ttl_s
         ]
         for mid in idle:
-            self._log(f"idle {mid} for over {self.idle_ttl_s:.0f} s")
+            self._log(f"idle {mid} for over {self.idle_ttl_s:g} s")
             self.unload(mid)
         return idle
+
+    @staticmethod
+    def _cleanup() -> None:
+        gc.collect()
+        mx.clear_cache()
+
+
+def weight_chunks(model: Any, chunk_bytes: int = LOAD_CHUNK_BYTES) -> list[list[mx.array]]:
+    """The model's (lazy) parameters in groups of about `chunk_bytes` to evaluate one by one."""
+    chunks: list[list[mx.array]] = [[]]
+    size = 0
+    for _, array in tree_flatten(model.parameters()):
+        if size >= chunk_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(array)
+        size += array.nbytes
+    return [c for c in chunks if c]
+
+
+def default_budget() -> int:
+    """Half the machine's RAM (on Apple silicon, at most Metal's recommended working set)."""
+    from sidecar.config import default_memory_budget
+
+    budget = default_memory_budget()
+    try:
+        if mx.metal.is_available():
+            budget = min(budget, int(mx.device_info()["max_recommended_working_set_size"]))
+    except (AttributeError, KeyError, RuntimeError):
+        pass
+    return budget
 
 
 def weights_size(path: Path) -> int:
     weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".npz")]
     return sum(p.stat().st_size for p in weights) if weights else dir_size(path)
+
+
+def estimate_bytes(info: ModelInfo) -> int:
+    """Memory a model will take once loaded: its weights' size on disk, doubled where the
+    loader widens half-precision weights to float32 (CPU-only MLX)."""
+    size = weights_size(info.path)
+    if mx.default_device() == mx.cpu and info.quantization in ("bfloat16", "float16"):
+        size *= 2
+    return size
