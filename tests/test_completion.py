@@ -110,7 +110,7 @@ def test_fim_tokens_reach_the_model_as_single_special_ids(
 async def test_fim_model_completes_through_the_engine(engine, tiny_models: dict[str, str]) -> None:
     from sidecar.completion.service import CompletionOptions, complete_inline
 
-    options = CompletionOptions(max_tokens=4)
+    options = CompletionOptions(max_tokens=4, max_time_ms=60000)
     completion = await complete_inline(engine, tiny_models["qwen"], PREFIX, SUFFIX, options)
     assert completion.model == tiny_models["qwen"]
     assert completion.prompt_tokens > 0
@@ -121,7 +121,7 @@ async def test_fim_model_completes_through_the_engine(engine, tiny_models: dict[
 async def test_default_model_completes_a_function_body(engine) -> None:
     from sidecar.completion.service import CompletionOptions, complete_inline
 
-    options = CompletionOptions(max_tokens=8)
+    options = CompletionOptions(max_tokens=8, max_time_ms=60000)
     prefix = 'def add(a: int, b: int) -> int:\n    """Return the sum of a and b."""\n    return '
     completion = await complete_inline(engine, "SmolLM2-135M-Instruct", prefix, "\n", options)
     assert completion.text.strip()
@@ -135,14 +135,18 @@ async def test_other_buffers_enter_the_prompt_within_budget(engine) -> None:
     ring.note("file:///w/util.py", "def helper(x):\n    return x * 2\n", 0)
     prefix = "def add(a, b):\n    return "
     alone = await complete_inline(
-        engine, "SmolLM2-135M-Instruct", prefix, "\n", CompletionOptions(max_tokens=1)
+        engine,
+        "SmolLM2-135M-Instruct",
+        prefix,
+        "\n",
+        CompletionOptions(max_tokens=1, max_time_ms=60000),
     )
     with_context = await complete_inline(
         engine,
         "SmolLM2-135M-Instruct",
         prefix,
         "\n",
-        CompletionOptions(max_tokens=1),
+        CompletionOptions(max_tokens=1, max_time_ms=60000),
         ring=ring,
         uri="file:///w/main.py",
     )
@@ -152,7 +156,7 @@ async def test_other_buffers_enter_the_prompt_within_budget(engine) -> None:
         "SmolLM2-135M-Instruct",
         prefix,
         "\n",
-        CompletionOptions(max_tokens=1, context_tokens=4),
+        CompletionOptions(max_tokens=1, max_time_ms=60000, context_tokens=4),
         ring=ring,
         uri="file:///w/main.py",
     )
@@ -181,7 +185,7 @@ async def test_replay_reports_latency_and_cancellations(engine, tmp_path: Path) 
     path = tmp_path / "session.json"
     path.write_text(json.dumps(session))
     report = await replay_typing_session(
-        engine, path, with_chat=False, options=CompletionOptions(max_tokens=4)
+        engine, path, with_chat=False, options=CompletionOptions(max_tokens=4, max_time_ms=60000)
     )
     assert report["keystrokes"] == 3
     assert report["finished"] + report["cancelled"] == 3
@@ -291,3 +295,26 @@ def test_context_ring_replaces_overlapping_chunks_and_stays_bounded() -> None:
     assert [c.uri for c in ring.chunks] == ["file:///b.py", "file:///c.py"]
     ring.note("file:///d.py", text, 20)  # the same text again: kept once, newest
     assert [c.uri for c in ring.chunks] == ["file:///b.py", "file:///d.py"]
+
+
+async def test_time_budget_shows_what_is_ready(engine) -> None:
+    from sidecar.completion.service import CompletionOptions, complete_inline
+
+    prefix = "def describe(items):\n    # Print every item with its index and price, then "
+    patient = await complete_inline(
+        engine,
+        "SmolLM2-135M-Instruct",
+        prefix,
+        "\n",
+        CompletionOptions(max_tokens=12, max_time_ms=60000),
+    )
+    hurried = await complete_inline(
+        engine,
+        "SmolLM2-135M-Instruct",
+        prefix,
+        "\n",
+        CompletionOptions(max_tokens=12, max_time_ms=50),
+    )
+    assert hurried.text.strip()
+    assert hurried.completion_tokens < patient.completion_tokens
+    assert patient.text.startswith(hurried.text)  # a prefix of the full answer, not another one

@@ -41,7 +41,7 @@ async def start_client(env: dict[str, str], **init: Any) -> tuple[LanguageClient
     result = await client.initialize_session(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(),
-            initialization_options={"completion": {"maxTokens": 8}, **init},
+            initialization_options={"completion": {"maxTokens": 8, "maxTimeMs": 60000}, **init},
         )
     )
     return client, result
@@ -351,7 +351,7 @@ async def test_unknown_role_model_in_settings_is_reported_and_ignored(
 async def test_configuration_change_applies(client: LanguageClient) -> None:
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(
-            settings={"mlxSidecar": {"completion": {"maxTokens": 6}}}
+            settings={"mlxSidecar": {"completion": {"maxTokens": 6, "maxTimeMs": 60000}}}
         )
     )
     status = await call(client, "mlx/status")

@@ -36,6 +36,9 @@ class CompletionOptions(BaseModel):
     # asks a chat model to fill the hole (SmolLM2-135M just restates the file: use "prefix").
     fallback: Literal["chat", "prefix"] = "prefix"
     cache_size: int = Field(default=64, ge=0, le=4096)
+    # Like llama.vscode's t_max_predict_ms: past this, show what has been made so far (a ghost
+    # text that is a prefix of the full answer) rather than keep the user waiting.
+    max_time_ms: int = Field(default=1000, ge=50, le=60000)
     ring_chunks: int = Field(default=16, ge=0, le=256)
     chunk_lines: int = Field(default=24, ge=4, le=256)
 
@@ -103,13 +106,18 @@ async def complete_inline(
         priority=Priority.COMPLETION,
     )
 
+    deadline = started + options.max_time_ms / 1000
+
     def settled(generated: str) -> bool:
         """True once more tokens cannot change the ghost text: it no longer starts with the
         typed word, or post-processing already cut it short (a line left the block, repeated
-        the next line, closed an unopened bracket). Mid-line answers end at the newline."""
+        the next line, closed an unopened bracket), or the time budget is spent and there is
+        something to show. Mid-line answers end at the newline."""
         answer = prompt.answer(generated)
         if answer is None:  # wait while it is still a prefix of the typed word
             return not prompt.healed.startswith(generated)
+        if answer.strip() and time.perf_counter() > deadline:
+            return True
         if mid_line or prompt.chat:
             return False
         cleaned = answer.rstrip()
