@@ -1,0 +1,231 @@
+// Owns the language client: starts the sidecar, restarts it after a crash (with backoff),
+// forwards settings, and exposes typed requests to the rest of the extension.
+import * as vscode from "vscode";
+import {
+  CloseAction,
+  type CloseHandlerResult,
+  DidChangeConfigurationNotification,
+  ErrorAction,
+  type ErrorHandlerResult,
+  LanguageClient,
+  type LanguageClientOptions,
+  type ServerOptions,
+  State,
+} from "vscode-languageclient/node";
+import { type ChatDelta, METHODS } from "./protocol";
+import { resolveSidecar, type SidecarCommand, sidecarEnv } from "./sidecar-path";
+import { launchSettings, SECTION, sidecarOptions } from "./settings";
+
+export type SidecarState = "starting" | "running" | "restarting" | "stopped" | "failed";
+
+/** Backoff before restart n (1-based): 1 s, 2 s, 4 s, … capped at 30 s. */
+export function backoffMs(attempt: number): number {
+  return Math.min(1000 * 2 ** Math.max(0, attempt - 1), 30_000);
+}
+
+export const MAX_CRASHES = 5;
+/** Requests that make the model work (shown as "busy"); status and model lists are not. */
+const WORK_METHODS = new Set<string>([METHODS.chat, METHODS.embed, METHODS.download, METHODS.load]);
+const CRASH_WINDOW_MS = 3 * 60_000;
+
+function sleep(ms: number, token?: vscode.CancellationToken): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    token?.onCancellationRequested(() => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+export class SidecarClient implements vscode.Disposable {
+  private client: LanguageClient | undefined;
+  private crashes: number[] = [];
+  private stopping = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private clientDisposables: vscode.Disposable[] = [];
+  private inflight = 0;
+  private starting: Promise<void> | undefined;
+  command: SidecarCommand | undefined;
+  lastError: string | undefined;
+  state: SidecarState = "stopped";
+
+  private readonly stateEmitter = new vscode.EventEmitter<SidecarState>();
+  readonly onDidChangeState = this.stateEmitter.event;
+  private readonly deltaEmitter = new vscode.EventEmitter<ChatDelta>();
+  readonly onChatDelta = this.deltaEmitter.event;
+  private readonly modelsEmitter = new vscode.EventEmitter<unknown>();
+  readonly onModelsChanged = this.modelsEmitter.event;
+  private readonly busyEmitter = new vscode.EventEmitter<boolean>();
+  /** Fires true when the first request starts and false when the last one ends. */
+  readonly onBusy = this.busyEmitter.event;
+
+  constructor(
+    private readonly storage: vscode.Uri,
+    readonly log: vscode.LogOutputChannel,
+  ) {}
+
+  get busy(): boolean {
+    return this.inflight > 0;
+  }
+
+  private setState(s: SidecarState): void {
+    this.state = s;
+    this.stateEmitter.fire(s);
+  }
+
+  start(): Promise<void> {
+    this.starting ??= this.doStart().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    this.stopping = false;
+    this.setState("starting");
+    try {
+      const launch = launchSettings();
+      this.command = await resolveSidecar(launch, this.storage, this.log);
+      this.log.appendLine(`Starting sidecar (${this.command.source}): ${this.command.command} ${this.command.args.join(" ")}`);
+      const serverOptions: ServerOptions = {
+        command: this.command.command,
+        args: this.command.args,
+        options: { env: sidecarEnv(launch) },
+      };
+      const client = new LanguageClient(SECTION, "MLX Sidecar", serverOptions, this.clientOptions());
+      this.client = client;
+      this.clientDisposables.push(
+        client.onNotification(METHODS.chatDelta, (p: ChatDelta) => this.deltaEmitter.fire(p)),
+        client.onNotification(METHODS.changed, (p: unknown) => this.modelsEmitter.fire(p)),
+      );
+      await client.start();
+      // start() can resolve although the process already died (the close handler then restarts).
+      if (this.client !== client || client.state !== State.Running) {
+        throw new Error("the sidecar process exited during startup");
+      }
+      this.lastError = undefined;
+      this.setState("running");
+    } catch (e) {
+      this.lastError = e instanceof Error ? e.message : String(e);
+      this.log.appendLine(`Sidecar failed to start: ${this.lastError}`);
+      if (this.state === "starting") this.setState("failed");
+      throw e;
+    }
+  }
+
+  private clientOptions(): LanguageClientOptions {
+    return {
+      documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+      outputChannel: this.log,
+      initializationOptions: sidecarOptions(),
+      // Our own close handler restarts with backoff; no retry prompt from the client.
+      initializationFailedHandler: (error) => {
+        this.log.error(`Sidecar initialization failed: ${error instanceof Error ? error.message : String(error)}`);
+        return false;
+      },
+      errorHandler: {
+        error: (): ErrorHandlerResult => ({ action: ErrorAction.Continue, handled: true }),
+        closed: (): CloseHandlerResult => this.onClosed(),
+      },
+      middleware: {
+        provideInlineCompletionItems: async (document, position, context, token, next) => {
+          const opts = sidecarOptions().completion;
+          if (!opts.enabled) return null;
+          // Debounce: VS Code cancels this token when the user types again.
+          await sleep(opts.debounceMs, token);
+          if (token.isCancellationRequested) return null;
+          return this.tracked(() => Promise.resolve(next(document, position, context, token)));
+        },
+      },
+    };
+  }
+
+  private onClosed(): CloseHandlerResult {
+    if (this.stopping) return { action: CloseAction.DoNotRestart, handled: true };
+    const now = Date.now();
+    this.crashes = [...this.crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
+    const attempt = this.crashes.length;
+    if (attempt > MAX_CRASHES) {
+      this.lastError = `The sidecar stopped ${attempt} times in 3 minutes; not restarting it.`;
+      this.setState("failed");
+      void vscode.window
+        .showErrorMessage(`MLX Sidecar: ${this.lastError} See the log for why.`, "Show Log", "Restart")
+        .then((choice) => {
+          if (choice === "Show Log") this.log.show();
+          if (choice === "Restart") void this.restart();
+        });
+      return { action: CloseAction.DoNotRestart, handled: true };
+    }
+    const wait = backoffMs(attempt);
+    this.log.appendLine(`Sidecar exited unexpectedly; restarting in ${wait / 1000} s (attempt ${attempt}/${MAX_CRASHES}).`);
+    this.setState("restarting");
+    this.restartTimer = setTimeout(() => void this.restart(false).catch(() => undefined), wait);
+    return { action: CloseAction.DoNotRestart, handled: true };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    const client = this.client;
+    this.client = undefined;
+    for (const d of this.clientDisposables.splice(0)) d.dispose();
+    if (client) {
+      try {
+        if (client.state !== State.Stopped) await client.stop(5000);
+      } catch (e) {
+        this.log.appendLine(`Stopping the sidecar: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      await client.dispose().catch(() => undefined);
+    }
+    this.setState("stopped");
+  }
+
+  /** Stops and starts the sidecar; a user-requested restart also forgets earlier crashes. */
+  async restart(byUser = true): Promise<void> {
+    if (byUser) this.crashes = [];
+    await this.stop();
+    await this.start();
+  }
+
+  /** Sends the current settings to the running sidecar. */
+  async pushSettings(): Promise<void> {
+    if (!this.client || this.state !== "running") return;
+    await this.client.sendNotification(DidChangeConfigurationNotification.type, {
+      settings: { [SECTION]: sidecarOptions() },
+    });
+  }
+
+  private async tracked<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.inflight++ === 0) this.busyEmitter.fire(true);
+    try {
+      return await fn();
+    } finally {
+      if (--this.inflight === 0) this.busyEmitter.fire(false);
+    }
+  }
+
+  async request<R>(method: string, params: unknown, token?: vscode.CancellationToken): Promise<R> {
+    if (this.starting) await this.starting;
+    const client = this.client;
+    if (!client || this.state !== "running") {
+      throw new Error(`The MLX sidecar is not running (${this.state}${this.lastError ? `: ${this.lastError}` : ""}).`);
+    }
+    // Pass no token rather than `undefined`: jsonrpc would send [params, null] by position.
+    const send = () => (token ? client.sendRequest<R>(method, params, token) : client.sendRequest<R>(method, params));
+    return WORK_METHODS.has(method) ? this.tracked(send) : send();
+  }
+
+  /** The underlying client (for $/progress subscriptions). */
+  get languageClient(): LanguageClient | undefined {
+    return this.client;
+  }
+
+  dispose(): void {
+    void this.stop();
+    this.stateEmitter.dispose();
+    this.deltaEmitter.dispose();
+    this.modelsEmitter.dispose();
+    this.busyEmitter.dispose();
+  }
+}

@@ -1,0 +1,261 @@
+// Command palette: download, switch, delete models; show status; restart the sidecar.
+import * as vscode from "vscode";
+import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient/node";
+import type { SidecarClient } from "./client";
+import { formatBytes, type HubModel, METHODS, type ModelInfo, type Status } from "./protocol";
+import { type Role, setModelForRole } from "./settings";
+
+const ROLE_KINDS: Record<Role, string[]> = {
+  completion: ["text"],
+  chat: ["text"],
+  embedding: ["embedding"],
+};
+
+/** Accepts a bare list or {models|data|results: list}. */
+export function asList<T>(reply: unknown): T[] {
+  if (Array.isArray(reply)) return reply as T[];
+  if (reply && typeof reply === "object") {
+    for (const key of ["models", "data", "results"]) {
+      const v = (reply as Record<string, unknown>)[key];
+      if (Array.isArray(v)) return v as T[];
+    }
+  }
+  return [];
+}
+
+export async function listModels(sidecar: SidecarClient): Promise<ModelInfo[]> {
+  return asList<ModelInfo>(await sidecar.request(METHODS.list, {}));
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export function modelItem(m: ModelInfo): vscode.QuickPickItem & { id: string } {
+  const bits = [m.kind, formatBytes(m.size_bytes), m.quantization ?? "", m.loaded ? "loaded" : "not loaded"];
+  return {
+    id: m.id,
+    label: m.id,
+    description: bits.filter(Boolean).join(" · "),
+    detail: m.roles && m.roles.length ? `selected for ${m.roles.join(", ")}` : undefined,
+  };
+}
+
+export function hubItem(m: HubModel): vscode.QuickPickItem & { id: string } {
+  const bits = [formatBytes(m.size_bytes), m.kind ?? "", m.downloads ? `${m.downloads.toLocaleString()} downloads` : ""];
+  return { id: m.id, label: m.id, description: bits.filter(Boolean).join(" · ") };
+}
+
+async function downloadModel(sidecar: SidecarClient): Promise<void> {
+  const qp = vscode.window.createQuickPick<vscode.QuickPickItem & { id: string }>();
+  qp.title = "MLX: Download Model";
+  qp.placeholder = "Search the Hugging Face Hub (e.g. qwen coder 4bit), or type a repo id";
+  qp.matchOnDescription = true;
+  let timer: NodeJS.Timeout | undefined;
+  let searchToken: vscode.CancellationTokenSource | undefined;
+  const search = (query: string): void => {
+    clearTimeout(timer);
+    searchToken?.cancel();
+    if (!query.trim()) {
+      qp.items = [];
+      return;
+    }
+    timer = setTimeout(async () => {
+      const cts = new vscode.CancellationTokenSource();
+      searchToken = cts;
+      qp.busy = true;
+      try {
+        const found = asList<HubModel>(await sidecar.request(METHODS.search, { query, limit: 30 }, cts.token));
+        if (cts.token.isCancellationRequested) return;
+        const items = found.map(hubItem);
+        // A typed repo id is always downloadable, even when the search does not list it.
+        if (query.includes("/") && !items.some((i) => i.id === query.trim())) {
+          items.unshift({ id: query.trim(), label: query.trim(), description: "download this repo id" });
+        }
+        qp.items = items;
+      } catch (e) {
+        if (!cts.token.isCancellationRequested) {
+          qp.items = [{ id: "", label: "$(error) Search failed", detail: errorText(e), alwaysShow: true }];
+        }
+      } finally {
+        if (searchToken === cts) qp.busy = false;
+      }
+    }, 300);
+  };
+  qp.onDidChangeValue(search);
+  const picked = await new Promise<string | undefined>((resolve) => {
+    qp.onDidAccept(() => {
+      const id = qp.selectedItems[0]?.id || (qp.value.includes("/") ? qp.value.trim() : "");
+      if (id) {
+        resolve(id);
+        qp.hide();
+      }
+    });
+    qp.onDidHide(() => resolve(undefined));
+    qp.show();
+  });
+  qp.dispose();
+  searchToken?.cancel();
+  if (!picked) return;
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: `Downloading ${picked}`, cancellable: true },
+    async (progress, token) => {
+      const workDoneToken = `mlx-download-${Date.now()}`;
+      let last = 0;
+      const client = sidecar.languageClient;
+      const sub = client?.onProgress(WorkDoneProgress.type, workDoneToken, (p) => {
+        if (p.kind === "end") return;
+        const v = p as WorkDoneProgressBegin | WorkDoneProgressReport;
+        const pct = typeof v.percentage === "number" ? v.percentage : undefined;
+        progress.report({ message: v.message, increment: pct !== undefined ? pct - last : undefined });
+        if (pct !== undefined) last = pct;
+      });
+      try {
+        await sidecar.request(METHODS.download, { repo: picked, workDoneToken }, token);
+        void vscode.window.showInformationMessage(`MLX: downloaded ${picked}.`);
+      } catch (e) {
+        if (token.isCancellationRequested) void vscode.window.showInformationMessage(`MLX: download of ${picked} cancelled.`);
+        else void vscode.window.showErrorMessage(`MLX: download of ${picked} failed: ${errorText(e)}`);
+      } finally {
+        sub?.dispose();
+      }
+    },
+  );
+}
+
+async function pickRole(): Promise<Role | undefined> {
+  const picked = await vscode.window.showQuickPick(
+    [
+      { label: "chat", role: "chat" as Role, description: "model of the chat panel" },
+      { label: "completion", role: "completion" as Role, description: "model of inline completion" },
+      { label: "embedding", role: "embedding" as Role, description: "model of embeddings" },
+    ],
+    { title: "MLX: Switch Model — which role?" },
+  );
+  return picked?.role;
+}
+
+async function switchModel(sidecar: SidecarClient, role?: Role): Promise<void> {
+  role ??= await pickRole();
+  if (!role) return;
+  let models: ModelInfo[];
+  try {
+    models = (await listModels(sidecar)).filter((m) => !m.kind || ROLE_KINDS[role].includes(m.kind));
+  } catch (e) {
+    void vscode.window.showErrorMessage(`MLX: could not list models: ${errorText(e)}`);
+    return;
+  }
+  if (models.length === 0) {
+    void vscode.window.showInformationMessage(`MLX: no ${role} model installed. Use "MLX: Download Model…".`);
+    return;
+  }
+  const picked = await vscode.window.showQuickPick(models.map(modelItem), { title: `MLX: ${role} model` });
+  if (!picked) return;
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: `Loading ${picked.id} for ${role}…` },
+    async () => {
+      try {
+        await sidecar.request(METHODS.select, { role, model: picked.id });
+        await setModelForRole(role, picked.id);
+        vscode.window.setStatusBarMessage(`MLX: ${role} model is now ${picked.id}`, 5000);
+        void vscode.window.showInformationMessage(`MLX: ${role} model is now ${picked.id}.`);
+      } catch (e) {
+        void vscode.window.showErrorMessage(`MLX: could not switch to ${picked.id}: ${errorText(e)}`);
+      }
+    },
+  );
+}
+
+async function deleteModel(sidecar: SidecarClient): Promise<void> {
+  let models: ModelInfo[];
+  try {
+    models = await listModels(sidecar);
+  } catch (e) {
+    void vscode.window.showErrorMessage(`MLX: could not list models: ${errorText(e)}`);
+    return;
+  }
+  const picked = await vscode.window.showQuickPick(models.map(modelItem), { title: "MLX: Delete Model" });
+  if (!picked) return;
+  const sure = await vscode.window.showWarningMessage(
+    `Delete ${picked.id} from disk?`,
+    { modal: true, detail: picked.description },
+    "Delete",
+  );
+  if (sure !== "Delete") return;
+  try {
+    await sidecar.request(METHODS.remove, { id: picked.id });
+    void vscode.window.showInformationMessage(`MLX: deleted ${picked.id}.`);
+  } catch (e) {
+    void vscode.window.showErrorMessage(`MLX: could not delete ${picked.id}: ${errorText(e)}`);
+  }
+}
+
+/** The status as markdown, for the read-only status document. */
+export function statusMarkdown(sidecar: SidecarClient, status: Status | undefined, models: ModelInfo[]): string {
+  const lines = ["# MLX Sidecar", "", `- state: **${sidecar.state}**`];
+  if (sidecar.command) lines.push(`- started from ${sidecar.command.source}: \`${sidecar.command.command} ${sidecar.command.args.join(" ")}\``);
+  if (sidecar.lastError) lines.push(`- last error: ${sidecar.lastError}`);
+  if (models.length) {
+    lines.push("", "## Models", "", "| id | kind | size | loaded |", "|---|---|---|---|");
+    for (const m of models) lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
+  }
+  if (status) lines.push("", "## Engine", "", "```json", JSON.stringify(status, null, 2), "```");
+  return lines.join("\n") + "\n";
+}
+
+class StatusDocument implements vscode.TextDocumentContentProvider {
+  static readonly uri = vscode.Uri.parse("mlx-sidecar-status:/MLX%20Sidecar%20Status.md");
+  private readonly emitter = new vscode.EventEmitter<vscode.Uri>();
+  readonly onDidChange = this.emitter.event;
+  content = "";
+  set(text: string): void {
+    this.content = text;
+    this.emitter.fire(StatusDocument.uri);
+  }
+  provideTextDocumentContent(): string {
+    return this.content;
+  }
+}
+
+async function showStatus(sidecar: SidecarClient, doc: StatusDocument): Promise<void> {
+  let status: Status | undefined;
+  let models: ModelInfo[] = [];
+  if (sidecar.state === "running") {
+    try {
+      [status, models] = await Promise.all([sidecar.request<Status>(METHODS.status, {}), listModels(sidecar)]);
+    } catch (e) {
+      status = { error: errorText(e) };
+    }
+  }
+  doc.set(statusMarkdown(sidecar, status, models));
+  const opened = await vscode.workspace.openTextDocument(StatusDocument.uri);
+  await vscode.window.showTextDocument(opened, { preview: true });
+}
+
+export function registerCommands(sidecar: SidecarClient): vscode.Disposable[] {
+  const doc = new StatusDocument();
+  const guard =
+    (fn: () => Promise<void>) =>
+    async (): Promise<void> => {
+      try {
+        await fn();
+      } catch (e) {
+        void vscode.window.showErrorMessage(`MLX: ${errorText(e)}`);
+      }
+    };
+  return [
+    vscode.workspace.registerTextDocumentContentProvider("mlx-sidecar-status", doc),
+    vscode.commands.registerCommand("mlxSidecar.downloadModel", guard(() => downloadModel(sidecar))),
+    vscode.commands.registerCommand("mlxSidecar.switchModel", (role?: Role) => guard(() => switchModel(sidecar, role))()),
+    vscode.commands.registerCommand("mlxSidecar.deleteModel", guard(() => deleteModel(sidecar))),
+    vscode.commands.registerCommand("mlxSidecar.showStatus", guard(() => showStatus(sidecar, doc))),
+    vscode.commands.registerCommand("mlxSidecar.showLog", () => sidecar.log.show()),
+    vscode.commands.registerCommand(
+      "mlxSidecar.restartSidecar",
+      guard(async () => {
+        await sidecar.restart();
+        vscode.window.setStatusBarMessage("MLX: sidecar restarted", 3000);
+      }),
+    ),
+  ];
+}

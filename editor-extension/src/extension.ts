@@ -1,0 +1,53 @@
+// Entry point: wires the sidecar client, chat view, commands and status bar together.
+import * as vscode from "vscode";
+import { SidecarClient } from "./client";
+import { ChatViewProvider } from "./chat-view";
+import { registerCommands } from "./commands";
+import { RESTART_KEYS, SECTION } from "./settings";
+import { StatusBar } from "./status-bar";
+
+let sidecar: SidecarClient | undefined;
+
+/** What activate() returns: other extensions (and the tests) can reach the running sidecar. */
+export interface MlxSidecarApi {
+  sidecar: SidecarClient;
+  chat: ChatViewProvider;
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<MlxSidecarApi> {
+  const log = vscode.window.createOutputChannel("MLX Sidecar", { log: true });
+  sidecar = new SidecarClient(context.globalStorageUri, log);
+  const chat = new ChatViewProvider(context.extensionUri, sidecar);
+  context.subscriptions.push(
+    log,
+    sidecar,
+    chat,
+    new StatusBar(sidecar),
+    vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, {
+      webviewOptions: { retainContextWhenHidden: true },
+    }),
+    vscode.commands.registerCommand("mlxSidecar.newChat", () => chat.newChat()),
+    vscode.commands.registerCommand("mlxSidecar.addSelectionToChat", () => chat.addSelection()),
+    vscode.commands.registerCommand("mlxSidecar.addFileToChat", () => chat.addFile()),
+    ...registerCommands(sidecar),
+    vscode.workspace.onDidChangeConfiguration(async (e) => {
+      if (!e.affectsConfiguration(SECTION) || !sidecar) return;
+      if (RESTART_KEYS.some((k) => e.affectsConfiguration(k))) await sidecar.restart().catch(() => undefined);
+      else await sidecar.pushSettings().catch(() => undefined);
+    }),
+  );
+  // Start in the background: activation must not wait for a venv install or model load.
+  sidecar.start().catch((e) => {
+    void vscode.window
+      .showErrorMessage(`MLX Sidecar could not start: ${e instanceof Error ? e.message : String(e)}`, "Show Log", "Open Settings")
+      .then((choice) => {
+        if (choice === "Show Log") log.show();
+        if (choice === "Open Settings") void vscode.commands.executeCommand("workbench.action.openSettings", SECTION);
+      });
+  });
+  return { sidecar, chat };
+}
+
+export async function deactivate(): Promise<void> {
+  await sidecar?.stop();
+}

@@ -1,0 +1,77 @@
+// The extension's settings, read in one place, and the shape the sidecar receives
+// (as initializationOptions at start and through workspace/didChangeConfiguration later).
+import * as vscode from "vscode";
+
+export const SECTION = "mlxSidecar";
+
+/** Matches sidecar/lsp/options.py InitOptions (camelCase; unknown keys are ignored there). */
+export interface SidecarOptions {
+  models: { completion: string | null; chat: string | null; embedding: string | null };
+  completion: { enabled: boolean; debounceMs: number; maxTokens: number };
+  chat: { maxTokens: number; temperature: number };
+  modelsDir: string | null;
+  httpPort: number;
+  logLevel: string;
+}
+
+export interface LaunchSettings {
+  serverPath: string;
+  pythonPath: string;
+  pipPackage: string;
+  modelsDir: string;
+  httpPort: number;
+  logLevel: string;
+}
+
+function config(): vscode.WorkspaceConfiguration {
+  return vscode.workspace.getConfiguration(SECTION);
+}
+
+const orNull = (s: string | undefined): string | null => (s && s.trim() ? s.trim() : null);
+
+export function sidecarOptions(): SidecarOptions {
+  const c = config();
+  return {
+    models: {
+      completion: orNull(c.get<string>("completionModel")),
+      chat: orNull(c.get<string>("chatModel")),
+      embedding: orNull(c.get<string>("embeddingModel")),
+    },
+    completion: {
+      enabled: c.get<boolean>("completion.enabled", true),
+      debounceMs: c.get<number>("completion.debounceMs", 150),
+      maxTokens: c.get<number>("completion.maxTokens", 24),
+    },
+    chat: {
+      maxTokens: c.get<number>("chat.maxTokens", 512),
+      temperature: c.get<number>("chat.temperature", 0.2),
+    },
+    modelsDir: orNull(c.get<string>("modelsDir")),
+    httpPort: c.get<number>("httpPort", 0),
+    logLevel: c.get<string>("logLevel", "INFO"),
+  };
+}
+
+export function launchSettings(): LaunchSettings {
+  const c = config();
+  return {
+    serverPath: c.get<string>("serverPath", "").trim(),
+    pythonPath: c.get<string>("pythonPath", "").trim(),
+    pipPackage: c.get<string>("pipPackage", "mlx-sidecar").trim() || "mlx-sidecar",
+    modelsDir: c.get<string>("modelsDir", "").trim(),
+    httpPort: c.get<number>("httpPort", 0),
+    logLevel: c.get<string>("logLevel", "INFO"),
+  };
+}
+
+/** Settings whose change needs a new sidecar process (the rest are sent to the running one). */
+export const RESTART_KEYS = ["serverPath", "pythonPath", "pipPackage", "modelsDir", "httpPort", "logLevel"].map(
+  (k) => `${SECTION}.${k}`,
+);
+
+export async function setModelForRole(role: Role, model: string): Promise<void> {
+  const key = role === "completion" ? "completionModel" : role === "chat" ? "chatModel" : "embeddingModel";
+  await config().update(key, model, vscode.ConfigurationTarget.Global);
+}
+
+export type Role = "completion" | "chat" | "embedding";

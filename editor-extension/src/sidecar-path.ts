@@ -1,0 +1,117 @@
+// Finds how to start the sidecar: serverPath, else pythonPath, else `mlx-sidecar` on PATH,
+// else a virtual environment this extension creates (once) in its global storage.
+import { execFile } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as vscode from "vscode";
+import type { LaunchSettings } from "./settings";
+
+export interface SidecarCommand {
+  command: string;
+  args: string[];
+  /** Where it came from, for the log and the status view. */
+  source: "serverPath" | "pythonPath" | "PATH" | "managed venv";
+}
+
+const isWindows = process.platform === "win32";
+
+export function commandFromSettings(s: LaunchSettings): SidecarCommand | undefined {
+  const extra = s.httpPort > 0 ? ["--http-port", String(s.httpPort)] : [];
+  if (s.serverPath) return { command: s.serverPath, args: ["stdio", ...extra], source: "serverPath" };
+  if (s.pythonPath) return { command: s.pythonPath, args: ["-m", "sidecar", "stdio", ...extra], source: "pythonPath" };
+  return undefined;
+}
+
+export function findOnPath(name: string, envPath = process.env.PATH ?? ""): string | undefined {
+  for (const dir of envPath.split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, isWindows ? `${name}.exe` : name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+function venvBin(venv: string, name: string): string {
+  return isWindows ? path.join(venv, "Scripts", `${name}.exe`) : path.join(venv, "bin", name);
+}
+
+function run(cmd: string, args: string[], log: vscode.OutputChannel, token?: vscode.CancellationToken): Promise<void> {
+  return new Promise((resolve, reject) => {
+    log.appendLine(`$ ${cmd} ${args.join(" ")}`);
+    const child = execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (stdout) log.append(stdout);
+      if (stderr) log.append(stderr);
+      // The last line of stderr is pip's/venv's own reason; the whole output is in the log.
+      if (err) {
+        const reason = stderr.trim().split("\n").filter((l) => /error/i.test(l)).pop() ?? err.message;
+        reject(new Error(`${path.basename(cmd)} ${args.slice(0, 3).join(" ")} failed: ${reason}`));
+      } else resolve();
+    });
+    token?.onCancellationRequested(() => child.kill());
+  });
+}
+
+/** Creates <globalStorage>/venv and pip-installs the sidecar into it, with a progress notification. */
+export async function ensureManagedVenv(
+  storage: vscode.Uri,
+  pipPackage: string,
+  log: vscode.OutputChannel,
+): Promise<string> {
+  const venv = path.join(storage.fsPath, "venv");
+  const sidecar = venvBin(venv, "mlx-sidecar");
+  const marker = path.join(venv, ".mlx-sidecar-installed");
+  if (fs.existsSync(sidecar) && fs.existsSync(marker) && fs.readFileSync(marker, "utf8") === pipPackage) {
+    return sidecar;
+  }
+  const python = findOnPath("python3") ?? findOnPath("python");
+  if (!python) {
+    throw new Error("No python3 found on PATH. Install Python 3.11+ or set mlxSidecar.pythonPath / mlxSidecar.serverPath.");
+  }
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: "MLX Sidecar", cancellable: true },
+    async (progress, token) => {
+      fs.mkdirSync(storage.fsPath, { recursive: true });
+      progress.report({ message: "creating a Python environment…" });
+      await run(python, ["-m", "venv", venv], log, token);
+      progress.report({ message: `installing ${pipPackage} (first start only; this can take a few minutes)…` });
+      try {
+        await run(venvBin(venv, "python"), ["-m", "pip", "install", "--upgrade", pipPackage], log, token);
+      } catch (e) {
+        throw new Error(
+          `pip could not install "${pipPackage}" (${e instanceof Error ? e.message : String(e)}). ` +
+            "Set mlxSidecar.pipPackage to a checkout or wheel of mlx-sidecar, or mlxSidecar.pythonPath to a Python that has it.",
+        );
+      }
+      if (token.isCancellationRequested) throw new Error("Installation cancelled.");
+    },
+  );
+  fs.writeFileSync(marker, pipPackage);
+  return sidecar;
+}
+
+export async function resolveSidecar(
+  s: LaunchSettings,
+  storage: vscode.Uri,
+  log: vscode.OutputChannel,
+): Promise<SidecarCommand> {
+  const configured = commandFromSettings(s);
+  if (configured) return configured;
+  const extra = s.httpPort > 0 ? ["--http-port", String(s.httpPort)] : [];
+  const onPath = findOnPath("mlx-sidecar");
+  if (onPath) return { command: onPath, args: ["stdio", ...extra], source: "PATH" };
+  const managed = await ensureManagedVenv(storage, s.pipPackage, log);
+  return { command: managed, args: ["stdio", ...extra], source: "managed venv" };
+}
+
+/** Environment of the sidecar process. */
+export function sidecarEnv(s: LaunchSettings): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONUNBUFFERED: "1" };
+  if (s.modelsDir) env.MLX_SIDECAR_MODELS_DIR = s.modelsDir;
+  env.MLX_SIDECAR_LOG_LEVEL = s.logLevel;
+  return env;
+}

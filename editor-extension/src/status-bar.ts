@@ -1,0 +1,83 @@
+// Status bar item: completion model, busy/idle, tokens/s of recent work; click shows status.
+import * as vscode from "vscode";
+import type { SidecarClient } from "./client";
+import { METHODS, type Status } from "./protocol";
+
+/** Pulls the fields the status bar shows out of an mlx/status reply (tolerant of shape). */
+export function summarize(status: Status): { model?: string; tokensPerS?: number } {
+  const models = (status.models ?? {}) as Record<string, unknown>;
+  const roles = (status.roles ?? status.selected ?? models) as Record<string, unknown>;
+  const completion = roles.completion ?? status.completion_model;
+  const tps = status.recent_tokens_per_s ?? status.tokens_per_s;
+  return {
+    model: typeof completion === "string" ? completion : undefined,
+    tokensPerS: typeof tps === "number" && Number.isFinite(tps) ? tps : undefined,
+  };
+}
+
+export class StatusBar implements vscode.Disposable {
+  private readonly item = vscode.window.createStatusBarItem("mlxSidecar.status", vscode.StatusBarAlignment.Right, 100);
+  private model: string | undefined;
+  private tps: number | undefined;
+  private readonly disposables: vscode.Disposable[] = [];
+  private refreshTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly sidecar: SidecarClient) {
+    this.item.name = "MLX Sidecar";
+    this.item.command = "mlxSidecar.showStatus";
+    this.disposables.push(
+      sidecar.onDidChangeState(() => {
+        this.render();
+        if (sidecar.state === "running") void this.refresh();
+      }),
+      sidecar.onBusy((busy) => {
+        this.render();
+        if (!busy) this.scheduleRefresh();
+      }),
+      sidecar.onModelsChanged(() => void this.refresh()),
+    );
+    this.render();
+    this.item.show();
+  }
+
+  private scheduleRefresh(): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => void this.refresh(), 300);
+  }
+
+  async refresh(): Promise<void> {
+    if (this.sidecar.state !== "running") return;
+    try {
+      const s = summarize(await this.sidecar.request<Status>(METHODS.status, {}));
+      this.model = s.model ?? this.model;
+      this.tps = s.tokensPerS ?? this.tps;
+    } catch {
+      // shown as state instead
+    }
+    this.render();
+  }
+
+  render(): void {
+    const state = this.sidecar.state;
+    let icon = "$(hubot)";
+    let text: string;
+    if (state === "running") {
+      if (this.sidecar.busy) icon = "$(loading~spin)";
+      const parts = [this.model ?? "MLX", this.sidecar.busy ? "busy" : "idle"];
+      if (this.tps !== undefined && this.tps > 0) parts.push(`${this.tps.toFixed(1)} tok/s`);
+      text = `${icon} ${parts.join(" · ")}`;
+    } else if (state === "failed") {
+      text = "$(error) MLX: stopped";
+    } else {
+      text = `$(loading~spin) MLX: ${state}`;
+    }
+    this.item.text = text;
+    this.item.tooltip = `MLX Sidecar — ${state}${this.sidecar.lastError ? `\n${this.sidecar.lastError}` : ""}\nClick for status.`;
+  }
+
+  dispose(): void {
+    clearTimeout(this.refreshTimer);
+    for (const d of this.disposables) d.dispose();
+    this.item.dispose();
+  }
+}

@@ -1,0 +1,261 @@
+// End to end in a real VS Code (code-server) driven by playwright-core in Debian's chromium:
+// inline completion (ghost text + Tab), the chat view (streamed reply), "MLX: Switch Model…".
+// Needs: CODE_SERVER_NODE (node 24), CODE_SERVER_ENTRY (code-server's out/node/entry.js),
+// SIDECAR_PYTHON (python with the sidecar), MLX_SIDECAR_MODELS_DIR, and the built .vsix.
+// Screenshots go to editor-extension/test-artifacts/.
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const artifacts = path.join(root, "test-artifacts");
+const vsix = process.env.VSIX ?? path.join(root, "mlx-sidecar.vsix");
+const node = process.env.CODE_SERVER_NODE ?? path.join(os.homedir(), ".cache/mlx-sidecar-ci/node-24.9.0/bin/node");
+const entry =
+  process.env.CODE_SERVER_ENTRY ??
+  path.join(os.homedir(), ".cache/mlx-sidecar-ci/code-server-4.139.1/node_modules/code-server/out/node/entry.js");
+const python = process.env.SIDECAR_PYTHON ?? path.resolve(root, "../.venv/bin/python");
+const modelsDir = process.env.MLX_SIDECAR_MODELS_DIR ?? path.resolve(root, "../.cache/test-models");
+const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+const SOURCE = 'def add(a, b):\n    """Return the sum of a and b."""\n    return';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mlx-e2e-"));
+const userData = path.join(tmp, "user-data");
+const extDir = path.join(tmp, "extensions");
+const workspace = path.join(tmp, "workspace");
+let server;
+let browser;
+let page;
+const serverLog = [];
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function shot(name) {
+  fs.mkdirSync(artifacts, { recursive: true });
+  const file = path.join(artifacts, `${name}.png`);
+  await page.screenshot({ path: file });
+  console.log(`screenshot: ${file}`);
+  return file;
+}
+
+/** Runs a step; on failure keeps a screenshot and the server log tail. */
+async function step(name, fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    if (page) await shot(`FAILED-${name}`).catch(() => undefined);
+    console.log(serverLog.join("").slice(-4000));
+    throw e;
+  }
+}
+
+async function runCommand(title) {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible", timeout: 20_000 });
+  await input.fill(`>${title}`);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor({ timeout: 20_000 });
+  await page.keyboard.press("Enter");
+}
+
+async function chatFrame() {
+  for (let i = 0; i < 120; i++) {
+    for (const f of page.frames()) {
+      if ((await f.locator("#input").count().catch(() => 0)) > 0) return f;
+    }
+    await page.waitForTimeout(500);
+  }
+  throw new Error("chat webview did not appear");
+}
+
+describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
+  before(async () => {
+    assert.ok(fs.existsSync(vsix), `build the .vsix first (${vsix})`);
+    fs.mkdirSync(path.join(userData, "User"), { recursive: true });
+    fs.mkdirSync(workspace, { recursive: true });
+    fs.writeFileSync(path.join(workspace, "calc.py"), SOURCE);
+    fs.writeFileSync(
+      path.join(userData, "User", "settings.json"),
+      JSON.stringify(
+        {
+          "mlxSidecar.pythonPath": python,
+          "mlxSidecar.modelsDir": modelsDir,
+          "mlxSidecar.completion.maxTokens": 8,
+          "mlxSidecar.completion.debounceMs": 50,
+          "mlxSidecar.chat.maxTokens": 16,
+          "mlxSidecar.chat.temperature": 0,
+          "workbench.startupEditor": "none",
+          "workbench.tips.enabled": false,
+          "workbench.welcomePage.walkthroughs.openOnInstall": false,
+          "workbench.secondarySideBar.defaultVisibility": "hidden",
+          "security.workspace.trust.enabled": false,
+          "telemetry.telemetryLevel": "off",
+          "extensions.ignoreRecommendations": true,
+          "chat.disableAIFeatures": true,
+          "editor.inlineSuggest.enabled": true,
+          "editor.quickSuggestions": { other: false, comments: false, strings: false },
+          "editor.suggestOnTriggerCharacters": false,
+          "editor.autoClosingBrackets": "never",
+          "editor.autoClosingQuotes": "never",
+          "files.autoSave": "off",
+          "window.restoreWindows": "none",
+        },
+        null,
+        2,
+      ),
+    );
+    execFileSync(node, [entry, "--user-data-dir", userData, "--extensions-dir", extDir, "--install-extension", vsix], {
+      stdio: "inherit",
+    });
+    const port = await freePort();
+    server = spawn(
+      node,
+      [entry, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--user-data-dir", userData, "--extensions-dir", extDir,
+        "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override", workspace],
+      // Its own process group, so `after` ends code-server's helpers and the sidecar with it.
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MLX_SIDECAR_MODELS_DIR: modelsDir }, detached: true },
+    );
+    const ready = new Promise((resolve, reject) => {
+      const onData = (d) => {
+        serverLog.push(d.toString());
+        if (/HTTP server listening/.test(d.toString())) resolve();
+      };
+      server.stdout.on("data", onData);
+      server.stderr.on("data", onData);
+      server.on("exit", (code) => reject(new Error(`code-server exited (${code}): ${serverLog.join("")}`)));
+    });
+    await ready;
+    browser = await chromium.launch({ executablePath: browserPath, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
+    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 120_000 });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => undefined);
+    if (server?.pid) {
+      try {
+        process.kill(-server.pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test("the sidecar starts and the status bar says so", async () => {
+    await step("startup", async () => {
+      const item = page.locator(".statusbar-item", { hasText: /idle|busy/ });
+      await item.first().waitFor({ timeout: 180_000 });
+      await shot("01-startup");
+    });
+  });
+
+  test("ghost text appears in a Python file and Tab accepts it", async () => {
+    await step("inline", async () => {
+      await page.keyboard.press("Control+P");
+      await page.locator(".quick-input-widget input").fill("calc.py");
+      await page.locator(".quick-input-list .monaco-list-row", { hasText: "calc.py" }).first().waitFor({ timeout: 30_000 });
+      await page.keyboard.press("Enter");
+      const editor = page.locator(".monaco-editor .view-lines").first();
+      await editor.waitFor({ timeout: 30_000 });
+      await editor.click();
+      await page.keyboard.press("Control+End");
+      await page.keyboard.type(" a", { delay: 50 });
+      const ghost = page.locator(".ghost-text-decoration, .ghost-text-decoration-preview, .ghost-text");
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try {
+          await ghost.first().waitFor({ timeout: 60_000 });
+          break;
+        } catch (e) {
+          if (attempt === 2) throw e;
+          await page.keyboard.press("Alt+Backslash"); // editor.action.inlineSuggest.trigger
+        }
+      }
+      const suggested = (await ghost.allTextContents()).join("");
+      console.log(`ghost text: ${JSON.stringify(suggested)}`);
+      await shot("02-ghost-text");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Control+S");
+      await page.waitForTimeout(1500);
+      const saved = fs.readFileSync(path.join(workspace, "calc.py"), "utf8");
+      console.log(`saved: ${JSON.stringify(saved)}`);
+      assert.ok(saved.startsWith(`${SOURCE} a`), "typed text is kept");
+      assert.ok(saved.length > `${SOURCE} a`.length, "Tab inserted the suggestion");
+      const firstWord = suggested.trim().split(/\s+/)[0];
+      if (firstWord) assert.ok(saved.includes(firstWord), `inserted text contains the ghost text (${firstWord})`);
+      await shot("03-accepted");
+    });
+  });
+
+  test("the chat view streams a reply", async () => {
+    await step("chat", async () => {
+      await page.locator('.activitybar [aria-label^="MLX Chat"]').first().click();
+      const frame = await chatFrame();
+      await frame.locator("#input").fill("Say hello.");
+      await frame.locator("#input").press("Enter");
+      await frame.locator(".msg.user").first().waitFor({ timeout: 30_000 });
+      // Streaming: the assistant bubble shows text (with the typing cursor) before it is done.
+      await frame.waitForFunction(
+        () => {
+          const body = document.querySelector(".msg.assistant .body.cursor");
+          return body && body.textContent.trim().length > 0;
+        },
+        undefined,
+        { timeout: 120_000, polling: 50 },
+      );
+      await shot("04a-chat-streaming");
+      await frame.locator(".msg.assistant.done").first().waitFor({ timeout: 180_000 });
+      const reply = await frame.locator(".msg.assistant .body").first().innerText();
+      console.log(`chat reply: ${JSON.stringify(reply)}`);
+      assert.ok(reply.trim().length > 0, "the reply has text");
+      const meta = await frame.locator(".msg.assistant .meta").first().innerText();
+      assert.match(meta, /tokens/);
+      await shot("04b-chat-done");
+    });
+  });
+
+  test("MLX: Switch Model… changes the chat model", async () => {
+    await step("switch", async () => {
+      await runCommand("MLX: Switch Model");
+      await page.locator(".quick-input-list .monaco-list-row", { hasText: "chat" }).first().waitFor({ timeout: 20_000 });
+      await page.locator(".quick-input-widget input").fill("chat");
+      await page.keyboard.press("Enter");
+      const row = page.locator(".quick-input-list .monaco-list-row", { hasText: "SmolLM2-135M-Instruct" }).first();
+      await row.waitFor({ timeout: 60_000 });
+      await shot("05-switch-model-picker");
+      await page.locator(".quick-input-widget input").fill("SmolLM2-135M-Instruct");
+      await page.keyboard.press("Enter");
+      await page.locator(".notifications-toasts", { hasText: "chat model is now SmolLM2-135M-Instruct" }).waitFor({ timeout: 120_000 });
+      await shot("06-switched");
+      const settings = JSON.parse(fs.readFileSync(path.join(userData, "User", "settings.json"), "utf8"));
+      assert.equal(settings["mlxSidecar.chatModel"], "SmolLM2-135M-Instruct");
+    });
+  });
+
+  test("clicking the status bar item opens the status page", async () => {
+    await step("status", async () => {
+      await page.locator(".statusbar-item", { hasText: /SmolLM2-135M-Instruct · idle/ }).first().click();
+      await page.locator(".tab", { hasText: "MLX Sidecar Status" }).first().waitFor({ timeout: 30_000 });
+      await page.locator(".monaco-editor .view-lines", { hasText: "state: **running**" }).first().waitFor({ timeout: 30_000 });
+      await shot("07-status");
+    });
+  });
+});

@@ -1,0 +1,294 @@
+// The extension, activated in a fake VS Code host, with the real vscode-languageclient talking
+// to the real Python sidecar (`<SIDECAR_PYTHON> -m sidecar stdio`) on the default models.
+// Covers: start, inline completion (and its enable setting), settings sent on change, chat
+// streaming through the chat view, Stop, Switch/Download/Delete Model, Show Status, restart
+// after a crash. Slow machine: tiny token limits.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import * as vscode from "vscode";
+import { activate, deactivate, type MlxSidecarApi } from "../../src/extension";
+import type { ModelInfo, Status } from "../../src/protocol";
+import { openDocument, Position, registered, settings, ui } from "./fake-vscode";
+
+const root = path.resolve(__dirname, "../../..");
+const repo = path.resolve(root, "..");
+const python = process.env.SIDECAR_PYTHON ?? path.join(repo, ".venv/bin/python");
+const sharedModels = process.env.MLX_SIDECAR_MODELS_DIR ?? path.join(repo, ".cache/test-models");
+const TINY = "mlx-community/tiny-fim-qwen-ext-test";
+
+async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 120_000): Promise<NonNullable<T>> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A fake WebviewView: records what the extension posts; `send` plays the webview's part. */
+function fakeWebviewView() {
+  const posted: any[] = [];
+  let receive: (m: any) => void = () => undefined;
+  const view: any = {
+    webview: {
+      options: {},
+      html: "",
+      cspSource: "vscode-resource:",
+      asWebviewUri: (u: vscode.Uri) => u,
+      postMessage: async (m: any) => {
+        posted.push(m);
+        return true;
+      },
+      onDidReceiveMessage: (fn: any) => {
+        receive = fn;
+        return new vscode.Disposable(() => undefined);
+      },
+    },
+    onDidDispose: () => new vscode.Disposable(() => undefined),
+    show: () => undefined,
+  };
+  return { view, posted, send: (m: any) => receive(m) };
+}
+
+describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
+  let api: MlxSidecarApi;
+  let hub: ChildProcess | undefined;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mlx-ext-test-"));
+  const modelsDir = path.join(tmp, "models");
+  const context: any = { subscriptions: [], globalStorageUri: vscode.Uri.file(path.join(tmp, "storage")), extensionUri: vscode.Uri.file(root) };
+
+  const request = <R>(method: string, params: unknown = {}) => api.sidecar.request<R>(method, params);
+  const models = async () => (await request<{ models: ModelInfo[] }>("mlx/models/list")).models;
+
+  before(async () => {
+    // Own models dir (links to the shared defaults) so download/delete touch nothing shared.
+    fs.mkdirSync(modelsDir);
+    for (const m of ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]) fs.symlinkSync(path.join(sharedModels, m), path.join(modelsDir, m));
+    // A local Hugging Face hub (the Python tests' server) serving a 16 MB model to download.
+    const tinySrc = path.join(sharedModels, "tiny-fim-qwen");
+    if (fs.existsSync(path.join(repo, "tests/hub_server.py")) && fs.existsSync(tinySrc)) {
+      hub = spawn(
+        python,
+        ["-c", [
+          "import sys; from pathlib import Path",
+          "from tests.hub_server import HubServer, repo_from_dir",
+          `s = HubServer([repo_from_dir(${JSON.stringify(TINY)}, Path(${JSON.stringify(tinySrc)}), downloads=7, tags=['mlx'])], token=None).start()`,
+          "s.delay_s = 0.01  # ~3 s per download: long enough to cancel one",
+          "print(s.url, flush=True); sys.stdin.read()",
+        ].join("\n")],
+        { cwd: repo, stdio: ["pipe", "pipe", "inherit"] },
+      );
+      const url = await new Promise<string>((resolve, reject) => {
+        hub!.stdout!.once("data", (d) => resolve(d.toString().trim()));
+        hub!.once("exit", (c) => reject(new Error(`hub server exited ${c}`)));
+      });
+      process.env.HF_ENDPOINT = url;
+    }
+    settings.clear();
+    settings.set("mlxSidecar.pythonPath", python);
+    settings.set("mlxSidecar.modelsDir", modelsDir);
+    settings.set("mlxSidecar.completion.maxTokens", 6);
+    settings.set("mlxSidecar.completion.debounceMs", 10);
+    settings.set("mlxSidecar.chat.maxTokens", 8);
+    settings.set("mlxSidecar.chat.temperature", 0);
+    api = await activate(context);
+  });
+
+  after(async () => {
+    await deactivate();
+    for (const d of context.subscriptions) d.dispose();
+    hub?.kill();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test("starts the sidecar; inline completion is registered through the language client", async () => {
+    await until("running", () => api.sidecar.state === "running");
+    assert.equal(registered.inlineProviders.length, 1, "exactly one inline completion provider");
+    const bar = ui.statusBarItems[0];
+    await until("status bar with the model", () => /SmolLM2-135M-Instruct · idle/.test(bar.text));
+  });
+
+  test("inline completion returns ghost text for a Python buffer", async () => {
+    const text = 'def add(a, b):\n    """Return the sum of a and b."""\n    return a';
+    const doc = openDocument(vscode.Uri.file(path.join(tmp, "calc.py")), "python", text);
+    const cts = new vscode.CancellationTokenSource();
+    const t0 = Date.now();
+    const result = await registered.inlineProviders[0].provideInlineCompletionItems(
+      doc, new Position(2, 12), { triggerKind: 1, selectedCompletionInfo: undefined }, cts.token,
+    );
+    const items = Array.isArray(result) ? result : result.items;
+    assert.ok(items.length >= 1, "one suggestion");
+    const insert = typeof items[0].insertText === "string" ? items[0].insertText : items[0].insertText.value;
+    console.log(`inline: ${JSON.stringify(insert)} in ${Date.now() - t0} ms`);
+    assert.ok(insert.length > 0);
+    assert.deepEqual([items[0].range.start.line, items[0].range.start.character], [2, 12]);
+  });
+
+  test("completion.enabled=false stops requests; settings reach the sidecar on change", async () => {
+    await vscode.workspace.getConfiguration("mlxSidecar").update("completion.enabled", false);
+    const doc = vscode.workspace.textDocuments[0];
+    const cts = new vscode.CancellationTokenSource();
+    const off = await registered.inlineProviders[0].provideInlineCompletionItems(doc, new Position(2, 12), { triggerKind: 1 }, cts.token);
+    assert.equal(off, null);
+    await vscode.workspace.getConfiguration("mlxSidecar").update("completion.maxTokens", 5);
+    await until("options pushed", async () => {
+      const s = await request<Status>("mlx/status");
+      const c = s.completion as { enabled: boolean; max_tokens: number };
+      return c.enabled === false && c.max_tokens === 5;
+    }, 10_000);
+    await vscode.workspace.getConfiguration("mlxSidecar").update("completion.enabled", true);
+  });
+
+  test("chat view streams deltas and ends with the full reply; the status bar shows busy, then idle", async () => {
+    const bar = ui.statusBarItems[0];
+    bar.history.length = 0;
+    const { view, posted, send } = fakeWebviewView();
+    api.chat.resolveWebviewView(view);
+    assert.match(view.webview.html, /Content-Security-Policy/);
+    assert.doesNotMatch(view.webview.html, /https?:\/\//, "no remote resources");
+    send({ type: "ready" });
+    send({ type: "send", text: "Say hello." });
+    const done = await until("done", () => posted.find((m) => m.type === "done" || m.type === "error"));
+    assert.equal(done.type, "done", JSON.stringify(done));
+    const deltas = posted.filter((m) => m.type === "delta").map((m) => m.delta);
+    console.log(`chat: ${deltas.length} deltas, ${JSON.stringify(done.text)}`);
+    assert.ok(deltas.length >= 2, "streamed in pieces");
+    assert.equal(deltas.join(""), done.text);
+    assert.ok(done.usage.completion_tokens <= 8);
+    const modelsMsg = posted.find((m) => m.type === "models");
+    assert.ok(modelsMsg.models.includes("SmolLM2-135M-Instruct"));
+    assert.ok(!modelsMsg.models.includes("all-MiniLM-L6-v2"), "no embedding model in the chat picker");
+    assert.ok(bar.history.some((t: string) => /SmolLM2-135M-Instruct · busy/.test(t)), bar.history.join("\n"));
+    await until("idle with tokens/s", () => /SmolLM2-135M-Instruct · idle · [\d.]+ tok\/s/.test(bar.text), 10_000);
+  });
+
+  test("chat: selection as context reaches the model; Insert puts a code block at the cursor", async () => {
+    const doc = openDocument(vscode.Uri.file(path.join(tmp, "mul.py")), "python", "def mul(a, b):\n    return a * b\n");
+    const edits: { at: unknown; text: string }[] = [];
+    const selection = new (vscode.Selection as any)(new Position(0, 0), new Position(1, 16));
+    const editor: any = {
+      document: doc,
+      selection,
+      selections: [selection],
+      edit: async (cb: any) => {
+        cb({ replace: (at: unknown, text: string) => edits.push({ at, text }) });
+        return true;
+      },
+    };
+    const win = vscode.window as any;
+    win.activeTextEditor = editor;
+    win.visibleTextEditors = [editor];
+    const { view, posted, send } = fakeWebviewView();
+    api.chat.resolveWebviewView(view);
+    send({ type: "newChat" });
+    send({ type: "addSelection" });
+    const chip = await until("context chip", () => posted.find((m) => m.type === "context" && m.items.length === 1));
+    assert.equal(chip.items[0], "mul.py:1-2");
+    send({ type: "send", text: "What does this do?" });
+    const user = await until("user echo", () => posted.find((m) => m.type === "user"));
+    assert.deepEqual(user.context, ["mul.py:1-2"]);
+    const done = await until("done", () => posted.find((m) => m.type === "done" || m.type === "error"));
+    assert.equal(done.type, "done", JSON.stringify(done));
+    // The conversation sent to the sidecar carried the selection as a fenced block.
+    const sent = (api.chat as any).messages[0].content as string;
+    assert.ok(sent.startsWith("mul.py:1-2:\n```python\ndef mul(a, b):\n    return a * b\n```"), sent);
+    send({ type: "insert", code: "print(mul(2, 3))" });
+    await until("edit", () => edits.length === 1);
+    assert.equal(edits[0].text, "print(mul(2, 3))");
+    assert.equal(edits[0].at, selection);
+    win.activeTextEditor = undefined;
+    win.visibleTextEditors = [];
+  });
+
+  test("Stop cancels the chat request and the sidecar stays usable", async () => {
+    settings.set("mlxSidecar.chat.maxTokens", 200);
+    const { view, posted, send } = fakeWebviewView();
+    api.chat.resolveWebviewView(view);
+    send({ type: "newChat" });
+    send({ type: "send", text: "Count from one to one hundred." });
+    await until("first delta", () => posted.find((m) => m.type === "delta"));
+    const t0 = Date.now();
+    send({ type: "stop" });
+    const done = await until("done", () => posted.find((m) => m.type === "done" || m.type === "error"), 30_000);
+    settings.set("mlxSidecar.chat.maxTokens", 8);
+    assert.equal(done.finish_reason, "cancelled", JSON.stringify(done));
+    assert.ok(Date.now() - t0 < 10_000, "stopped promptly");
+    await until("engine idle", async () => {
+      const s = await request<Status>("mlx/status");
+      return s.running === 0 && s.queue_depth === 0;
+    }, 30_000);
+  });
+
+  test("MLX: Switch Model… selects the chat model on the sidecar and in settings", async () => {
+    ui.quickPickAnswers.push((items) => {
+      assert.ok(items.every((i: any) => i.id !== "all-MiniLM-L6-v2"), "embedding models are not offered for chat");
+      return items.find((i: any) => i.id === "SmolLM2-135M-Instruct");
+    });
+    await vscode.commands.executeCommand("mlxSidecar.switchModel", "chat");
+    assert.equal(settings.get("mlxSidecar.chatModel"), "SmolLM2-135M-Instruct", JSON.stringify(ui.shown.slice(-2)));
+    const list = await request<{ roles: Record<string, string> }>("mlx/models/list");
+    assert.equal(list.roles.chat, "SmolLM2-135M-Instruct");
+    assert.ok(ui.shown.some((m) => /chat model is now SmolLM2-135M-Instruct/.test(m.message)));
+  });
+
+  test("MLX: Download Model… is cancelled by the notification's Cancel", async (t) => {
+    if (!hub) return t.skip("tests/hub_server.py not available");
+    const done = vscode.commands.executeCommand("mlxSidecar.downloadModel");
+    const qp = await until("quick pick", () => ui.quickPicks.at(-1));
+    qp.type("tiny-fim");
+    qp.accept(await until("search results", () => qp.items.find((i: any) => i.id === TINY), 30_000));
+    const notification = await until("progress", () => ui.progress.find((p) => p.title === `Downloading ${TINY}`));
+    assert.ok(notification.cancellable, "the notification has Cancel");
+    await until("some progress", () => ui.progress.some((p) => typeof p.message === "string"), 30_000);
+    notification.cancel();
+    await done;
+    assert.ok(ui.shown.some((m) => m.message === `MLX: download of ${TINY} cancelled.`), JSON.stringify(ui.shown.slice(-2)));
+    assert.ok(!(await models()).some((m) => m.id.includes("tiny-fim-qwen-ext-test")), "nothing half-downloaded is listed");
+    ui.progress.length = 0;
+  });
+
+  test("MLX: Download Model… searches as you type, downloads with progress; Delete removes it", async (t) => {
+    if (!hub) return t.skip("tests/hub_server.py not available");
+    const done = vscode.commands.executeCommand("mlxSidecar.downloadModel");
+    const qp = await until("quick pick", () => ui.quickPicks.at(-1));
+    qp.type("tiny-fim");
+    const item = await until("search results", () => qp.items.find((i: any) => i.id === TINY), 30_000);
+    assert.match(item.description, /MB/, "size shown");
+    qp.accept(item);
+    await done;
+    assert.ok(ui.shown.some((m) => m.message === `MLX: downloaded ${TINY}.`), JSON.stringify(ui.shown.slice(-3)));
+    assert.ok(ui.progress.some((p) => typeof p.message === "string"), "progress reported");
+    const local = (await models()).find((m) => m.id.includes("tiny-fim-qwen-ext-test"));
+    assert.ok(local, "downloaded model is listed");
+
+    ui.quickPickAnswers.push((items) => items.find((i: any) => i.id === local!.id));
+    ui.messageAnswers.push((_msg, buttons) => (buttons.includes("Delete") ? "Delete" : undefined));
+    await vscode.commands.executeCommand("mlxSidecar.deleteModel");
+    assert.ok(!(await models()).some((m) => m.id === local!.id), `deleted: ${JSON.stringify(ui.shown.slice(-2))}`);
+  });
+
+  test("MLX: Show Status renders the state, models and engine numbers", async () => {
+    await vscode.commands.executeCommand("mlxSidecar.showStatus");
+    const text: string = registered.contentProviders.get("mlx-sidecar-status").provideTextDocumentContent();
+    assert.match(text, /state: \*\*running\*\*/);
+    assert.match(text, /\| SmolLM2-135M-Instruct \| text \| 542 MB \| yes \|/);
+    assert.match(text, /"recent_tokens_per_s"/);
+  });
+
+  test("a crashed sidecar is restarted and works again; Restart Sidecar too", async () => {
+    const proc = (api.sidecar.languageClient as any)._serverProcess as ChildProcess;
+    assert.ok(proc?.pid);
+    process.kill(proc.pid!, "SIGKILL");
+    await until("restarting", () => api.sidecar.state === "restarting" || api.sidecar.state === "starting", 10_000);
+    await until("running again", () => api.sidecar.state === "running");
+    assert.ok((await models()).length >= 2);
+    await vscode.commands.executeCommand("mlxSidecar.restartSidecar");
+    assert.equal(api.sidecar.state, "running");
+    assert.equal(registered.inlineProviders.length, 1, "still one inline provider after restarts");
+  });
+});
