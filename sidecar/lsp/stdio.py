@@ -79,8 +79,11 @@ async def serve(
 
     server.start_http = start_http
     if http_port is not None:
-        server.http_url = await start_http(http_port)
-        log.warning("OpenAI API on %s/v1", server.http_url)
+        try:
+            server.http_url = await start_http(http_port)
+            log.warning("OpenAI API on %s/v1", server.http_url)
+        except Exception as e:  # a busy port or a refused bind must not stop the editor's server
+            log.error("could not start the OpenAI port on %s: %s", http_port, e)
 
     handler = ClientLogHandler(server, asyncio.get_running_loop(), logging.WARNING)
     logging.getLogger("sidecar").addHandler(handler)

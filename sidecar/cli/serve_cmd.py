@@ -1,0 +1,96 @@
+"""`mlx-sidecar serve`: the OpenAI-compatible HTTP port only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from sidecar.config import Settings
+from sidecar.engine.engine import Engine
+from sidecar.http.security import InsecureBindError, check_bind
+from sidecar.http.server import serve_http
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the OpenAI-compatible HTTP API")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' (default: env MLX_SIDECAR_API_KEY); "
+        "required to bind a non-loopback address",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser requests from this origin (repeatable; CORS is off by default)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept this Host header (besides the bound host and localhost)",
+    )
+    p.set_defaults(run=run)
+
+
+async def preload(engine: Engine, model_id: str) -> None:
+    """Load the default chat model in the background so the first request is faster."""
+    try:
+        await engine.load(model_id)
+    except Exception as e:  # the server still runs; requests will report the problem
+        log.warning("could not preload %s: %s", model_id, e)
+
+
+async def serve(args: argparse.Namespace, settings: Settings, host: str, port: int) -> int:
+    api_key = args.api_key or settings.api_key
+    async with Engine(settings) as engine:
+        try:
+            server = await serve_http(
+                engine,
+                host,
+                port,
+                api_key,
+                allowed_hosts=args.allow_host,
+                cors_origins=args.cors_origin,
+            )
+        except OSError as e:
+            print(f"error: cannot serve on {host}:{port}: {e}", file=sys.stderr)
+            return 1
+        loading = asyncio.create_task(preload(engine, settings.chat_model))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+        print(f"mlx-sidecar: OpenAI API at {server.url}/v1", file=sys.stderr, flush=True)
+        await server.wait()
+        loading.cancel()
+    return 0
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    host = args.host or settings.http_host
+    port = args.port if args.port is not None else (settings.http_port or 8080)
+    try:
+        check_bind(host, args.api_key or settings.api_key)
+    except InsecureBindError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_loop(serve(args, settings, host, port))

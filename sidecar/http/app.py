@@ -1,0 +1,249 @@
+"""The OpenAI-compatible HTTP API on the shared engine. Routes validate, call the engine, format."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel, ValidationError
+from starlette.responses import PlainTextResponse
+
+from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
+from sidecar.engine.engine import Engine
+from sidecar.engine.requests import GenerateRequest, Priority
+from sidecar.engine.vision_runner import message_images
+from sidecar.http import errors, metrics
+from sidecar.http.errors import JSON, OpenAIError, from_validation
+from sidecar.http.responses import ChatFormat, CompletionFormat, respond, until_disconnected
+from sidecar.http.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
+from sidecar.models.pool import LoadedModel
+
+DEFAULT_CHAT_MAX_TOKENS = 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
+    """Parse the body with orjson whatever its Content-Type (curl -d sends form type)."""
+
+    async def parse(request: Request) -> M:
+        raw = await request.body()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise OpenAIError(400, f"malformed JSON body: {e}", code="invalid_json") from e
+        if not isinstance(data, dict):
+            raise OpenAIError(400, "the body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as e:
+            raise from_validation(e.errors()) from e
+
+    return parse
+
+
+def engine_of(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+async def model_list(engine: Engine) -> list[dict[str, Any]]:
+    infos = await asyncio.to_thread(engine.store.list)
+    loaded = set(engine.pool.models)
+    return [
+        {
+            "id": info.id,
+            "object": "model",
+            "created": int(info.path.stat().st_mtime),
+            "owned_by": "local",
+            "kind": info.kind,
+            "loaded": info.id in loaded,
+            "fim": info.fim,
+            "size_bytes": info.size_bytes,
+            "quantization": info.quantization,
+        }
+        for info in infos
+    ]
+
+
+async def named_model(engine: Engine, model: str | None, default: str) -> LoadedModel:
+    try:
+        return await engine.load(model or default)
+    except Exception as e:
+        raise errors.from_exception(e, param="model") from e
+
+
+def fim_prompt(loaded: LoadedModel, prefix: str, suffix: str) -> tuple[str, list[str]]:
+    """The fill-in-the-middle prompt for the model's FIM family, and the markers that end it."""
+    family = loaded.info.fim
+    if family is None:
+        raise OpenAIError(
+            400,
+            f"model {loaded.id!r} has no fill-in-the-middle tokens, so it cannot use 'suffix'; "
+            "use a code model with FIM tokens (e.g. Qwen2.5-Coder, StarCoder2, DeepSeek-Coder)",
+            param="suffix",
+            code="fim_not_supported",
+        )
+    return build_fim_prompt(family, prefix, suffix), fim_stop_tokens(family)
+
+
+def add_routes(app: FastAPI) -> None:
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> JSON:
+        return JSON({"object": "list", "data": await model_list(engine_of(request))})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(request: Request, model_id: str) -> JSON:
+        engine = engine_of(request)
+        try:
+            model_id = await asyncio.to_thread(engine.store.resolve_id, model_id)
+        except Exception as e:
+            raise errors.from_exception(e) from e
+        found = [m for m in await model_list(engine) if m["id"] == model_id]
+        if not found:
+            raise OpenAIError(
+                404, f"model {model_id!r} not found", param="model", code="model_not_found"
+            )
+        return JSON(found[0])
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(
+        request: Request, body: Annotated[ChatRequest, Depends(json_body(ChatRequest))]
+    ) -> Any:
+        engine = engine_of(request)
+        loaded = await named_model(engine, body.model, engine.settings.chat_model)
+        messages = [m.to_template() for m in body.messages]
+        try:
+            prompt = await engine.chat_prompt(messages, loaded.id)
+        except Exception as e:
+            raise errors.from_exception(e, param="messages") from e
+        req = GenerateRequest(
+            prompt=prompt,
+            model=loaded.id,
+            images=message_images(messages),
+            max_tokens=body.token_limit(DEFAULT_CHAT_MAX_TOKENS),
+            logprobs=body.engine_logprobs(),
+            priority=Priority.CHAT,
+            **body.sampling(),
+        )
+        fmt = ChatFormat(loaded.id, body.include_usage)
+        return await respond(request, engine, req, fmt, body.stream, "messages", body.logprobs)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(
+        request: Request, body: Annotated[CompletionRequest, Depends(json_body(CompletionRequest))]
+    ) -> Any:
+        engine = engine_of(request)
+        prompts = body.prompts()
+        if len(prompts) != 1:
+            raise OpenAIError(400, "send one prompt per request", param="prompt")
+        if body.echo and body.logprobs is not None:
+            raise OpenAIError(400, "echo with logprobs is not supported", param="echo")
+        loaded = await named_model(engine, body.model, engine.settings.completion_model)
+        prompt = prompts[0]
+        text = prompt if isinstance(prompt, str) else loaded.tokenizer.decode(prompt)
+        sampling, priority = body.sampling(), Priority.CHAT
+        if body.suffix is not None:
+            prompt, fim_stops = fim_prompt(loaded, text, body.suffix)
+            sampling["stop"] += fim_stops
+            priority = Priority.COMPLETION  # editor autocomplete: ahead of chat in the batch
+        req = GenerateRequest(
+            prompt=prompt,
+            model=loaded.id,
+            max_tokens=body.max_tokens or 16,
+            logprobs=body.logprobs,
+            priority=priority,
+            **sampling,
+        )
+        fmt = CompletionFormat(loaded.id, body.include_usage, text if body.echo else None)
+        wants_logprobs = body.logprobs is not None
+        return await respond(request, engine, req, fmt, body.stream, "prompt", wants_logprobs)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(
+        request: Request, body: Annotated[EmbeddingRequest, Depends(json_body(EmbeddingRequest))]
+    ) -> JSON:
+        engine = engine_of(request)
+        try:
+            result = await until_disconnected(request, engine.embed(body.texts(), body.model))
+        except OpenAIError:
+            raise
+        except Exception as e:
+            raise errors.from_exception(e, param="input") from e
+        vectors = np.asarray(result.vectors, dtype=np.float32)
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                if body.encoding_format == "base64"
+                else v.tolist(),
+            }
+            for i, v in enumerate(vectors)
+        ]
+        return JSON(
+            {
+                "object": "list",
+                "data": data,
+                "model": result.model,
+                "usage": {
+                    "prompt_tokens": result.prompt_tokens,
+                    "total_tokens": result.prompt_tokens,
+                },
+            }
+        )
+
+    @app.get("/health")
+    async def health(request: Request) -> JSON:
+        return JSON({"status": "ok", **engine_of(request).status()})
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> PlainTextResponse:
+        text = metrics.render(engine_of(request), request.app.state.http_counts)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def create_app(
+    engine: Engine,
+    *,
+    bind_host: str = "127.0.0.1",
+    api_key: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    cors_origins: Iterable[str] = (),
+) -> FastAPI:
+    """The app for `engine`. Requests must carry a Host of the bound host or localhost (unless
+    bound to a wildcard address), the bearer key when one is set, and bodies under the limit."""
+    app = FastAPI(
+        title="mlx-sidecar OpenAI-compatible API",
+        default_response_class=JSON,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.engine = engine
+    app.state.http_counts = Counter()
+    app.state.generating = set()  # engine request ids of HTTP requests in flight
+    errors.install(app)
+    add_routes(app)
+    app.add_middleware(
+        Guard,
+        api_key=api_key,
+        allowed_hosts=allowed_host_names(bind_host, allowed_hosts),
+        max_body_bytes=max_body_bytes,
+    )
+    app.add_middleware(metrics.RequestCounter, counts=app.state.http_counts)
+    origins = list(cors_origins)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app

@@ -1,0 +1,137 @@
+"""OpenAI-style error bodies, `{"error": {"message", "type", "param", "code"}}`, for every failure:
+validation (400, not FastAPI's 422), unknown model (404), engine errors, oversize prompts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from sidecar.engine.engine import WrongModelKindError
+from sidecar.engine.requests import EngineError, PromptTooLongError
+from sidecar.models.pool import MemoryBudgetError
+from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    421: "invalid_request_error",
+    503: "server_error",
+}
+
+
+class JSON(Response):
+    """JSON rendered with orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class OpenAIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": TYPES.get(self.status, "server_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JSON:
+        return JSON(self.body(), status_code=self.status, headers=self.headers)
+
+
+def from_validation(errors: list[Any]) -> OpenAIError:
+    """The first validation error as a 400, naming the offending field."""
+    if not errors:
+        return OpenAIError(400, "invalid request")
+    # A union reports one error per member; the deepest one names what was really wrong.
+    err = max(errors, key=lambda e: len(e.get("loc", ())))
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    if err.get("type") == "json_invalid":
+        detail = (err.get("ctx") or {}).get("error") or err.get("msg", "")
+        return OpenAIError(400, f"malformed JSON body: {detail}", code="invalid_json")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    # Unions report one loc per member ("prompt.str", "prompt.list[int]"): keep the field.
+    param = loc[0] if loc else None
+    where = ".".join(p for p in loc if not p.startswith(("list[", "str", "int")))
+    return OpenAIError(400, f"{where}: {msg}" if where else msg, param=param)
+
+
+def from_exception(exc: BaseException, param: str | None = None) -> OpenAIError:
+    """Map engine and model-store errors to HTTP errors."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, ModelNotFoundError | InvalidModelIdError):
+        return OpenAIError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, PromptTooLongError):
+        return OpenAIError(400, str(exc), param=param, code="context_length_exceeded")
+    if isinstance(exc, WrongModelKindError):
+        return OpenAIError(400, str(exc), param="model", code="wrong_model_kind")
+    if isinstance(exc, EngineError):
+        return OpenAIError(400, str(exc), param=param)
+    if isinstance(exc, MemoryBudgetError):
+        return OpenAIError(503, str(exc), code="insufficient_memory")
+    if isinstance(exc, ValidationError):
+        return from_validation(exc.errors())
+    log.error("request failed", exc_info=exc)
+    return OpenAIError(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def install(app: FastAPI) -> None:
+    async def openai_error(_request: Request, exc: Exception) -> Response:
+        return from_exception(exc).response()
+
+    async def validation(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return from_validation(list(exc.errors())).response()
+
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {413: "request_too_large", 404: "not_found", 405: "method_not_allowed"}
+        return OpenAIError(
+            exc.status_code, str(exc.detail), code=code.get(exc.status_code), headers=exc.headers
+        ).response()
+
+    app.add_exception_handler(OpenAIError, openai_error)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(HTTPException, http_error)
+    for exc_type in (
+        ModelNotFoundError,
+        InvalidModelIdError,
+        EngineError,
+        MemoryBudgetError,
+        ValidationError,
+        Exception,
+    ):
+        app.add_exception_handler(exc_type, openai_error)

@@ -1,0 +1,142 @@
+"""Prometheus text for `/metrics`: engine counters and gauges plus HTTP requests by route."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sidecar.engine.engine import Engine
+
+ROUTES = {
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/health",
+    "/metrics",
+}
+
+
+class RequestCounter:
+    """ASGI middleware counting responses by (route, status); streams count when they start."""
+
+    def __init__(self, app: ASGIApp, counts: Counter[tuple[str, int]]) -> None:
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        route = (
+            path
+            if path in ROUTES
+            else "/v1/models/{id}"
+            if path.startswith("/v1/models/")
+            else "other"
+        )
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.counts[(route, int(message["status"]))] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _labels(labels: dict[str, Any]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in labels.items()
+    )
+    return "{" + inner + "}"
+
+
+class Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(
+        self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, Any], float]]
+    ) -> None:
+        name = f"mlx_sidecar_{name}"
+        self.lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        self.lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in samples]
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render(engine: Engine, http_counts: Counter[tuple[str, int]]) -> str:
+    status = engine.status()
+    m = engine.metrics
+    out = Exposition()
+    out.metric(
+        "http_requests_total",
+        "counter",
+        "HTTP responses by route and status.",
+        [({"route": r, "status": s}, n) for (r, s), n in sorted(http_counts.items())],
+    )
+    out.metric(
+        "generation_requests_total",
+        "counter",
+        "Finished generation requests by finish reason.",
+        [({"finish_reason": k}, v) for k, v in sorted(m.requests.items())],
+    )
+    out.metric(
+        "prompt_tokens_total", "counter", "Prompt tokens processed.", [({}, m.prompt_tokens)]
+    )
+    out.metric(
+        "completion_tokens_total", "counter", "Tokens generated.", [({}, m.completion_tokens)]
+    )
+    out.metric("embedded_texts_total", "counter", "Texts embedded.", [({}, m.embed_texts)])
+    for name, values, help_ in (
+        ("time_to_first_token_seconds", m.ttft_s, "Time to first token, recent requests."),
+        ("decode_tokens_per_second", m.tokens_per_s, "Decode speed per request, recent requests."),
+    ):
+        if values:
+            out.metric(
+                name,
+                "gauge",
+                help_,
+                [({"quantile": q}, quantile(values, q)) for q in (0.5, 0.9, 0.99)],
+            )
+    out.metric(
+        "queue_depth", "gauge", "Requests waiting for a batch slot.", [({}, status["queue_depth"])]
+    )
+    out.metric("running", "gauge", "Sequences in the decode batch.", [({}, status["running"])])
+    out.metric(
+        "max_batch_seen", "gauge", "Largest decode batch so far.", [({}, status["max_batch_seen"])]
+    )
+    memory = status["memory"]
+    out.metric(
+        "memory_bytes",
+        "gauge",
+        "MLX memory: active, peak, loaded models, budget.",
+        [
+            ({"kind": "active"}, memory["active_bytes"]),
+            ({"kind": "peak"}, memory["peak_bytes"]),
+            ({"kind": "models"}, memory["models_bytes"]),
+            ({"kind": "budget"}, memory["budget_bytes"]),
+        ],
+    )
+    out.metric(
+        "model_loaded",
+        "gauge",
+        "Loaded models.",
+        [({"model": m["id"], "kind": m["kind"]}, 1) for m in status["loaded"]],
+    )
+    out.metric(
+        "uptime_seconds", "gauge", "Seconds since the engine started.", [({}, status["uptime_s"])]
+    )
+    return out.text()

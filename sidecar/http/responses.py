@@ -1,0 +1,318 @@
+"""Engine events -> OpenAI response bodies and SSE streams, for chat and text completions.
+
+A request's first event is awaited before any header is sent, so errors the engine raises up
+front (unknown model, prompt over the context) become proper HTTP errors, not a broken stream.
+A client that goes away cancels its engine request, during the wait and during the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from sidecar.engine.engine import Engine
+from sidecar.engine.requests import Delta, GenerateRequest, Result, TokenLogprob
+from sidecar.http.errors import JSON, OpenAIError, from_exception
+
+T = TypeVar("T")
+Event = Delta | Result
+DONE = b"data: [DONE]\n\n"
+
+
+class ClientGone(OpenAIError):
+    def __init__(self) -> None:
+        super().__init__(499, "client closed the request")
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and raising ClientGone) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_wait_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        raise ClientGone()
+    return task.result()
+
+
+def usage(result: Result) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+
+
+def failed(result: Result) -> OpenAIError | None:
+    if result.finish_reason == "error":
+        return OpenAIError(500, f"generation failed: {result.error or 'unknown error'}")
+    if result.finish_reason == "cancelled":
+        return OpenAIError(503, "the request was cancelled: the server is stopping")
+    return None
+
+
+class Format:
+    """Shapes one request's events as OpenAI objects; subclasses for chat and completions."""
+
+    object_name = ""
+    chunk_object = ""
+
+    def __init__(self, model: str, include_usage: bool, id_prefix: str) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.id = f"{id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+
+    def chunk(self, choice: dict[str, Any]) -> dict[str, Any]:
+        body = self.envelope(self.chunk_object, [{"index": 0, **choice}])
+        if self.include_usage:
+            body["usage"] = None
+        return body
+
+    def usage_chunk(self, result: Result) -> dict[str, Any]:
+        return {**self.envelope(self.chunk_object, []), "usage": usage(result)}
+
+    # Overridden per API:
+    def opening(self) -> list[dict[str, Any]]:
+        return []
+
+    def delta(self, event: Delta) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def closing(self, result: Result) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def whole(self, result: Result, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ChatFormat(Format):
+    chunk_object = "chat.completion.chunk"
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        super().__init__(model, include_usage, "chatcmpl")
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [
+            self.chunk(
+                {
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            )
+        ]
+
+    def delta(self, event: Delta) -> dict[str, Any]:
+        return self.chunk(
+            {
+                "delta": {"content": event.text},
+                "logprobs": chat_logprobs(event.logprobs),
+                "finish_reason": None,
+            }
+        )
+
+    def closing(self, result: Result) -> dict[str, Any]:
+        return self.chunk({"delta": {}, "logprobs": None, "finish_reason": result.finish_reason})
+
+    def whole(self, result: Result, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "logprobs": chat_logprobs(logprobs),
+            "finish_reason": result.finish_reason,
+        }
+        return {**self.envelope("chat.completion", [choice]), "usage": usage(result)}
+
+
+class CompletionFormat(Format):
+    chunk_object = "text_completion"
+
+    def __init__(self, model: str, include_usage: bool, echo: str | None) -> None:
+        super().__init__(model, include_usage, "cmpl")
+        self.echo = echo
+        self.offset = len(echo or "")
+
+    def opening(self) -> list[dict[str, Any]]:
+        if not self.echo:
+            return []
+        return [self.chunk({"text": self.echo, "logprobs": None, "finish_reason": None})]
+
+    def logprobs(self, items: list[TokenLogprob] | None) -> dict[str, Any] | None:
+        if items is None:
+            return None
+        offsets = []
+        for item in items:
+            offsets.append(self.offset)
+            self.offset += len(item.token)
+        return {
+            "tokens": [i.token for i in items],
+            "token_logprobs": [i.logprob for i in items],
+            "top_logprobs": [dict(i.top) for i in items],
+            "text_offset": offsets,
+        }
+
+    def delta(self, event: Delta) -> dict[str, Any]:
+        return self.chunk(
+            {"text": event.text, "logprobs": self.logprobs(event.logprobs), "finish_reason": None}
+        )
+
+    def closing(self, result: Result) -> dict[str, Any]:
+        return self.chunk({"text": "", "logprobs": None, "finish_reason": result.finish_reason})
+
+    def whole(self, result: Result, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+        choice = {
+            "index": 0,
+            "text": (self.echo or "") + result.text,
+            "logprobs": self.logprobs(logprobs),
+            "finish_reason": result.finish_reason,
+        }
+        return {**self.envelope("text_completion", [choice]), "usage": usage(result)}
+
+
+def chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    if items is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": i.token,
+                "logprob": i.logprob,
+                "bytes": list(i.token.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in i.top
+                ],
+            }
+            for i in items
+        ],
+        "refusal": None,
+    }
+
+
+def sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+class EventStream(StreamingResponse):
+    """SSE response that closes the engine request however the response ends (client gone
+    included: Starlette cancels the body iteration when the client disconnects)."""
+
+    def __init__(
+        self, body: AsyncIterator[bytes], events: AsyncIterator[Event], on_close: Callable[[], None]
+    ) -> None:
+        super().__init__(
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.events = events
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self.events.aclose()  # type: ignore[attr-defined]
+            self.on_close()
+
+
+async def stream_body(
+    fmt: Format, first: Event, events: AsyncIterator[Event]
+) -> AsyncIterator[bytes]:
+    for chunk in fmt.opening():
+        yield sse(chunk)
+    event = first
+    while isinstance(event, Delta):
+        yield sse(fmt.delta(event))
+        event = await anext(events)
+    error = failed(event)
+    if error is not None:
+        yield sse(error.body())
+    else:
+        yield sse(fmt.closing(event))
+        if fmt.include_usage:
+            yield sse(fmt.usage_chunk(event))
+    yield DONE
+
+
+async def collect(
+    first: Event, events: AsyncIterator[Event]
+) -> tuple[Result, list[TokenLogprob] | None]:
+    logprobs: list[TokenLogprob] | None = None
+    event = first
+    while isinstance(event, Delta):
+        if event.logprobs is not None:
+            logprobs = [*(logprobs or []), *event.logprobs]
+        event = await anext(events)
+    return event, logprobs
+
+
+async def respond(
+    request: Request,
+    engine: Engine,
+    req: GenerateRequest,
+    fmt: Format,
+    stream: bool,
+    prompt_param: str,
+    wants_logprobs: bool = False,
+) -> JSON | EventStream:
+    """Run one engine request and answer it as JSON or as an SSE stream. The request id stays
+    in `app.state.generating` while it runs, so that stopping the server can cancel it."""
+    generating: set[str] = request.app.state.generating
+    generating.add(req.request_id)
+    events = engine.generate(req)
+
+    def done() -> None:
+        generating.discard(req.request_id)
+
+    try:
+        try:
+            first = await until_disconnected(request, anext(events))
+        except ClientGone:
+            raise
+        except Exception as e:
+            raise from_exception(e, param=prompt_param) from e
+        if stream:
+            response = EventStream(stream_body(fmt, first, events), events, done)
+            events = None  # the response owns it now
+            return response
+        result, logprobs = await until_disconnected(request, collect(first, events))
+    finally:
+        if events is not None:
+            await events.aclose()  # type: ignore[attr-defined]
+            done()
+    error = failed(result)
+    if error is not None:
+        raise error
+    if wants_logprobs and logprobs is None:
+        logprobs = []
+    return JSON(fmt.whole(result, logprobs))

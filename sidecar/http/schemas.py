@@ -1,0 +1,235 @@
+"""OpenAI request bodies. Unknown fields are ignored (clients send vendor extensions); fields we
+cannot honour are rejected with a clear message rather than silently ignored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+MAX_STOPS = 16
+
+
+class Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ImageURL(Lenient):
+    url: str
+    detail: str | None = None
+
+
+class ContentPart(Lenient):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+    @model_validator(mode="after")
+    def complete(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs 'text'")
+        # Over HTTP only inline images: no fetching, and no local paths (file probing).
+        inline = self.image_url is not None and self.image_url.url.startswith("data:")
+        if self.type == "image_url" and not inline:
+            raise ValueError(
+                "an image_url part needs a data: URL (data:image/png;base64,...); "
+                "the sidecar does not fetch images"
+            )
+        return self
+
+
+class Message(Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def to_template(self) -> dict[str, Any]:
+        """The message as the engine takes it: no 'developer' role; list contents stay
+        OpenAI-style parts (text models join the text, vision models place the images)."""
+        content: Any = self.content
+        if isinstance(content, list):
+            content = [part.model_dump(exclude_none=True) for part in content]
+        out: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": content or "",
+        }
+        if self.name:
+            out["name"] = self.name
+        return out
+
+
+class StreamOptions(Lenient):
+    include_usage: bool = False
+
+
+def no_penalty(value: float | None) -> float | None:
+    if value:
+        raise ValueError("presence/frequency penalties are not supported yet; send 0 or omit it")
+    return value
+
+
+class Sampling(Lenient):
+    """Fields shared by chat and text completions."""
+
+    model: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = 1
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    @field_validator("n")
+    @classmethod
+    def single_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only n=1 is supported")
+        return value
+
+    _penalties = field_validator("presence_penalty", "frequency_penalty")(no_penalty)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise ValueError("logit_bias is not supported")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop sequences are supported")
+        if any(not s for s in stops):
+            raise ValueError("stop sequences must be non-empty")
+        return value
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def sampling(self) -> dict[str, Any]:
+        """GenerateRequest arguments; no temperature means greedy, as in mlx_lm.server."""
+        return {
+            "temperature": self.temperature or 0.0,
+            "top_p": self.top_p or 1.0,
+            "seed": self.seed,
+            "stop": self.stop_list(),
+        }
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatRequest(Sampling):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def text_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        kind = (value or {}).get("type", "text")
+        if kind != "text":
+            raise ValueError(f"response_format type {kind!r} is not supported yet")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value:
+            raise ValueError("tools are not supported yet")
+        return value
+
+    def token_limit(self, default: int) -> int:
+        return self.max_completion_tokens or self.max_tokens or default
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs=true")
+        return value
+
+    def engine_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(Sampling):
+    prompt: Prompt
+    suffix: str | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    best_of: int | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def single_best(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only best_of=1 is supported")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def non_empty(cls, value: Prompt) -> Prompt:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt must not be empty")
+        return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+
+class EmbeddingRequest(Lenient):
+    model: str | None = None
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def text_input(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("input must not be empty")
+            if not all(isinstance(x, str) for x in value):
+                raise ValueError("token-id input is not supported; send text")
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def no_dimensions(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("dimensions is not supported; vectors have the model's size")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)  # type: ignore[arg-type]
