@@ -70,8 +70,7 @@ class Worker:
             fut.set_exception(e)
 
     def _step_busy_runners(self) -> bool:
-        """One step of every busy runner; a function so no runner outlives the step in a
-        local variable (an unloaded model's memory is freed at once)."""
+        """One step of every busy runner (a function, so no runner outlives it in a local)."""
         ran = False
         for runner in self._runners():
             if runner.busy:
@@ -82,16 +81,19 @@ class Worker:
                     log.exception("runner step failed")
         return ran
 
+    def _drain_inbox(self, wait: bool) -> None:
+        """Run every call that arrived (waiting up to IDLE_WAIT_S for one when `wait`). A
+        function, so a handled call (and the runner it holds) is not kept alive afterwards."""
+        try:
+            self._handle(self._inbox.get(timeout=IDLE_WAIT_S) if wait else self._inbox.get_nowait())
+            while True:
+                self._handle(self._inbox.get_nowait())
+        except queue.Empty:
+            pass
+
     def _run(self) -> None:
         while not self._stopping:
-            busy = [r for r in self._runners() if r.busy]
-            try:
-                item = self._inbox.get_nowait() if busy else self._inbox.get(timeout=IDLE_WAIT_S)
-                self._handle(item)
-                while True:  # drain everything that arrived, then step once
-                    self._handle(self._inbox.get_nowait())
-            except queue.Empty:
-                pass
+            self._drain_inbox(wait=not any(r.busy for r in self._runners()))
             if self._stopping:
                 break
             if self._step_busy_runners():
