@@ -1,4 +1,11 @@
-"""`mlx-sidecar bench`: the benchmark suite, printed as tables with ratios measured in one run."""
+"""`mlx-sidecar bench`: the benchmark suites, printed as tables with ratios measured in one run.
+
+- engine: aggregate decode tokens/s at each concurrency next to raw mlx_lm (BatchGenerator and
+  sequential stream_generate), embeddings engine vs raw mlx_embeddings;
+- http: streamed chat over the OpenAI port next to `mlx_lm.server` on the same model;
+- typing: a recorded typing session replayed against inline completion, alone and while a chat
+  streams (median / p95 latency, cancelled requests).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +13,55 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from sidecar import blas
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 
+SUITES = ("engine", "http", "typing")
+# The recorded session ships with the repository (fixtures/), one level above the package.
+DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[2] / "fixtures" / "typing-session.json"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmark the engine against raw mlx_lm / mlx_embeddings")
+    p = sub.add_parser("bench", help="benchmark suites: engine, http (vs mlx_lm.server), typing")
+    p.add_argument(
+        "--suite", default="engine", help="comma-separated: engine, http, typing, or all"
+    )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
     p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated stream counts")
+    p.add_argument("--http-concurrency", default="1,8", help="stream counts for --suite http")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=2, help="runs per level for --suite http")
+    p.add_argument("--typing-session", type=Path, default=DEFAULT_TYPING_SESSION)
     p.add_argument("--skip-text", action="store_true")
     p.add_argument("--skip-embeddings", action="store_true")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     p.set_defaults(run=run)
 
 
-async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+def parse_suites(value: str) -> list[str]:
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    if names == ["all"]:
+        return list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown or not names:
+        given = ", ".join(unknown) or repr(value)
+        raise ValueError(f"unknown suite {given}; choose from {', '.join(SUITES)} or all")
+    return names
+
+
+def levels(value: str) -> list[int]:
+    out = [int(x) for x in value.split(",") if x.strip()]
+    if not out or min(out) < 1:
+        raise ValueError(f"concurrency must be positive integers, got {value!r}")
+    return out
+
+
+async def engine_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from sidecar import bench
 
     out: dict[str, Any] = {}
@@ -34,14 +70,51 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         emb = args.embedding_model or settings.embedding_model
         print(f"device: {engine.status()['device']}; OpenBLAS: {blas.loaded_path or 'no'}")
         if not args.skip_text:
-            levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-            rows = await bench.text_benchmark(engine, model, levels, args.max_tokens)
+            rows = await bench.text_benchmark(
+                engine, model, levels(args.concurrency), args.max_tokens
+            )
             out["text"] = rows
             print(bench.format_text_table(rows, args.max_tokens), flush=True)
         if not args.skip_embeddings:
             e = await bench.embedding_benchmark(engine, emb)
             out["embeddings"] = e
             print(bench.format_embedding_table(e), flush=True)
+    return out
+
+
+async def http_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.http import loadtest
+
+    model = args.model or settings.chat_model
+    results = await loadtest.compare(
+        settings.models_dir, model, levels(args.http_concurrency), args.max_tokens, args.repeats
+    )
+    print(loadtest.format_table(results), flush=True)
+    return results
+
+
+async def typing_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.completion import replay
+
+    if not args.typing_session.is_file():
+        raise FileNotFoundError(f"typing session not found: {args.typing_session}")
+    reports = []
+    async with Engine(settings) as engine:
+        for with_chat in (False, True):
+            reports.append(
+                await replay.replay_typing_session(
+                    engine, args.typing_session, with_chat, isolated_samples=8
+                )
+            )
+    print(replay.format_table(reports), flush=True)
+    return {"typing": reports}
+
+
+async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    suites = {"engine": engine_suite, "http": http_suite, "typing": typing_suite}
+    out: dict[str, Any] = {}
+    for name in parse_suites(args.suite):
+        out[name] = await suites[name](args, settings)
     return out
 
 

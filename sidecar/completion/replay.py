@@ -1,12 +1,11 @@
 """Replay a recorded typing session against the inline completion path, as an editor drives it:
 each keystroke edits the buffer, cancels the completion still running, and asks for a new one.
 
-    python -m sidecar.completion.replay ../shared/data/typing-session.json [--with-chat]
+    mlx-sidecar bench --suite typing [--typing-session fixtures/typing-session.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -163,29 +162,22 @@ async def replay_typing_session(
     }
 
 
-async def _main(args: argparse.Namespace) -> None:
-    from sidecar.config import Settings
+def format_table(reports: list[dict[str, Any]]) -> str:
+    def cell(summary: dict[str, Any]) -> str:
+        if not summary["count"]:
+            return "-"
+        return f"{summary['median']} / {summary['p95']} ({summary['count']})"
 
-    settings = Settings(**({"models_dir": args.models_dir} if args.models_dir else {}))
-    async with Engine(settings) as engine:
-        for with_chat in [False, True] if args.both else [args.with_chat]:
-            report = await replay_typing_session(
-                engine, args.session, with_chat, isolated_samples=args.isolated
-            )
-            print(json.dumps(report, indent=2))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("session", type=Path)
-    parser.add_argument("--with-chat", action="store_true")
-    parser.add_argument("--both", action="store_true", help="alone, then with a chat stream")
-    parser.add_argument("--models-dir", type=Path)
-    parser.add_argument(
-        "--isolated", type=int, default=0, help="also time N keystroke states one at a time"
-    )
-    asyncio.run(_main(parser.parse_args()))
-
-
-if __name__ == "__main__":
-    main()
+    lines = [
+        f"Inline completion, replayed typing session ({reports[0]['keystrokes']} keystrokes), "
+        "latency ms median / p95 (count)",
+        "| run | finished (model + cache) | from the model | one at a time | cancelled | cache hits | chat tokens/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in reports:
+        lines.append(
+            f"| {'with a chat stream' if r['with_chat'] else 'alone'} | {cell(r['latency_ms'])} | "
+            f"{cell(r['model_latency_ms'])} | {cell(r['isolated_latency_ms'])} | "
+            f"{r['cancelled']} | {r['cache_hits']} | {r['chat_tokens_per_s'] or '-'} |"
+        )
+    return "\n".join(lines)

@@ -2,7 +2,7 @@
 `mlx_lm.server` on the same model and machine.
 
     await http_throughput("http://127.0.0.1:8080", "SmolLM2-135M-Instruct", concurrency=8, max_tokens=64)
-    python -m sidecar.http.loadtest --models-dir DIR [--max-tokens 64] [--concurrency 1 8]
+    mlx-sidecar bench --suite http [--max-tokens 64] [--http-concurrency 1,8]
 
 The client is a bare asyncio HTTP/1.1 + SSE reader (no SDK), so it costs the shared CPU little.
 Both servers run at once but are measured alternately (never two loads together); both load OpenBLAS (mlx_lm.server through a
@@ -11,9 +11,7 @@ Both servers run at once but are measured alternately (never two loads together)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import re
 import subprocess
 import sys
@@ -265,24 +263,17 @@ async def compare(
     return results
 
 
-def main() -> None:
-    import sidecar  # noqa: F401  (OpenBLAS before mlx.core, for the model store import)
-    from sidecar.config import Settings
-
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--models-dir", type=Path, default=Settings().models_dir)
-    p.add_argument("--model", default="SmolLM2-135M-Instruct")
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--repeats", type=int, default=2)
-    args = p.parse_args()
-    results = asyncio.run(
-        compare(args.models_dir, args.model, args.concurrency, args.max_tokens, args.repeats)
-    )
-    print(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+def format_table(results: dict[str, Any]) -> str:
+    lines = [
+        f"Streamed chat over HTTP, aggregate tokens/s (greedy, max_tokens={results['max_tokens']}, "
+        f"best and median of {results['repeats']})",
+        "| streams | sidecar | mlx_lm.server | ratio (best) | ratio (median) | sidecar first token s | mlx_lm.server first token s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ours, theirs in zip(results["sidecar"], results["mlx_lm.server"], strict=True):
+        lines.append(
+            f"| {ours['concurrency']} | {ours['tokens_per_s']:.1f} | {theirs['tokens_per_s']:.1f} | "
+            f"{ours['ratio_vs_mlx_lm']:.2f}x | {ours['median_ratio_vs_mlx_lm']:.2f}x | "
+            f"{ours['ttft_s_mean']} | {theirs['ttft_s_mean']} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""`mlx-sidecar bench`: the suites run on the real default models and print their tables;
+bad arguments give a clear message, not a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.test_store import cli
+
+
+def test_engine_suite_prints_table_next_to_raw_mlx_lm(models_dir: Path) -> None:
+    out = cli(
+        models_dir,
+        "bench",
+        "--suite",
+        "engine",
+        "--concurrency",
+        "1,2",
+        "--max-tokens",
+        "4",
+        "--skip-embeddings",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| concurrency | engine | raw BatchGenerator |" in out.stdout
+    figures = json.loads(out.stdout[out.stdout.index("\n{") :])
+    rows = figures["engine"]["text"]
+    assert [r["concurrency"] for r in rows] == [1, 2]
+    assert all(r["engine_tps"] > 0 and r["raw_batch_tps"] > 0 for r in rows)
+
+
+def test_unknown_suite_and_missing_session_are_clear_errors(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    bad = cli(models_dir, "bench", "--suite", "speed")
+    assert bad.returncode == 2
+    assert "unknown suite speed" in bad.stderr and "Traceback" not in bad.stderr
+    missing = cli(
+        models_dir, "bench", "--suite", "typing", "--typing-session", str(tmp_path / "x.json")
+    )
+    assert missing.returncode == 2
+    assert "typing session not found" in missing.stderr and "Traceback" not in missing.stderr
