@@ -36,6 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http-concurrency", default="1,8", help="stream counts for --suite http")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2, help="runs per level for --suite http")
+    p.add_argument(
+        "--stagger",
+        type=float,
+        default=0.5,
+        help="--suite http: also run the largest level with one stream arriving every S s (0: off)",
+    )
     p.add_argument("--typing-session", type=Path, default=DEFAULT_TYPING_SESSION)
     p.add_argument("--skip-text", action="store_true")
     p.add_argument("--skip-embeddings", action="store_true")
@@ -87,7 +93,12 @@ async def http_suite(args: argparse.Namespace, settings: Settings) -> dict[str, 
 
     model = args.model or settings.chat_model
     results = await loadtest.compare(
-        settings.models_dir, model, levels(args.http_concurrency), args.max_tokens, args.repeats
+        settings.models_dir,
+        model,
+        levels(args.http_concurrency),
+        args.max_tokens,
+        args.repeats,
+        args.stagger,
     )
     print(loadtest.format_table(results), flush=True)
     return results

@@ -112,8 +112,11 @@ async def http_throughput(
     concurrency: int,
     max_tokens: int,
     api_key: str | None = None,
+    stagger_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Run `concurrency` streamed chats at once; aggregate tokens/s is all tokens over wall time."""
+    """Run `concurrency` streamed chats, all at once or one every `stagger_s` (requests that
+    arrive while others decode, as an editor sends them); aggregate tokens/s is all tokens over
+    wall time."""
 
     def payload(i: int) -> dict[str, Any]:
         return {
@@ -125,15 +128,18 @@ async def http_throughput(
             "stream_options": {"include_usage": True},
         }
 
+    async def arrive(i: int) -> dict[str, Any]:
+        await asyncio.sleep(i * stagger_s)
+        return await stream_chat(base_url, payload(i), api_key)
+
     started = time.perf_counter()
-    runs = await asyncio.gather(
-        *(stream_chat(base_url, payload(i), api_key) for i in range(concurrency))
-    )
+    runs = await asyncio.gather(*(arrive(i) for i in range(concurrency)))
     wall = time.perf_counter() - started
     tokens = sum(r["tokens"] for r in runs)
     ttfts = [r["ttft_s"] for r in runs if r["ttft_s"] is not None]
     return {
         "concurrency": concurrency,
+        "stagger_s": stagger_s,
         "max_tokens": max_tokens,
         "completion_tokens": tokens,
         "wall_s": round(wall, 2),
@@ -194,10 +200,17 @@ def free_port() -> int:
 
 
 async def compare(
-    models_dir: Path, model: str, levels: list[int], max_tokens: int, repeats: int = 2
+    models_dir: Path,
+    model: str,
+    levels: list[int],
+    max_tokens: int,
+    repeats: int = 2,
+    stagger_s: float = 0.5,
 ) -> dict[str, Any]:
     """Both servers up at once (idle while the other is measured), measured alternately so that
-    load from elsewhere on the machine falls on both alike; best and median of `repeats`."""
+    load from elsewhere on the machine falls on both alike; best and median of `repeats`.
+    Each level runs with all streams arriving at once; the largest also with one arriving every
+    `stagger_s` (0: not)."""
     from sidecar.models.store import ModelStore
 
     path = ModelStore(models_dir, use_hf_cache=False).path_of(model)
@@ -236,24 +249,27 @@ async def compare(
         for url, name in servers.values():
             await _wait_http(url)
             await http_throughput(url, name, 1, 4)  # warm-up: model load, first graphs
-        runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-            k: {c: [] for c in levels} for k in servers
+        loads = [(c, 0.0) for c in levels] + ([(max(levels), stagger_s)] if stagger_s else [])
+        runs: dict[str, dict[tuple[int, float], list[dict[str, Any]]]] = {
+            k: {load: [] for load in loads} for k in servers
         }
         for _ in range(repeats):
-            for level in levels:
+            for level, stagger in loads:
                 for key, (url, name) in servers.items():
-                    runs[key][level].append(await http_throughput(url, name, level, max_tokens))
+                    runs[key][level, stagger].append(
+                        await http_throughput(url, name, level, max_tokens, stagger_s=stagger)
+                    )
     finally:
         for proc in procs:
             _stop(proc)
     results: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "repeats": repeats}
     for key, by_level in runs.items():
         results[key] = []
-        for level in levels:
-            ordered = sorted(by_level[level], key=lambda r: r["tokens_per_s"])
+        for load in loads:
+            ordered = sorted(by_level[load], key=lambda r: r["tokens_per_s"])
             best = dict(ordered[-1])  # the run least disturbed by other load on the machine
             best["median_tokens_per_s"] = ordered[len(ordered) // 2]["tokens_per_s"]
-            best["all_tokens_per_s"] = [r["tokens_per_s"] for r in by_level[level]]
+            best["all_tokens_per_s"] = [r["tokens_per_s"] for r in by_level[load]]
             results[key].append(best)
     for ours, theirs in zip(results["sidecar"], results["mlx_lm.server"], strict=True):
         ours["ratio_vs_mlx_lm"] = round(ours["tokens_per_s"] / theirs["tokens_per_s"], 2)
@@ -271,8 +287,11 @@ def format_table(results: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for ours, theirs in zip(results["sidecar"], results["mlx_lm.server"], strict=True):
+        streams = str(ours["concurrency"])
+        if ours["stagger_s"]:
+            streams += f", one every {ours['stagger_s']} s"
         lines.append(
-            f"| {ours['concurrency']} | {ours['tokens_per_s']:.1f} | {theirs['tokens_per_s']:.1f} | "
+            f"| {streams} | {ours['tokens_per_s']:.1f} | {theirs['tokens_per_s']:.1f} | "
             f"{ours['ratio_vs_mlx_lm']:.2f}x | {ours['median_ratio_vs_mlx_lm']:.2f}x | "
             f"{ours['ttft_s_mean']} | {theirs['ttft_s_mean']} |"
         )
