@@ -118,7 +118,7 @@ async def typing_suite(args: argparse.Namespace, settings: Settings) -> dict[str
                 )
             )
     print(replay.format_table(reports), flush=True)
-    return {"typing": reports}
+    return {"runs": reports}
 
 
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
