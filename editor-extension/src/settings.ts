@@ -57,7 +57,7 @@ export function launchSettings(): LaunchSettings {
   return {
     serverPath: c.get<string>("serverPath", "").trim(),
     pythonPath: c.get<string>("pythonPath", "").trim(),
-    pipPackage: c.get<string>("pipPackage", "mlx-sidecar").trim() || "mlx-sidecar",
+    pipPackage: c.get<string>("pipPackage", "").trim(),
     modelsDir: c.get<string>("modelsDir", "").trim(),
     httpPort: c.get<number>("httpPort", 0),
     logLevel: c.get<string>("logLevel", "INFO"),

