@@ -55,3 +55,10 @@ async def engine(settings: Settings) -> AsyncIterator[Engine]:
         await eng.load(CHAT_MODEL)
         await eng.load(EMBEDDING_MODEL)
         yield eng
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The test process ran MLX on its main thread too: clean up as MLX asks (see worker.py)."""
+    from sidecar.engine.worker import clear_thread_streams
+
+    clear_thread_streams()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sidecar.config import Settings
+from sidecar.engine.worker import clear_thread_streams
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,4 +50,6 @@ def main(argv: list[str] | None = None) -> None:
         code = args.run(args, settings_from(args))
     except KeyboardInterrupt:
         code = 130
+    finally:
+        clear_thread_streams()
     sys.exit(code or 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -13,6 +14,19 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 1.0
+
+
+def clear_thread_streams() -> None:
+    """Destroy the MLX streams this thread created. MLX asks for this at the end of every thread
+    that ran MLX work, the main thread included: left to thread/interpreter teardown, the cleanup
+    can abort the process ("terminate called without an active exception")."""
+    if "mlx.core" not in sys.modules:
+        return
+    import mlx.core as mx
+
+    clear = getattr(mx, "clear_streams", None)
+    if clear is not None:
+        clear()
 
 
 class Runner(Protocol):
@@ -108,3 +122,4 @@ class Worker:
                 break
             if item is not None and not item[1].done():
                 item[1].set_exception(RuntimeError("engine is stopped"))
+        clear_thread_streams()
