@@ -58,7 +58,7 @@ async def engine(settings: Settings) -> AsyncIterator[Engine]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The test process ran MLX on its main thread too: clean up as MLX asks (see worker.py)."""
-    from sidecar.engine.worker import clear_thread_streams
+    """The test process ran MLX on its main thread too: clean up as MLX asks (see sidecar/mlx_cleanup.py)."""
+    from sidecar.mlx_cleanup import clear_thread_streams
 
     clear_thread_streams()

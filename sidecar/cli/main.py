@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sidecar.config import Settings
-from sidecar.engine.worker import clear_thread_streams
+from sidecar.mlx_cleanup import clear_thread_streams
 
 
 def build_parser() -> argparse.ArgumentParser:

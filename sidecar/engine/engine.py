@@ -37,6 +37,7 @@ from sidecar.engine.vision_runner import (
     text_only_messages,
 )
 from sidecar.engine.worker import Worker
+from sidecar.mlx_cleanup import clear_thread_streams
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
@@ -151,6 +152,7 @@ class Engine:
             if model_id not in (CHAT_MODEL, EMBEDDING_MODEL):
                 raise
             install_defaults(self.store.models_dir)
+            clear_thread_streams()  # this pool thread ran MLX (the GGUF import)
             return self.store.info(model_id)
 
     async def unload(self, model_id: str) -> bool:

@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from sidecar.mlx_cleanup import clear_thread_streams
+
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 1.0
-
-
-def clear_thread_streams() -> None:
-    """Destroy the MLX streams this thread created. MLX asks for this at the end of every thread
-    that ran MLX work, the main thread included: left to thread/interpreter teardown, the cleanup
-    can abort the process ("terminate called without an active exception")."""
-    if "mlx.core" not in sys.modules:
-        return
-    import mlx.core as mx
-
-    clear = getattr(mx, "clear_streams", None)
-    if clear is not None:
-        clear()
 
 
 class Runner(Protocol):

@@ -42,6 +42,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+from sidecar.mlx_cleanup import clear_thread_streams
 from sidecar.models.kinds import ModelKind, detect_kind, fim_family
 from sidecar.models.store import (
     InvalidModelIdError,
@@ -524,6 +525,8 @@ def _verify_here(path: str, kind: str) -> None:
         from mlx_vlm import load as load_vlm
 
         load_vlm(path, lazy=True)
+    # or the child may abort at exit and fail a good download (see clear_thread_streams)
+    clear_thread_streams()
 
 
 def download(
