@@ -34,12 +34,13 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(default_factory=default_memory_budget)
     idle_ttl_s: float = 1800.0
     max_batch: int = 32
-    prefill_step_size: int = 512
+    # Prompt tokens per prefill chunk (None: 64 on a CPU, 512 on Metal/CUDA): a running stream
+    # waits at most one chunk for another request's prompt.
+    prefill_chunk: int | None = Field(default=None, ge=8)
+    embed_slice_texts: int = Field(default=16, ge=1)  # texts per embedding forward pass
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     api_key: str | None = None
-    # float32 on CPU-only machines: only float32 matmuls are fast there (OpenBLAS).
-    cpu_dtype: str = "float32"
 
 
 def on_macos() -> bool:

@@ -198,3 +198,32 @@ async def test_prompt_cache_reuses_a_shared_prefix_without_changing_output(engin
         )
     )
     assert again.text.strip() == expected.strip()
+
+
+async def test_negative_seed_samples_and_finishes(engine: Engine) -> None:
+    """A negative seed (int64, e.g. -1) used to hang the request forever: the sampler was built
+    after the sequence left the queue, outside the error path."""
+    prompt = await engine.tokenize("Once upon a time")
+    req = GenerateRequest(prompt=prompt, max_tokens=4, temperature=0.7, seed=-1)
+    result = await asyncio.wait_for(engine.complete(req), 60)
+    assert result.finish_reason == "length" and result.completion_tokens == 4
+    again = await engine.complete(
+        GenerateRequest(prompt=prompt, max_tokens=4, temperature=0.7, seed=-1)
+    )
+    assert again.text == result.text  # the same seed, the same text
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1])
+async def test_seed_out_of_64_bits_is_refused(engine: Engine, seed: int) -> None:
+    prompt = await engine.tokenize("Once upon a time")
+    with pytest.raises(EngineError, match="seed"):
+        await engine.complete(GenerateRequest(prompt=prompt, max_tokens=2, seed=seed))
+
+
+@pytest.mark.parametrize("bad", [10_000_000, 49152, -1])
+async def test_token_ids_outside_the_vocabulary_are_refused(engine: Engine, bad: int) -> None:
+    """An id past the embedding table used to segfault the whole process."""
+    with pytest.raises(EngineError, match="token id"):
+        await engine.complete(GenerateRequest(prompt=[1, bad], max_tokens=1))
+    ok = await engine.complete(GenerateRequest(prompt=[1, 49151], max_tokens=1))
+    assert ok.finish_reason in ("length", "stop")

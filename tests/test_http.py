@@ -351,6 +351,31 @@ def test_errors_raise_the_sdks_exception_classes(server: Server) -> None:
     assert server.health()["status"] == "ok"
 
 
+@pytest.mark.parametrize("ids", [[10_000_000], [-1], [49152]])
+def test_token_ids_outside_the_vocabulary_are_a_400_not_a_crash(
+    server: Server, ids: list[int]
+) -> None:
+    """`{"prompt": [10000000]}` used to segfault the server (exit 139); `[-1]` was a 500."""
+    status, body = server.raw(
+        "POST",
+        "/v1/completions",
+        orjson.dumps({"prompt": ids, "max_tokens": 1}),
+        {"content-type": "application/json"},
+    )
+    assert status == 400, body
+    assert body["error"]["param"] == "prompt" and "vocabulary" in body["error"]["message"]
+    assert server.proc.poll() is None
+    assert server.health()["status"] == "ok"
+
+
+def test_negative_seed_answers_instead_of_hanging(server: Server) -> None:
+    reply = server.client(timeout=60).chat.completions.create(
+        model=CHAT_MODEL, messages=QUESTION, max_tokens=3, temperature=0.7, seed=-1
+    )
+    assert reply.choices[0].finish_reason == "length"
+    assert server.health()["running"] == 0
+
+
 def test_malformed_json_is_a_400_and_the_server_keeps_serving(server: Server) -> None:
     status, body = server.raw("POST", "/v1/chat/completions", b'{"messages": [', {})
     assert status == 400

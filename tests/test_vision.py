@@ -225,7 +225,7 @@ async def test_leaving_the_stream_cancels_the_request(vlm_engine: Engine) -> Non
     async for event in vlm_engine.generate(request):
         assert isinstance(event, Delta)
         break
-    assert await wait_for(lambda: not runner.busy)
+    assert await wait_for(lambda: runner.urgency() is None)
     assert runner.generated_tokens - before < 2048  # stopped, not run to its budget
 
 
@@ -240,7 +240,7 @@ async def test_requests_queue_one_at_a_time_and_a_queued_cancel_answers_at_once(
     first_events = vlm_engine.generate(first)
     assert isinstance(await anext(first_events), Delta)  # streaming
     later = [asyncio.create_task(vlm_engine.complete(r)) for r in (second, third)]
-    assert await wait_for(lambda: runner.queue_depth == 2)  # they wait their turn
+    assert await wait_for(lambda: runner.stats().queue_depth == 2)  # they wait their turn
     assert vlm_engine.cancel(second.request_id)
     cancelled = await later[0]  # answered while the first still runs, not at its turn
     assert cancelled.finish_reason == "cancelled" and cancelled.completion_tokens == 0

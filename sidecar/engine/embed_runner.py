@@ -1,5 +1,9 @@
-"""Batched embeddings for one embedding model: every embed call waiting when the worker gets to
-it goes into one forward pass (chunked), then the vectors are split back per call.
+"""Batched embeddings for one embedding model, a slice per worker step.
+
+Calls waiting when the worker gets to them share forward passes; a slice holds at most
+`slice_texts` texts (about one decode step of work), so a large job never stops a text stream
+for longer than a step. A call of a few texts (a query) is CHAT class, a larger one BULK: the
+scheduler runs queries first and big indexing jobs when nothing more urgent waits.
 
 Runs only on the engine's worker thread.
 """
@@ -7,45 +11,77 @@ Runs only on the engine's worker thread.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
 import mlx_embeddings
 
-from sidecar.engine.requests import EmbedResult
+from sidecar.engine.requests import EmbedResult, Priority
+from sidecar.engine.runner import RunnerStats
+from sidecar.engine.scheduler import WaitQueue, WaitTimes
 
 log = logging.getLogger(__name__)
-MAX_BATCH = 64
 MAX_LENGTH = 512
+QUERY_TEXTS = 8  # calls up to this many texts are queries (CHAT class); larger ones BULK
 
 
 @dataclass
 class EmbedCall:
     texts: list[str]
     done: Callable[[EmbedResult | BaseException], None]
+    priority: Priority | None = None  # None: by size
+    submitted_at: float = field(default_factory=time.perf_counter)
+    vectors: list[list[float]] = field(default_factory=list)  # made so far
+    failed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.priority is None:
+            self.priority = Priority.CHAT if len(self.texts) <= QUERY_TEXTS else Priority.BULK
+
+    @property
+    def left(self) -> int:
+        return len(self.texts) - len(self.vectors)
 
 
 class EmbedRunner:
-    def __init__(self, model_id: str, model: Any, tokenizer: Any) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        model: Any,
+        tokenizer: Any,
+        slice_texts: int = 16,
+        waits: WaitTimes | None = None,
+    ) -> None:
         self.model_id = model_id
         self.model = model
         self.tokenizer = tokenizer
-        self.pending: list[EmbedCall] = []
+        self.slice_texts = slice_texts
+        self.waits = waits or WaitTimes()
+        self.pending: WaitQueue[EmbedCall] = WaitQueue()
+        self.current: list[EmbedCall] = []  # started, not finished (best class first)
         self.max_batch_seen = 0
-        self.embedded_texts = 0
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.pending)
+    def urgency(self) -> Priority | None:
+        classes = [c.priority for c in self.current if c.priority is not None]
+        if (best := self.pending.best_class()) is not None:
+            classes.append(best)
+        return min(classes) if classes else None
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self.pending)
+    def stats(self) -> RunnerStats:
+        return RunnerStats(
+            model_id=self.model_id,
+            kind="embedding",
+            waiting=self.pending.counts(),
+            running=len(self.current),
+            max_batch_seen=self.max_batch_seen,
+        )
 
     def submit(self, call: EmbedCall) -> None:
-        self.pending.append(call)
+        assert call.priority is not None
+        self.pending.push(call.priority, call)
 
     def _count_tokens(self, texts: list[str]) -> int:
         tok = getattr(self.tokenizer, "_tokenizer", self.tokenizer)
@@ -54,48 +90,61 @@ class EmbedRunner:
         )
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for i in range(0, len(texts), MAX_BATCH):
-            chunk = texts[i : i + MAX_BATCH]
-            out = mlx_embeddings.generate(self.model, self.tokenizer, chunk, max_length=MAX_LENGTH)
-            embeds = out.text_embeds.astype(mx.float32)
-            mx.eval(embeds)
-            vectors.extend(embeds.tolist())
-        return vectors
+        out = mlx_embeddings.generate(self.model, self.tokenizer, texts, max_length=MAX_LENGTH)
+        embeds = out.text_embeds.astype(mx.float32)
+        mx.eval(embeds)
+        return embeds.tolist()
+
+    def _fill(self) -> list[tuple[EmbedCall, list[str]]]:
+        """The next slice: texts of the most urgent calls, in order, up to `slice_texts`."""
+        while (best := self.pending.best_class()) is not None and (
+            not self.current or best <= min(c.priority for c in self.current)  # type: ignore[type-var]
+        ):
+            for call in self.pending.pop_class(best, self.slice_texts):
+                self.waits.record(best, time.perf_counter() - call.submitted_at)
+                self.current.append(call)
+            if sum(c.left for c in self.current) >= self.slice_texts:
+                break
+        self.current.sort(key=lambda c: c.priority)  # type: ignore[arg-type, return-value]
+        top = self.current[0].priority if self.current else None
+        room, parts = self.slice_texts, []
+        for call in self.current:
+            if call.priority != top or room == 0:
+                break
+            start = len(call.vectors)
+            take = call.texts[start : start + room]
+            parts.append((call, take))
+            room -= len(take)
+        return parts
 
     def step(self) -> None:
-        calls, self.pending = self.pending, []
-        if not calls:
+        parts = self._fill()
+        if not parts:
             return
-        texts = [t for c in calls for t in c.texts]
+        texts = [t for _, chunk in parts for t in chunk]
         self.max_batch_seen = max(self.max_batch_seen, len(texts))
         try:
             vectors = self.embed(texts)
         except Exception:
-            # Find the culprit: run each call alone so one bad input fails only its caller.
+            # Find the culprit: run each part alone so one bad input fails only its caller.
             log.exception("batched embedding failed; retrying calls one by one")
-            for c in calls:
-                self._run_alone(c)
-            return
-        start = 0
-        for c in calls:
-            part = vectors[start : start + len(c.texts)]
-            start += len(c.texts)
-            c.done(EmbedResult(self.model_id, part, self._count_tokens(c.texts)))
-        self.embedded_texts += len(texts)
-
-    def _run_alone(self, call: EmbedCall) -> None:
-        try:
-            result = EmbedResult(
-                self.model_id, self.embed(call.texts), self._count_tokens(call.texts)
-            )
-        except Exception as e:
-            call.done(e)
-            return
-        self.embedded_texts += len(call.texts)
-        call.done(result)
+            for call, chunk in parts:
+                try:
+                    call.vectors += self.embed(chunk)
+                except Exception as e:
+                    call.failed = True
+                    call.done(e)
+        else:
+            start = 0
+            for call, chunk in parts:
+                call.vectors += vectors[start : start + len(chunk)]
+                start += len(chunk)
+        for call, _ in parts:
+            if not call.failed and call.left == 0:
+                call.done(EmbedResult(self.model_id, call.vectors, self._count_tokens(call.texts)))
+        self.current = [c for c in self.current if not c.failed and c.left > 0]
 
     def close(self) -> None:
-        calls, self.pending = self.pending, []
-        for c in calls:
-            c.done(RuntimeError("model unloaded"))
+        for call in [*self.current, *self.pending.drop(lambda c: True)]:
+            call.done(RuntimeError("model unloaded"))
+        self.current = []

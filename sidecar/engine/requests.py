@@ -9,6 +9,10 @@ from typing import Literal
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 _ids = itertools.count(1)
+# Seeds are 64-bit: negative ones (int64, as some clients send -1) wrap to their unsigned value.
+SEED_MIN = -(2**63)
+SEED_MAX = 2**64 - 1
+DEFAULT_MAX_TOKENS = 1024  # when a request names no limit
 
 
 class Priority(IntEnum):
@@ -21,10 +25,6 @@ class Priority(IntEnum):
 
 class EngineError(Exception):
     """A request the engine cannot run; the message is meant for the user."""
-
-
-class ModelNotLoadedError(EngineError):
-    pass
 
 
 class PromptTooLongError(EngineError):
@@ -41,7 +41,7 @@ class PromptTooLongError(EngineError):
 class GenerateRequest:
     prompt: str | list[int]
     model: str | None = None
-    max_tokens: int = 256
+    max_tokens: int | None = 256  # None: DEFAULT_MAX_TOKENS, or what the context leaves
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
@@ -58,7 +58,17 @@ class GenerateRequest:
             raise EngineError("prompt must not be empty")
         if isinstance(self.prompt, list) and not self.prompt:
             raise EngineError("prompt must not be empty")
-        if self.max_tokens < 1:
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not SEED_MIN <= self.seed <= SEED_MAX
+        ):
+            raise EngineError(f"seed must be an integer from {SEED_MIN} to {SEED_MAX}")
+        if isinstance(self.prompt, list) and any(
+            isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.prompt
+        ):
+            raise EngineError("prompt token ids must be non-negative integers")
+        if self.max_tokens is not None and self.max_tokens < 1:
             raise EngineError("max_tokens must be at least 1")
         if not 0.0 <= self.temperature <= 100.0:
             raise EngineError("temperature must be between 0 and 100")
@@ -102,6 +112,7 @@ class Result:
     tokens_per_s: float | None
     error: str | None = None
     cached_prompt_tokens: int = 0  # prompt tokens served from the prompt cache
+    max_token_gap_s: float | None = None  # longest wait between two of its tokens
 
 
 @dataclass

@@ -17,7 +17,7 @@ def make_request_sampler(temperature: float, top_p: float, seed: int | None) -> 
     if seed is None:
         return make_sampler(temp=temperature, top_p=top_p if top_p < 1 else 0.0)
     # A seeded request owns its random key, so its output does not depend on its batch mates.
-    key = mx.random.key(seed)
+    key = mx.random.key(seed & (2**64 - 1))  # negative: two's complement
     inv_temp = 1.0 / temperature
 
     def sampler(logprobs: mx.array) -> mx.array:

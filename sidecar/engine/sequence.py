@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,14 @@ from typing import Any
 
 import mlx.core as mx
 
-from sidecar.engine.requests import Delta, FinishReason, GenerateRequest, Result, TokenLogprob
+from sidecar.engine.requests import (
+    Delta,
+    FinishReason,
+    GenerateRequest,
+    Priority,
+    Result,
+    TokenLogprob,
+)
 from sidecar.engine.stops import StopStrings
 
 Sink = Callable[[Delta | Result], None]
@@ -23,9 +31,14 @@ class Sequence:
     detokenizer: Any
     sink: Sink
     tokenizer: Any = None
+    max_tokens: int = 0  # the request's, or what the context leaves (0: the request's)
     uid: int | None = None
+    sampler: Any = None  # built when the sequence starts (worker thread)
     submitted_at: float = field(default_factory=time.perf_counter)
+    started_at: float | None = None  # left the wait queue
     first_token_at: float | None = None
+    last_token_at: float | None = None
+    max_token_gap_s: float = 0.0  # longest wait between two tokens
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens whose KV cache was reused, not recomputed
     emitted: int = 0  # characters of detokenizer.text already sent
@@ -33,13 +46,37 @@ class Sequence:
     done: bool = False
     stops: StopStrings = field(init=False)
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.stops = StopStrings(self.request.stop)
+        self.max_tokens = self.max_tokens or self.request.max_tokens
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    @property
+    def priority(self) -> Priority:
+        return self.request.priority
+
+    def claim(self) -> bool:
+        """Worker thread: take the sequence out of the wait queue to start it; False when it
+        was cancelled (and answered) while waiting."""
+        with self._lock:
+            if self.cancelled or self.done:
+                return False
+            self.started_at = time.perf_counter()
+            return True
+
+    def cancel(self) -> None:
+        """Any thread: stop the sequence. One still waiting is answered at once; a started one
+        leaves the batch at the worker's next step."""
+        with self._lock:
+            self.cancelled = True
+            waiting = self.started_at is None and not self.done
+        if waiting:
+            self.finish("cancelled", "")
 
     def _logprob(self, token: int, logprobs: mx.array) -> TokenLogprob:
         n = self.request.logprobs or 0
@@ -60,6 +97,9 @@ class Sequence:
         now = time.perf_counter()
         if self.first_token_at is None:
             self.first_token_at = now
+        elif self.last_token_at is not None:
+            self.max_token_gap_s = max(self.max_token_gap_s, now - self.last_token_at)
+        self.last_token_at = now
         self.completion_tokens += 1
         is_stop_token = finish == "stop"
         if not is_stop_token:
@@ -92,9 +132,10 @@ class Sequence:
     def finish(
         self, reason: FinishReason, text: str | None = None, error: str | None = None
     ) -> None:
-        if self.done:
-            return
-        self.done = True
+        with self._lock:  # the worker and a cancelling caller may race to finish it
+            if self.done:
+                return
+            self.done = True
         end = time.perf_counter()
         if text is None:
             text = self.detokenizer.text[: self.emitted]
@@ -117,5 +158,6 @@ class Sequence:
                 tokens_per_s=tps,
                 error=error,
                 cached_prompt_tokens=self.cached_prompt_tokens,
+                max_token_gap_s=self.max_token_gap_s if self.completion_tokens > 1 else None,
             )
         )

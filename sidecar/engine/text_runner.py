@@ -1,25 +1,42 @@
-"""Continuous batching for one text model: mlx_lm's BatchGenerator plus admission by priority,
-cancellation at the next step, and per-sequence detokenizing and stop strings.
+"""Continuous batching for one text model, completion first.
+
+Each worker step: one prefill chunk of the most urgent prompt job (see `prefill.py`), then one
+decode step of mlx_lm's BatchGenerator for every running sequence. Prompts that finish their
+prefill join the decode batch at that step. So:
+- an inline completion starts at the next step whatever the batch holds (it may go past
+  `max_batch`, by up to `COMPLETION_RESERVE`), and its prefill goes before any chat's;
+- a chat or bulk prompt prefills a chunk at a time; while completions run, it gets one chunk
+  in `LOW_CHUNK_EVERY` steps (it is paused, its KV kept, in between);
+- running streams decode at every step, so none waits longer than one chunk.
+Cancelled sequences leave at the next step; their KV goes to the prompt cache, so the next
+keystroke's completion prefills only what is new.
 
 Runs only on the engine's worker thread.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 from typing import Any
 
 from mlx_lm.generate import BatchGenerator, StopSequences
-from mlx_lm.models.cache import LRUPromptCache, trim_prompt_cache
+from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
+from sidecar.engine.prefill import Prefilled, PrefillJob
+from sidecar.engine.requests import Priority
+from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
+from sidecar.engine.scheduler import WaitQueue, WaitTimes
 from sidecar.engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
 PROMPT_CACHE_ENTRIES = 16
 PROMPT_CACHE_BYTES = 512 << 20
+COMPLETION_RESERVE = 8  # completions admitted past a full batch
+PREFILL_BATCH = 8  # prompts of one class prefilled together
+LOW_CHUNK_EVERY = (
+    4  # while a completion runs, a less urgent prompt prefills one chunk in this many steps
+)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -37,25 +54,38 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 class TextRunner:
     def __init__(
-        self, model_id: str, model: Any, tokenizer: Any, max_batch: int, prefill_step: int
-    ):
+        self,
+        model_id: str,
+        model: Any,
+        tokenizer: Any,
+        max_batch: int,
+        prefill_chunk: int,
+        waits: WaitTimes | None = None,
+    ) -> None:
         self.model_id = model_id
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
+        self.waits = waits or WaitTimes()
         self.stop_ids = stop_token_ids(tokenizer)
+        self._stops = StopSequences([[t] for t in self.stop_ids])
+        capacity = max_batch + COMPLETION_RESERVE
+        # The generator only decodes: every prompt reaches it prefilled but for its last token.
         self.generator = BatchGenerator(
             model,
             stop_tokens=[[t] for t in self.stop_ids],
-            completion_batch_size=max_batch,
-            prefill_batch_size=min(8, max_batch),
-            prefill_step_size=prefill_step,
+            completion_batch_size=capacity,
+            prefill_batch_size=capacity,
+            prefill_step_size=prefill_chunk,
         )
-        self.waiting: list[tuple[int, int, Sequence]] = []  # heap by (priority, arrival)
+        self.waiting: WaitQueue[Sequence] = WaitQueue()
+        self.jobs: list[PrefillJob] = []
         self.running: dict[int, Sequence] = {}  # uid -> sequence
-        self._arrival = itertools.count()
+        self._low_chunk_wait = 0
         self.max_batch_seen = 0
         self.generated_tokens = 0
+        self.prefilled_tokens = 0
         # KV caches of finished and cancelled sequences, found again by longest token prefix:
         # the next keystroke's completion (or the next chat turn) prefills only what is new.
         self.prompt_cache = LRUPromptCache(
@@ -63,78 +93,152 @@ class TextRunner:
         )
         self.reused_prompt_tokens = 0
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.waiting or self.running)
+    # -- what the worker and the engine read --
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self.waiting)
+    def urgency(self) -> Priority | None:
+        classes = [s.priority for s in self.running.values()]
+        classes += [j.priority for j in self.jobs]
+        if (best := self.waiting.best_class()) is not None:
+            classes.append(best)
+        return min(classes) if classes else None
+
+    def stats(self) -> RunnerStats:
+        return RunnerStats(
+            model_id=self.model_id,
+            kind="text",
+            waiting=self.waiting.counts(),
+            prefilling=sum(len(j) for j in self.jobs),
+            running=len(self.running),
+            max_batch_seen=self.max_batch_seen,
+            reused_prompt_tokens=self.reused_prompt_tokens,
+            prefilled_tokens=self.prefilled_tokens,
+        )
 
     def submit(self, seq: Sequence) -> None:
-        heapq.heappush(self.waiting, (int(seq.request.priority), next(self._arrival), seq))
+        self.waiting.push(seq.priority, seq)
 
-    def cancel(self, request_id: str) -> bool:
-        for _, _, seq in self.waiting:
-            if seq.request_id == request_id:
-                seq.cancelled = True
-                return True
-        for seq in self.running.values():
-            if seq.request_id == request_id:
-                seq.cancelled = True
-                return True
-        return False
-
-    def _admit(self) -> None:
-        while self.waiting and len(self.running) < self.max_batch:
-            _, _, seq = heapq.heappop(self.waiting)
-            if seq.cancelled:
-                seq.finish("cancelled", "")
-                continue
-            req = seq.request
-            sampler = make_request_sampler(req.temperature, req.top_p, req.seed)
-            prompt = seq.prompt_tokens
-            cache, rest = self.prompt_cache.fetch_nearest_cache(self.model_id, prompt)
-            if cache is not None and not rest:  # exact hit: recompute the last token's logits
-                trim_prompt_cache(cache, 1)
-                rest = prompt[-1:]
-            reused = len(prompt) - len(rest)
-            try:
-                (uid,) = self.generator.insert(
-                    [rest],
-                    max_tokens=[req.max_tokens],
-                    caches=[cache],
-                    all_tokens=[prompt[:reused]],
-                    samplers=[sampler],
-                    stop_sequences=[StopSequences([[t] for t in self.stop_ids])],
-                )
-            except Exception as e:  # bad request: fail it alone
-                seq.finish("error", "", error=str(e))
-                continue
-            seq.uid = uid
-            seq.cached_prompt_tokens = reused
-            self.reused_prompt_tokens += reused
-            self.running[uid] = seq
-
-    def _remember(self, uids: list[int]) -> None:
-        """Take sequences out of the batch, keeping their KV caches for reuse."""
-        for cache, tokens in self.generator.remove(uids, return_prompt_caches=True).values():
-            if cache is not None and len(tokens) > 1:
-                self.prompt_cache.insert_cache(self.model_id, list(tokens), cache)
-
-    def _drop_cancelled(self) -> None:
-        gone = [uid for uid, seq in self.running.items() if seq.cancelled]
-        if gone:
-            self._remember(gone)
-            for uid in gone:
-                self.running.pop(uid).finish("cancelled")
+    # -- one step --
 
     def step(self) -> None:
-        """Admit waiting requests, run one BatchGenerator step, deliver its tokens."""
+        """One prefill chunk of the most urgent job, then one decode step."""
         self._drop_cancelled()
-        self._admit()
-        if not self.running:
+        try:
+            self._prefill_chunk()
+        except Exception as e:
+            log.exception("prefill failed for %s", self.model_id)
+            for job in self.jobs:
+                for seq in job.seqs:
+                    seq.finish("error", "", error=f"prompt processing failed: {e}")
+            self.jobs.clear()
+        if self.running:
+            self._decode()
+
+    def _drop_cancelled(self) -> None:
+        for seq in self.waiting.drop(lambda s: s.cancelled or s.done):
+            seq.finish("cancelled", "")
+        for job in self.jobs:
+            gone = [s for s in job.seqs if s.cancelled]
+            for part in job.take(gone):
+                self._keep_kv(part.tokens, part.cache)
+                part.seq.finish("cancelled", "")
+        self.jobs = [j for j in self.jobs if len(j)]
+        gone_uids = [uid for uid, seq in self.running.items() if seq.cancelled]
+        if gone_uids:
+            self._remember(gone_uids)
+            for uid in gone_uids:
+                self.running.pop(uid).finish("cancelled")
+
+    def _room(self, priority: Priority) -> int:
+        """How many more sequences of `priority` may start now."""
+        used = len(self.running) + sum(len(j) for j in self.jobs)
+        limit = self.max_batch + (COMPLETION_RESERVE if priority == Priority.COMPLETION else 0)
+        return max(0, limit - used)
+
+    def _pick_job(self) -> PrefillJob | None:
+        """The job to advance: a new one when the waiting head is more urgent than every job
+        (and has room), else the most urgent, oldest job."""
+        best_job = min(self.jobs, key=lambda j: j.priority, default=None)
+        head = self.waiting.best_class()
+        while head is not None and (best_job is None or head < best_job.priority):
+            room = self._room(head)
+            if room == 0:
+                break
+            job = self._start(head, self.waiting.pop_class(head, min(room, PREFILL_BATCH)))
+            if job is not None:
+                self.jobs.append(job)
+                return job
+            head = self.waiting.best_class()
+        return best_job
+
+    def _start(self, priority: Priority, seqs: list[Sequence]) -> PrefillJob | None:
+        """Claim `seqs` and find their reusable KV; those with nothing left to prefill join
+        the decode batch now, the others form a prefill job."""
+        caches, rests, members = [], [], []
+        for seq in seqs:
+            if not seq.claim():
+                continue
+            self.waits.record(priority, seq.started_at - seq.submitted_at)  # type: ignore[operator]
+            try:  # everything from here to the batch is this request's alone to fail
+                req = seq.request
+                seq.sampler = make_request_sampler(req.temperature, req.top_p, req.seed)
+                prompt = seq.prompt_tokens
+                cache, rest = self.prompt_cache.fetch_nearest_cache(self.model_id, prompt)
+                if cache is not None and not rest:  # exact hit: recompute the last token
+                    trim_prompt_cache(cache, 1)
+                    rest = prompt[-1:]
+                seq.cached_prompt_tokens = len(prompt) - len(rest)
+                self.reused_prompt_tokens += seq.cached_prompt_tokens
+                if len(rest) == 1:
+                    fresh = cache or make_prompt_cache(self.model)
+                    self._insert(Prefilled(seq, fresh, prompt[:-1]))
+                    continue
+                caches.append(cache or make_prompt_cache(self.model))
+                rests.append(rest)
+                members.append(seq)
+            except Exception as e:
+                log.warning("request %s could not start: %s", seq.request_id, e)
+                seq.finish("error", "", error=str(e))
+        if not members:
+            return None
+        return PrefillJob(self.model, priority, members, caches, rests)
+
+    def _prefill_chunk(self) -> None:
+        job = self._pick_job()
+        if job is None:
             return
+        decoding = min((s.priority for s in self.running.values()), default=None)
+        if decoding is not None and decoding < job.priority:
+            # A more urgent sequence is decoding: this prompt waits, a chunk now and then.
+            self._low_chunk_wait += 1
+            if self._low_chunk_wait < LOW_CHUNK_EVERY:
+                return
+        self._low_chunk_wait = 0
+        before = job.tokens_left()
+        done = job.advance(self.prefill_chunk)
+        self.prefilled_tokens += before - job.tokens_left()
+        for part in done:
+            self._insert(part)
+        if not len(job):
+            self.jobs.remove(job)
+
+    def _insert(self, part: Prefilled) -> None:
+        seq = part.seq
+        try:
+            (uid,) = self.generator.insert(
+                [seq.prompt_tokens[-1:]],
+                max_tokens=[seq.max_tokens],
+                caches=[part.cache],
+                all_tokens=[part.tokens],
+                samplers=[seq.sampler],
+                stop_sequences=[self._stops],
+            )
+        except Exception as e:
+            seq.finish("error", "", error=str(e))
+            return
+        seq.uid = uid
+        self.running[uid] = seq
+
+    def _decode(self) -> None:
         self.max_batch_seen = max(self.max_batch_seen, len(self.running))
         try:
             _prompt_responses, responses = self.generator.next()
@@ -145,7 +249,7 @@ class TextRunner:
         finished = []
         for r in responses:
             if r.finish_reason is not None and r.prompt_cache is not None:
-                self.prompt_cache.insert_cache(self.model_id, list(r.all_tokens), r.prompt_cache)
+                self._keep_kv(list(r.all_tokens), r.prompt_cache)
             seq = self.running.get(r.uid)
             if seq is None:
                 continue
@@ -158,15 +262,28 @@ class TextRunner:
                 done = True
             if done:
                 finished.append(r.uid)
-        stopped_early = [uid for uid in finished if uid in self.running]
         # Sequences the generator finished itself are gone from it already; those we stopped
         # (stop strings, errors) must be removed.
         natural = {r.uid for r in responses if r.finish_reason is not None}
-        to_remove = [uid for uid in stopped_early if uid not in natural]
+        to_remove = [uid for uid in finished if uid in self.running and uid not in natural]
         if to_remove:
             self._remember(to_remove)
         for uid in finished:
             self.running.pop(uid, None)
+
+    # -- KV reuse --
+
+    def _keep_kv(self, tokens: list[int], cache: list[Any]) -> None:
+        if cache and len(tokens) > 1:
+            self.prompt_cache.insert_cache(self.model_id, tokens, cache)
+
+    def _remember(self, uids: list[int]) -> None:
+        """Take sequences out of the batch, keeping their KV caches for reuse."""
+        for cache, tokens in self.generator.remove(uids, return_prompt_caches=True).values():
+            if cache is not None:
+                self._keep_kv(list(tokens), cache)
+
+    # -- ending --
 
     def fail_all(self, message: str) -> None:
         for seq in list(self.running.values()):
@@ -177,8 +294,12 @@ class TextRunner:
             except Exception:
                 log.exception("could not reset batch for %s", self.model_id)
         self.running.clear()
-        while self.waiting:
-            heapq.heappop(self.waiting)[2].finish("error", "", error=message)
+        for job in self.jobs:
+            for seq in job.seqs:
+                seq.finish("error", "", error=message)
+        self.jobs.clear()
+        for seq in self.waiting.drop(lambda s: True):
+            seq.finish("error", "", error=message)
 
     def close(self) -> None:
         self.fail_all("model unloaded")

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import heapq
 import io
-import itertools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sidecar.engine.detokenize import exact_detokenizer
-from sidecar.engine.requests import EngineError, GenerateRequest
+from sidecar.engine.requests import EngineError, GenerateRequest, Priority
+from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
+from sidecar.engine.scheduler import WaitQueue, WaitTimes
 from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.text_runner import stop_token_ids
 
@@ -174,7 +175,9 @@ class VisionJob:
 class VisionRunner:
     """One loaded vision model: a queue of requests, the active one streamed token by token."""
 
-    def __init__(self, model_id: str, model: Any, processor: Any, path: Path) -> None:
+    def __init__(
+        self, model_id: str, model: Any, processor: Any, path: Path, waits: WaitTimes | None = None
+    ) -> None:
         from mlx_lm.tokenizer_utils import TokenizerWrapper
         from mlx_lm.tokenizer_utils import load as load_tokenizer
 
@@ -191,26 +194,33 @@ class VisionRunner:
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.stop_ids = set(stop_token_ids(self.tokenizer)) | set(extra)
         self.image_token: str | None = getattr(processor, "image_token", None)
-        self.waiting: list[tuple[int, int, VisionJob]] = []
+        self.waits = waits or WaitTimes()
+        self.waiting: WaitQueue[VisionJob] = WaitQueue()
         self.active: VisionJob | None = None
         self._stream: Iterator[Any] | None = None
-        self._arrival = itertools.count()
         self.max_batch_seen = 0
         self.generated_tokens = 0
 
     # -- what the engine and the worker read --
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.waiting or self.active)
+    def urgency(self) -> Priority | None:
+        if self.active is not None:
+            best = self.waiting.best_class()
+            return (
+                min(self.active.seq.priority, best)
+                if best is not None
+                else self.active.seq.priority
+            )
+        return self.waiting.best_class()
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self.waiting)
-
-    @property
-    def running(self) -> dict[int, Sequence]:
-        return {0: self.active.seq} if self.active else {}
+    def stats(self) -> RunnerStats:
+        return RunnerStats(
+            model_id=self.model_id,
+            kind="vision",
+            waiting=self.waiting.counts(),
+            running=1 if self.active else 0,
+            max_batch_seen=self.max_batch_seen,
+        )
 
     @property
     def context_length(self) -> int:
@@ -245,7 +255,7 @@ class VisionRunner:
     # -- worker thread --
 
     def submit(self, job: VisionJob) -> None:
-        heapq.heappush(self.waiting, (int(job.seq.request.priority), next(self._arrival), job))
+        self.waiting.push(job.seq.priority, job)
 
     def _start(self, job: VisionJob) -> Iterator[Any]:
         """Process the images and prompt, and open mlx_vlm's token stream for `job`."""
@@ -274,7 +284,7 @@ class VisionRunner:
             for k, v in inputs.items()
             if k not in ("input_ids", "pixel_values", "attention_mask")
         }
-        req.max_tokens = min(req.max_tokens, self.context_length - n)
+        job.seq.max_tokens = min(job.seq.max_tokens, self.context_length - n)
         sampler = make_request_sampler(req.temperature, req.top_p, req.seed)
         return stream_generate(
             self.model,
@@ -283,7 +293,7 @@ class VisionRunner:
             input_ids=input_ids,
             pixel_values=inputs.get("pixel_values"),
             mask=inputs.get("attention_mask"),
-            max_tokens=req.max_tokens,
+            max_tokens=job.seq.max_tokens,
             temperature=0.0,
             sampler=sampler,
             **extra,
@@ -303,10 +313,11 @@ class VisionRunner:
     def _next_job(self) -> bool:
         """Make the best waiting request active; False when none is left."""
         while self.waiting:
-            job = heapq.heappop(self.waiting)[2]
-            if job.seq.cancelled:
+            job = self.waiting.pop()
+            if not job.seq.claim():
                 job.seq.finish("cancelled", "")
                 continue
+            self.waits.record(job.seq.priority, time.perf_counter() - job.seq.submitted_at)
             try:
                 self._stream = self._start(job)
             except EngineError as e:
@@ -322,12 +333,8 @@ class VisionRunner:
 
     def _drop_cancelled_waiting(self) -> None:
         """Answer cancelled queued requests now, not when their turn would come."""
-        if any(job.seq.cancelled for _, _, job in self.waiting):
-            for _, _, job in self.waiting:
-                if job.seq.cancelled:
-                    job.seq.finish("cancelled", "")
-            self.waiting = [w for w in self.waiting if not w[2].seq.cancelled]
-            heapq.heapify(self.waiting)
+        for job in self.waiting.drop(lambda j: j.seq.cancelled or j.seq.done):
+            job.seq.finish("cancelled", "")
 
     def step(self) -> None:
         """Advance the active request by one token (starting the next one if none is active)."""
@@ -365,7 +372,7 @@ class VisionRunner:
         self.generated_tokens += 1
         if result.finish_reason == "stop" or token in self.stop_ids:
             finish: str | None = "stop"
-        elif seq.completion_tokens + 1 >= seq.request.max_tokens:
+        elif seq.completion_tokens + 1 >= seq.max_tokens:
             finish = "length"
         else:
             finish = None
@@ -375,8 +382,8 @@ class VisionRunner:
         if self.active is not None:
             self.active.seq.finish("error", error=message)
             self._end_active()
-        while self.waiting:
-            heapq.heappop(self.waiting)[2].seq.finish("error", "", error=message)
+        for job in self.waiting.drop(lambda j: True):
+            job.seq.finish("error", "", error=message)
 
     def close(self) -> None:
         self.fail_all("model unloaded")

@@ -1,6 +1,6 @@
 """The one thread that owns every MLX call. Other threads hand it work through `call`; between
-calls it steps every busy runner (one batch step each), so a request that arrives while others
-decode joins the running batch at the next step."""
+calls it steps the runners the scheduler picks (about one decode step each), so a request that
+arrives while others decode starts at the next step."""
 
 from __future__ import annotations
 
@@ -9,19 +9,14 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any
 
+from sidecar.engine.runner import Runner
+from sidecar.engine.scheduler import Scheduler
 from sidecar.mlx_cleanup import clear_thread_streams
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 1.0
-
-
-class Runner(Protocol):
-    @property
-    def busy(self) -> bool: ...
-
-    def step(self) -> None: ...
 
 
 class Worker:
@@ -33,7 +28,7 @@ class Worker:
         )
         self._thread = threading.Thread(target=self._run, name="mlx-worker", daemon=True)
         self._stopping = False
-        self.steps = 0
+        self.scheduler = Scheduler()
 
     def start(self) -> None:
         self._thread.start()
@@ -43,10 +38,6 @@ class Worker:
         self._inbox.put(None)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
-
-    @property
-    def on_worker_thread(self) -> bool:
-        return threading.current_thread() is self._thread
 
     def call(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the worker thread; the future holds its result or exception."""
@@ -71,17 +62,19 @@ class Worker:
         except BaseException as e:  # delivered to the caller; the worker keeps going
             fut.set_exception(e)
 
-    def _step_busy_runners(self) -> bool:
-        """One step of every busy runner (a function, so no runner outlives it in a local)."""
-        ran = False
-        for runner in self._runners():
-            if runner.busy:
-                ran = True
-                try:
-                    runner.step()
-                except Exception:
-                    log.exception("runner step failed")
-        return ran
+    def _step_runners(self) -> bool:
+        """One step of each runner the scheduler picks; False when none has work. (A
+        function, so no runner outlives it in a local.)"""
+        chosen = self.scheduler.pick(self._runners())
+        for runner in chosen:
+            try:
+                runner.step()
+            except Exception:
+                log.exception("runner step failed")
+        return bool(chosen)
+
+    def _busy(self) -> bool:
+        return any(r.urgency() is not None for r in self._runners())
 
     def _drain_inbox(self, wait: bool) -> None:
         """Run every call that arrived (waiting up to IDLE_WAIT_S for one when `wait`). A
@@ -95,12 +88,10 @@ class Worker:
 
     def _run(self) -> None:
         while not self._stopping:
-            self._drain_inbox(wait=not any(r.busy for r in self._runners()))
+            self._drain_inbox(wait=not self._busy())
             if self._stopping:
                 break
-            if self._step_busy_runners():
-                self.steps += 1
-            else:
+            if not self._step_runners():
                 self._on_idle()
         # Fail what is still queued so no caller waits forever.
         while True:

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import PlainTextResponse
 
 from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
-from sidecar.engine.engine import Engine
-from sidecar.engine.requests import GenerateRequest, Priority
+from sidecar.engine.engine import Engine, check_token_ids, vocab_size
+from sidecar.engine.requests import EngineError, GenerateRequest, Priority
 from sidecar.engine.vision_runner import message_images
 from sidecar.http import errors, metrics
 from sidecar.http.errors import JSON, OpenAIError, from_validation
@@ -26,7 +26,6 @@ from sidecar.http.schemas import ChatRequest, CompletionRequest, EmbeddingReques
 from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
 from sidecar.models.pool import LoadedModel
 
-DEFAULT_CHAT_MAX_TOKENS = 1024
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -127,7 +126,7 @@ def add_routes(app: FastAPI) -> None:
             prompt=prompt,
             model=loaded.id,
             images=message_images(messages),
-            max_tokens=body.token_limit(DEFAULT_CHAT_MAX_TOKENS),
+            max_tokens=body.max_completion_tokens or body.max_tokens,  # None: the default
             logprobs=body.engine_logprobs(),
             priority=Priority.CHAT,
             **body.sampling(),
@@ -147,6 +146,11 @@ def add_routes(app: FastAPI) -> None:
             raise OpenAIError(400, "echo with logprobs is not supported", param="echo")
         loaded = await named_model(engine, body.model, engine.settings.completion_model)
         prompt = prompts[0]
+        if isinstance(prompt, list):  # before decoding: an id past the vocabulary crashes MLX
+            try:
+                check_token_ids(prompt, vocab_size(loaded))
+            except EngineError as e:
+                raise OpenAIError(400, str(e), param="prompt", code="invalid_token_id") from e
         text = prompt if isinstance(prompt, str) else loaded.tokenizer.decode(prompt)
         sampling, priority = body.sampling(), Priority.CHAT
         if body.suffix is not None:

@@ -58,7 +58,7 @@ class LoadedModel:
 
     @property
     def busy(self) -> bool:
-        return bool(self.runner is not None and self.runner.busy)
+        return self.runner is not None and self.runner.urgency() is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
