@@ -123,7 +123,7 @@ async def test_completion_is_admitted_at_the_next_step_with_a_full_batch(
         assert completion.first_token_s < 6 * max(step, batch_step)
         assert small_engine.status()["max_batch_seen"] == 9
     finally:
-        for s, t in chats:
+        for _, t in chats:
             t.cancel()
         await asyncio.gather(*(t for _, t in chats), return_exceptions=True)
 
