@@ -19,6 +19,7 @@ from sidecar import blas
 from sidecar.config import Settings
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
+from sidecar.engine.messages import encode, render_chat
 from sidecar.engine.requests import (
     Delta,
     EmbedResult,
@@ -345,26 +346,3 @@ def context_length(loaded: LoadedModel) -> int:
     args = getattr(loaded.model, "args", None)
     value = getattr(args, "max_position_embeddings", None) if args is not None else None
     return int(value or 4096)
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """Raw prompt -> ids, with BOS only where the tokenizer adds one itself."""
-    ids = tokenizer.encode(text)
-    return list(ids)
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
-    if not messages:
-        raise EngineError("messages must not be empty")
-    if getattr(tokenizer, "chat_template", None) is None:
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return encode(tokenizer, text)
-    try:
-        rendered = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True
-        )
-    except Exception as e:
-        raise EngineError(f"the model's chat template rejected the messages: {e}") from e
-    if isinstance(rendered, dict) or hasattr(rendered, "input_ids"):
-        rendered = rendered["input_ids"]
-    return list(rendered)
