@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 from sidecar.engine.requests import EngineError
+
+# The roles a message may have, at every edge (HTTP and JSON-RPC): OpenAI's set.
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 # Private-use characters: no tokenizer normalises them away and no template trims them.
 SENTINEL = "\ue000{nonce}:{index}\ue001"
 UNTRUSTED_KEYS = ("content", "name")
+
+
+def template_role(role: str) -> str:
+    """Chat templates know no 'developer' (OpenAI's newer name for system)."""
+    return "system" if role == "developer" else role
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
