@@ -113,7 +113,7 @@ async def test_allowed_origins_pass_but_not_with_simple_bodies(open_port: HttpSe
         # JSON goes through the guard to validation (an empty body is a 400, not a 403)
         status, body = await post(open_port, "/v1/embeddings", {}, {"Origin": origin})
         assert status == 400 and error_of(body)["param"] == "input", origin
-        for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""):
             status, body = await post(
                 open_port, "/v1/embeddings", {}, {"Origin": origin, "Content-Type": media}
             )

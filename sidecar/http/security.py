@@ -133,16 +133,14 @@ class Guard:
         if origin is None and headers.get("sec-fetch-site") == "cross-site":
             return OpenAIError(403, "cross-site requests are not allowed", code="cross_site")
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        # With a key the browser had to preflight the Authorization header: not a blind POST.
-        if (
-            method == "POST"
-            and not self.api_key
-            and from_browser(headers)
-            and media in SIMPLE_TYPES
-        ):
+        # No Content-Type (a Blob body) needs no preflight either. With a key the browser had
+        # to preflight the Authorization header: not a blind POST.
+        simple = media in SIMPLE_TYPES or not media
+        if method == "POST" and not self.api_key and from_browser(headers) and simple:
             return OpenAIError(
                 415,
-                f"browsers must send JSON bodies as 'Content-Type: application/json', not {media!r}",
+                "browsers must send JSON bodies as 'Content-Type: application/json', "
+                f"not {media or 'no Content-Type'!r}",
                 code="unsupported_media_type",
             )
         return None
