@@ -14,7 +14,8 @@ from typing import Any
 
 import mlx.core as mx
 
-from sidecar.engine.engine import Engine, render_chat
+from sidecar.engine.engine import Engine
+from sidecar.engine.messages import render_chat
 from sidecar.engine.requests import GenerateRequest
 from sidecar.engine.text_runner import stop_token_ids
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sidecar.limits import Limits
+
 
 def default_models_dir() -> Path:
     return Path.home() / ".cache" / "mlx-sidecar" / "models"
@@ -24,7 +26,9 @@ def default_memory_budget() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MLX_SIDECAR_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MLX_SIDECAR_", env_nested_delimiter="__", extra="ignore"
+    )
 
     models_dir: Path = Field(default_factory=default_models_dir)
     use_hf_cache: bool = True
@@ -41,6 +45,13 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     api_key: str | None = None
+    api_key_file: Path | None = None  # the key on the file's first line: not visible in `ps`
+    limits: Limits = Field(default_factory=Limits)
+    # Against stalled clients (see sidecar/http/timeouts.py); connections beyond the cap get 503.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    http_keep_alive_s: float = Field(default=5.0, gt=0)
+    http_max_connections: int = Field(default=512, ge=1)
 
 
 def on_macos() -> bool:

@@ -8,11 +8,12 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
-from sidecar.http.security import InsecureBindError, check_bind
+from sidecar.http.security import InsecureBindError, check_bind, read_api_key
 from sidecar.http.server import serve_http
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--api-key",
         help="require 'Authorization: Bearer KEY' (default: env MLX_SIDECAR_API_KEY); "
-        "required to bind a non-loopback address",
+        "required to bind a non-loopback address. Visible in `ps`: prefer --api-key-file",
+    )
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="PATH",
+        help="read the API key from the file's first line (default: env MLX_SIDECAR_API_KEY_FILE)",
     )
     p.add_argument(
         "--cors-origin",
@@ -52,8 +59,16 @@ async def preload(engine: Engine, model_id: str) -> None:
         log.warning("could not preload %s: %s", model_id, e)
 
 
-async def serve(args: argparse.Namespace, settings: Settings, host: str, port: int) -> int:
-    api_key = args.api_key or settings.api_key
+def api_key_of(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Flag, then environment; a key given directly wins over a key file."""
+    return read_api_key(
+        args.api_key or settings.api_key, args.api_key_file or settings.api_key_file
+    )
+
+
+async def serve(
+    args: argparse.Namespace, settings: Settings, host: str, port: int, api_key: str | None
+) -> int:
     async with Engine(settings) as engine:
         try:
             server = await serve_http(
@@ -89,8 +104,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.http_host
     port = args.port if args.port is not None else (settings.http_port or 8080)
     try:
-        check_bind(host, args.api_key or settings.api_key)
-    except InsecureBindError as e:
+        api_key = api_key_of(args, settings)
+        check_bind(host, api_key)
+    except (InsecureBindError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_loop(serve(args, settings, host, port))
+    return run_loop(serve(args, settings, host, port, api_key))

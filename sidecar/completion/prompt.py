@@ -15,6 +15,7 @@ from sidecar.completion.fim import (
     fim_stop_tokens,
     has_fim,
 )
+from sidecar.engine.messages import render_chat
 
 CountTokens = Callable[[str], int]
 Fallback = Literal["chat", "prefix"]
@@ -95,13 +96,6 @@ def token_counter(tokenizer: Any) -> CountTokens:
         return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
 
     return count
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
-    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if isinstance(rendered, dict) or hasattr(rendered, "input_ids"):
-        rendered = rendered["input_ids"]
-    return list(rendered)
 
 
 def build_completion_prompt(

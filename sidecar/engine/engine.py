@@ -19,6 +19,7 @@ from sidecar import blas
 from sidecar.config import Settings
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
+from sidecar.engine.messages import encode, render_chat
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
     Delta,
@@ -407,26 +408,3 @@ def check_token_ids(ids: list[int], vocab: int) -> None:
     bad = next((t for t in ids if not 0 <= t < vocab), None)
     if bad is not None:
         raise EngineError(f"token id {bad} is out of the model's vocabulary (0 to {vocab - 1})")
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """Raw prompt -> ids, with BOS only where the tokenizer adds one itself."""
-    ids = tokenizer.encode(text)
-    return list(ids)
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
-    if not messages:
-        raise EngineError("messages must not be empty")
-    if getattr(tokenizer, "chat_template", None) is None:
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return encode(tokenizer, text)
-    try:
-        rendered = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True
-        )
-    except Exception as e:
-        raise EngineError(f"the model's chat template rejected the messages: {e}") from e
-    if isinstance(rendered, dict) or hasattr(rendered, "input_ids"):
-        rendered = rendered["input_ids"]
-    return list(rendered)

@@ -13,6 +13,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
 from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
@@ -21,9 +22,12 @@ from sidecar.engine.requests import EngineError, GenerateRequest, Priority
 from sidecar.engine.vision_runner import message_images
 from sidecar.http import errors, metrics
 from sidecar.http.errors import JSON, OpenAIError, from_validation
+from sidecar.http.openapi import install as install_openapi
+from sidecar.http.openapi import request_body
 from sidecar.http.responses import ChatFormat, CompletionFormat, respond, until_disconnected
 from sidecar.http.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
+from sidecar.http.timeouts import BODY_TIMEOUT_S, BodyDeadline, abandoned
 from sidecar.models.pool import LoadedModel
 
 M = TypeVar("M", bound=BaseModel)
@@ -41,7 +45,7 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
         if not isinstance(data, dict):
             raise OpenAIError(400, "the body must be a JSON object")
         try:
-            return model.model_validate(data)
+            return model.model_validate(data, context=engine_of(request).settings.limits)
         except ValidationError as e:
             raise from_validation(e.errors()) from e
 
@@ -111,7 +115,7 @@ def add_routes(app: FastAPI) -> None:
             )
         return JSON(found[0])
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, openapi_extra=request_body(ChatRequest))
     async def chat_completions(
         request: Request, body: Annotated[ChatRequest, Depends(json_body(ChatRequest))]
     ) -> Any:
@@ -134,7 +138,7 @@ def add_routes(app: FastAPI) -> None:
         fmt = ChatFormat(loaded.id, body.include_usage)
         return await respond(request, engine, req, fmt, body.stream, "messages", body.logprobs)
 
-    @app.post("/v1/completions", response_model=None)
+    @app.post("/v1/completions", response_model=None, openapi_extra=request_body(CompletionRequest))
     async def completions(
         request: Request, body: Annotated[CompletionRequest, Depends(json_body(CompletionRequest))]
     ) -> Any:
@@ -169,7 +173,7 @@ def add_routes(app: FastAPI) -> None:
         wants_logprobs = body.logprobs is not None
         return await respond(request, engine, req, fmt, body.stream, "prompt", wants_logprobs)
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", openapi_extra=request_body(EmbeddingRequest))
     async def embeddings(
         request: Request, body: Annotated[EmbeddingRequest, Depends(json_body(EmbeddingRequest))]
     ) -> JSON:
@@ -221,9 +225,11 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
     cors_origins: Iterable[str] = (),
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The app for `engine`. Requests must carry a Host of the bound host or localhost (unless
-    bound to a wildcard address), the bearer key when one is set, and bodies under the limit."""
+    bound to a wildcard address), no foreign Origin, the bearer key when one is set, and
+    bodies under the limit that arrive within `body_timeout_s`."""
     app = FastAPI(
         title="mlx-sidecar OpenAI-compatible API",
         default_response_class=JSON,
@@ -231,18 +237,22 @@ def create_app(
         redoc_url=None,
     )
     app.state.engine = engine
+    origins = list(cors_origins)
     app.state.http_counts = Counter()
     app.state.generating = set()  # engine request ids of HTTP requests in flight
     errors.install(app)
+    app.add_exception_handler(ClientDisconnect, abandoned)
     add_routes(app)
+    install_openapi(app)
+    app.add_middleware(BodyDeadline, timeout_s=body_timeout_s)
     app.add_middleware(
         Guard,
         api_key=api_key,
         allowed_hosts=allowed_host_names(bind_host, allowed_hosts),
         max_body_bytes=max_body_bytes,
+        cors_origins=origins,
     )
     app.add_middleware(metrics.RequestCounter, counts=app.state.http_counts)
-    origins = list(cors_origins)
     if origins:
         app.add_middleware(
             CORSMiddleware,

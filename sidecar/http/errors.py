@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from sidecar.engine.engine import WrongModelKindError
 from sidecar.engine.requests import EngineError, PromptTooLongError
-from sidecar.models.pool import MemoryBudgetError
+from sidecar.models.pool import MemoryBudgetError, ModelLoadError
 from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     421: "invalid_request_error",
     503: "server_error",
 }
@@ -102,10 +103,13 @@ def from_exception(exc: BaseException, param: str | None = None) -> OpenAIError:
         return OpenAIError(400, str(exc), param=param)
     if isinstance(exc, MemoryBudgetError):
         return OpenAIError(503, str(exc), code="insufficient_memory")
+    if isinstance(exc, ModelLoadError):
+        log.warning("%s", exc)
+        return OpenAIError(500, str(exc), param="model", code="model_load_failed")
     if isinstance(exc, ValidationError):
         return from_validation(exc.errors())
     log.error("request failed", exc_info=exc)
-    return OpenAIError(500, f"internal error: {type(exc).__name__}: {exc}")
+    return OpenAIError(500, f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
 
 
 def install(app: FastAPI) -> None:
@@ -131,6 +135,7 @@ def install(app: FastAPI) -> None:
         InvalidModelIdError,
         EngineError,
         MemoryBudgetError,
+        ModelLoadError,
         ValidationError,
         Exception,
     ):

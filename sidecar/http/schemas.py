@@ -14,11 +14,15 @@ from pydantic import (
     model_validator,
 )
 
-MAX_STOPS = 16
+from sidecar import limits
+from sidecar.engine.messages import Role, template_role
 
 
 class Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Unknown fields ignored; known ones strictly typed: `"stream": "yes"` or `"max_tokens":
+    "5"` is a 400, not a guess (JSON has real booleans and numbers)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ImageURL(Lenient):
@@ -46,9 +50,14 @@ class ContentPart(Lenient):
 
 
 class Message(Lenient):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
+
+    def text_chars(self) -> int:
+        parts = self.content if isinstance(self.content, list) else [self.content]
+        texts = [p if isinstance(p, str) else p.text for p in parts if p is not None]
+        return sum(len(t or "") for t in texts) + len(self.name or "")
 
     def to_template(self) -> dict[str, Any]:
         """The message as the engine takes it: no 'developer' role; list contents stay
@@ -57,7 +66,7 @@ class Message(Lenient):
         if isinstance(content, list):
             content = [part.model_dump(exclude_none=True) for part in content]
         out: dict[str, Any] = {
-            "role": "system" if self.role == "developer" else self.role,
+            "role": template_role(self.role),
             "content": content or "",
         }
         if self.name:
@@ -109,12 +118,10 @@ class Sampling(Lenient):
 
     @field_validator("stop")
     @classmethod
-    def stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop sequences are supported")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must be non-empty")
+    def stop_strings(
+        cls, value: str | list[str] | None, info: ValidationInfo
+    ) -> str | list[str] | None:
+        limits.check_stops([value] if isinstance(value, str) else value or [], limits.of(info))
         return value
 
     def stop_list(self) -> list[str]:
@@ -158,6 +165,13 @@ class ChatRequest(Sampling):
             raise ValueError("tools are not supported yet")
         return value
 
+    @field_validator("messages")
+    @classmethod
+    def bounded(cls, value: list[Message], info: ValidationInfo) -> list[Message]:
+        chars = sum(m.text_chars() for m in value)
+        limits.check_messages(len(value), chars, limits.of(info))
+        return value
+
     def token_limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
 
@@ -192,9 +206,19 @@ class CompletionRequest(Sampling):
 
     @field_validator("prompt")
     @classmethod
-    def non_empty(cls, value: Prompt) -> Prompt:
+    def non_empty(cls, value: Prompt, info: ValidationInfo) -> Prompt:
         if isinstance(value, list) and not value:
             raise ValueError("prompt must not be empty")
+        # token ids count as one character each: a bound, not an exact measure
+        items = [value] if isinstance(value, str) else value
+        size = sum(len(x) if isinstance(x, str | list) else 1 for x in items)
+        limits.check_prompt_chars(size, limits.of(info))
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def bounded_suffix(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limits.check_prompt_chars(len(value or ""), limits.of(info))
         return value
 
     def prompts(self) -> list[str | list[int]]:
@@ -216,12 +240,13 @@ class EmbeddingRequest(Lenient):
 
     @field_validator("input")
     @classmethod
-    def text_input(cls, value: Any) -> Any:
+    def text_input(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, list):
             if not value:
                 raise ValueError("input must not be empty")
             if not all(isinstance(x, str) for x in value):
                 raise ValueError("token-id input is not supported; send text")
+        limits.check_embed_inputs([value] if isinstance(value, str) else value, limits.of(info))
         return value
 
     @field_validator("dimensions")

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sidecar.engine.engine import Engine
 from sidecar.http.app import create_app
 from sidecar.http.security import MAX_BODY_BYTES, check_bind
+from sidecar.http.timeouts import header_timed
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,17 @@ async def serve_http(
     allowed_hosts: Iterable[str] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
     cors_origins: Iterable[str] = (),
+    header_timeout_s: float | None = None,
+    body_timeout_s: float | None = None,
+    max_connections: int | None = None,
 ) -> HttpServer:
     """Serve the OpenAI API for `engine` on host:port (port 0 picks a free one) until `stop()`.
+    Timeouts and the connection cap default to the engine's settings (`http_*`).
 
     Raises InsecureBindError (a ValueError) for a non-loopback host without an API key and
     OSError when the address cannot be bound."""
     check_bind(host, api_key)
+    settings = engine.settings
     app = create_app(
         engine,
         bind_host=host,
@@ -93,10 +99,16 @@ async def serve_http(
         allowed_hosts=allowed_hosts,
         max_body_bytes=max_body_bytes,
         cors_origins=cors_origins,
+        body_timeout_s=body_timeout_s or settings.http_body_timeout_s,
     )
     sock = bind_socket(host, port)
     config = uvicorn.Config(
         app,
+        http=header_timed(header_timeout_s or settings.http_header_timeout_s),
+        timeout_keep_alive=settings.http_keep_alive_s,
+        # Connections plus running requests; beyond it uvicorn answers 503 at once, so a
+        # flood of idle sockets cannot use up the process's file descriptors.
+        limit_concurrency=max_connections or settings.http_max_connections,
         log_config=None,
         access_log=False,
         lifespan="off",

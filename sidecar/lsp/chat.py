@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pygls.exceptions import JsonRpcInternalError
 
+from sidecar import limits
+from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
 from sidecar.lsp import notify
 from sidecar.lsp.errors import Params, parse, rpc_errors
@@ -15,8 +17,11 @@ from sidecar.lsp.session import SidecarServer
 
 
 class ChatMessage(Params):
-    role: str = Field(min_length=1)
+    role: Role  # the same closed set as the HTTP edge
     content: str
+
+    def to_template(self) -> dict[str, str]:
+        return {"role": template_role(self.role), "content": self.content}
 
 
 class ChatParams(Params):
@@ -29,14 +34,28 @@ class ChatParams(Params):
     stop: list[str] | str | None = None
     stream_token: str | int | None = None
 
+    @field_validator("messages")
+    @classmethod
+    def bounded(cls, value: list[ChatMessage], info: ValidationInfo) -> list[ChatMessage]:
+        limits.check_messages(len(value), sum(len(m.content) for m in value), limits.of(info))
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def stop_strings(
+        cls, value: list[str] | str | None, info: ValidationInfo
+    ) -> list[str] | str | None:
+        limits.check_stops([value] if isinstance(value, str) else value or [], limits.of(info))
+        return value
+
 
 async def chat(ls: SidecarServer, params: Any) -> dict[str, Any]:
-    p = parse(ChatParams, params)
+    p = parse(ChatParams, params, ls.engine.settings.limits)
     model = p.model or ls.roles["chat"]
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
     result: Result | None = None
     with rpc_errors():
-        prompt = await ls.engine.chat_prompt([m.model_dump() for m in p.messages], model)
+        prompt = await ls.engine.chat_prompt([m.to_template() for m in p.messages], model)
         request = GenerateRequest(
             prompt=prompt,
             model=model,

@@ -13,15 +13,19 @@ from pydantic.alias_generators import to_camel
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 
 from sidecar.engine.requests import EngineError, PromptTooLongError
+from sidecar.limits import Limits
 from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
 
 P = TypeVar("P", bound=BaseModel)
 
 
 class Params(BaseModel):
-    """Base for custom request params: snake_case or camelCase keys; unknown keys rejected."""
+    """Base for custom request params: snake_case or camelCase keys; unknown keys rejected;
+    strict types (`"pin": "yes"` is an error, not true)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
 
 
 def describe_errors(exc: ValidationError) -> str:
@@ -32,14 +36,14 @@ def describe_errors(exc: ValidationError) -> str:
     return "invalid params: " + "; ".join(parts)
 
 
-def parse(model: type[P], params: Any) -> P:
-    """Validate request params; raise -32602 whose message names each bad field."""
+def parse(model: type[P], params: Any, limits: Limits | None = None) -> P:
+    """Validate request params (within `limits`); raise -32602 naming each bad field."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise JsonRpcInvalidParams("invalid params: params must be an object")
     try:
-        return model.model_validate(params)
+        return model.model_validate(params, context=limits)
     except ValidationError as e:
         fields = [".".join(str(p) for p in err["loc"]) for err in e.errors()]
         raise JsonRpcInvalidParams(describe_errors(e), data={"fields": fields}) from None

@@ -57,9 +57,11 @@ def quiet_pygls() -> None:
 async def start_http_for(engine: Engine, settings: Settings, port: int) -> tuple[Any, str]:
     if importlib.util.find_spec("sidecar.http.server") is None:
         raise RuntimeError("this build has no OpenAI port (sidecar.http.server is missing)")
+    from sidecar.http.security import read_api_key
     from sidecar.http.server import serve_http
 
-    http = await serve_http(engine, settings.http_host, port, api_key=settings.api_key)
+    api_key = read_api_key(settings.api_key, settings.api_key_file)
+    http = await serve_http(engine, settings.http_host, port, api_key=api_key)
     return http, http.url
 
 

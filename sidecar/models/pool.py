@@ -33,6 +33,10 @@ LOAD_CHUNK_BYTES = 64 << 20
 MiB = 2**20
 
 
+class ModelLoadError(RuntimeError):
+    """A model's files are there but do not load (corrupt weights, bad config)."""
+
+
 class MemoryBudgetError(RuntimeError):
     pass
 
@@ -300,6 +304,14 @@ class ModelPool:
             if pending is not None:
                 abandoned = pending
                 call(lambda: self.abort_load(abandoned))
+            if isinstance(e, Exception) and not isinstance(e, MemoryBudgetError | ModelLoadError):
+                # the caller's error names the model, whatever the loader raised
+                failure = ModelLoadError(
+                    f"model {model_id!r} failed to load: {type(e).__name__}: {e}"
+                )
+                if not done.done():
+                    done.set_exception(failure)
+                raise failure from e
             if not done.done():
                 done.set_exception(
                     e if isinstance(e, Exception) else RuntimeError("load cancelled")

@@ -1,0 +1,67 @@
+"""How much one request may ask for, checked at both edges (HTTP bodies, JSON-RPC params) before
+any work starts: a request the engine could not serve in reasonable time or memory is a clear
+400 / -32602 naming the field, not a long stall for every other user of the port.
+
+The limits are settings (`MLX_SIDECAR_LIMITS__MAX_EMBED_INPUTS=64`); the request models read
+them from the validation context (`model_validate(data, context=limits)`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field, ValidationInfo
+
+
+class Limits(BaseModel):
+    max_messages: int = Field(default=1024, ge=1)
+    # Characters of text in one prompt (all messages, or prompt + suffix): a few times the
+    # longest context a local model takes, so a real prompt is never refused for length here.
+    max_prompt_chars: int = Field(default=1_000_000, ge=1)
+    max_stops: int = Field(default=16, ge=0)
+    max_stop_chars: int = Field(default=256, ge=1)
+    # OpenAI takes 2,048 inputs; on a laptop CPU 512 short texts already take seconds.
+    max_embed_inputs: int = Field(default=512, ge=1)
+    max_embed_input_chars: int = Field(default=32_768, ge=1)
+
+
+DEFAULT = Limits()
+
+
+def of(info: ValidationInfo) -> Limits:
+    return info.context if isinstance(info.context, Limits) else DEFAULT
+
+
+def check_messages(count: int, chars: int, limits: Limits) -> None:
+    if count > limits.max_messages:
+        raise ValueError(f"at most {limits.max_messages} messages are accepted, got {count}")
+    check_prompt_chars(chars, limits)
+
+
+def check_prompt_chars(chars: int, limits: Limits) -> None:
+    if chars > limits.max_prompt_chars:
+        raise ValueError(
+            f"the prompt has {chars} characters; at most {limits.max_prompt_chars} are accepted"
+        )
+
+
+def check_stops(stops: Sequence[str], limits: Limits) -> None:
+    if len(stops) > limits.max_stops:
+        raise ValueError(f"at most {limits.max_stops} stop sequences are supported")
+    if any(not s for s in stops):
+        raise ValueError("stop sequences must be non-empty")
+    if any(len(s) > limits.max_stop_chars for s in stops):
+        raise ValueError(f"a stop sequence has at most {limits.max_stop_chars} characters")
+
+
+def check_embed_inputs(texts: Sequence[str], limits: Limits) -> None:
+    if len(texts) > limits.max_embed_inputs:
+        raise ValueError(
+            f"at most {limits.max_embed_inputs} inputs per request, got {len(texts)}; "
+            "send them in several requests"
+        )
+    longest = max((len(t) for t in texts), default=0)
+    if longest > limits.max_embed_input_chars:
+        raise ValueError(
+            f"an input has {longest} characters; at most {limits.max_embed_input_chars} are "
+            "accepted (the embedding model reads only its first few hundred tokens anyway)"
+        )
