@@ -117,10 +117,11 @@ async def test_completion_is_admitted_at_the_next_step_with_a_full_batch(
     await task
     try:
         assert all(t.done() is False for _, t in chats), "the chats should still be running"
-        # Prefill of a few tokens, the first forward, one decode step of the batch of 9: a
-        # handful of steps, not the ~400 steps until a chat frees its slot.
+        # The step in progress when it arrives, the prefill of a few tokens, its first
+        # forward, two decode steps of the batch of 9: a handful of steps, not the ~400
+        # until a chat frees its slot.
         batch_step = statistics.median(g for s, _ in chats for g in s.gaps()[-5:])
-        assert completion.first_token_s < 6 * max(step, batch_step)
+        assert completion.first_token_s < 10 * max(step, batch_step)
         assert small_engine.status()["max_batch_seen"] == 9
     finally:
         for _, t in chats:

@@ -3,8 +3,9 @@
 - engine: aggregate decode tokens/s at each concurrency next to raw mlx_lm (BatchGenerator and
   sequential stream_generate), embeddings engine vs raw mlx_embeddings;
 - http: streamed chat over the OpenAI port next to `mlx_lm.server` on the same model;
-- typing: a recorded typing session replayed against inline completion, alone and while a chat
-  streams (median / p95 latency, cancelled requests).
+- typing: a recorded typing session replayed through the JSON-RPC server (didChange,
+  $/cancelRequest, inlineCompletion), alone and while a chat streams over mlx/chat: pause
+  latency, chat tokens/s and longest gap, as ratios.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 
 SUITES = ("engine", "http", "typing")
-# The recorded session ships with the repository (fixtures/), one level above the package.
-DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[2] / "fixtures" / "typing-session.json"
+# The recorded session ships inside the package, so an installed wheel finds it too.
+DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,20 +107,19 @@ async def http_suite(args: argparse.Namespace, settings: Settings) -> dict[str, 
 
 
 async def typing_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from sidecar.completion import replay
+    from sidecar.benchmarks import typing_rpc
 
     if not args.typing_session.is_file():
         raise FileNotFoundError(f"typing session not found: {args.typing_session}")
-    reports = []
-    async with Engine(settings) as engine:
-        for with_chat in (False, True):
-            reports.append(
-                await replay.replay_typing_session(
-                    engine, args.typing_session, with_chat, isolated_samples=8
-                )
-            )
-    print(replay.format_table(reports), flush=True)
-    return {"runs": reports}
+    env = dict(os.environ)
+    env.update(
+        MLX_SIDECAR_MODELS_DIR=str(settings.models_dir),
+        MLX_SIDECAR_USE_HF_CACHE=str(settings.use_hf_cache).lower(),
+    )
+    model = args.model or settings.completion_model
+    report = await typing_rpc.typing_benchmark(env, settings.models_dir, model, args.typing_session)
+    print(typing_rpc.format_table(report), flush=True)
+    return report
 
 
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

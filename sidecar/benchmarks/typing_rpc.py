@@ -1,0 +1,354 @@
+"""The typing benchmark through the real JSON-RPC server, as the editor drives it.
+
+`mlx-sidecar stdio` runs as a subprocess; pygls' own LanguageClient replays a recorded session:
+per keystroke a `textDocument/didChange`, a `$/cancelRequest` for the completion still running,
+and a new `textDocument/inlineCompletion`. Document sync, the LSP layer and cancellation are
+inside what is measured. The typist waits at each pause (a keystroke followed by >= 450 ms, and
+the last one) until its ghost text shows, as a user who stops to read it: that wait is the
+pause latency. The completion time budget is set out of the way (a large `maxTimeMs`), so the
+latency is not hidden by showing less; the ghost text's length in tokens is reported too.
+
+Two servers, so neither typing run finds the other's completions or KV in the caches: on the
+first, typing alone; on the second, the chat alone (as long as the typing took), then typing
+while that chat streams over `mlx/chat` (deltas as `mlx/chat/delta` notifications).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+PAUSE_MS = 450
+CHAT_PROMPT = "Explain in detail how a hash map works, with examples."
+BUDGET_OUT_OF_THE_WAY_MS = 60000
+SESSION = Path(__file__).with_name("typing-session.json")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+@dataclass
+class ChatLog:
+    """Delta arrival times of the chat stream(s), per request."""
+
+    times: list[list[float]] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(t) for t in self.times)
+
+    def rate(self) -> float | None:
+        span = self.ended - self.started
+        return self.tokens / span if span > 0 else None
+
+    def longest_gap(self) -> float | None:
+        gaps = [b - a for t in self.times for a, b in zip(t, t[1:], strict=False)]
+        return max(gaps) if gaps else None
+
+
+class Client:
+    """A LanguageClient on a `mlx-sidecar stdio` subprocess."""
+
+    def __init__(self) -> None:
+        self.lsp = LanguageClient("mlx-sidecar-bench", "1")
+        self.chat_logs: dict[str, ChatLog] = {}
+        self.stderr: list[bytes] = []
+
+        @self.lsp.feature("mlx/chat/delta")
+        def on_delta(params: Any) -> None:
+            token = getattr(params, "stream_token", None)
+            log = self.chat_logs.get(str(token))
+            if log is not None and log.times:
+                log.times[-1].append(time.perf_counter())
+
+    async def start(self, env: dict[str, str], uri: str, text: str, language: str) -> None:
+        await self.lsp.start_io(sys.executable, "-m", "sidecar", "stdio", env=env)
+        server = self.lsp._server  # pygls keeps the process here; its stderr must be drained
+        assert server is not None and server.stderr is not None
+        self._drain = asyncio.create_task(self._read_stderr(server.stderr))
+        await self.lsp.initialize_async(
+            types.InitializeParams(
+                capabilities=types.ClientCapabilities(),
+                initialization_options={"completion": {"maxTimeMs": BUDGET_OUT_OF_THE_WAY_MS}},
+            )
+        )
+        self.lsp.initialized(types.InitializedParams())
+        self.lsp.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id=language, version=0, text=text
+                )
+            )
+        )
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.stderr = [*self.stderr[-200:], line]
+
+    async def request(self, method: str, params: Any, msg_id: str) -> Any:
+        return await self.lsp.protocol.send_request_async(method, params, msg_id=msg_id)
+
+    def cancel(self, msg_id: str) -> None:
+        self.lsp.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.lsp.shutdown_async(None), 10)
+        with contextlib.suppress(Exception):
+            self.lsp.exit(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.lsp.stop(), 10)
+        self._drain.cancel()
+
+
+async def chat_until(client: Client, stop: asyncio.Event, log: ChatLog, name: str) -> ChatLog:
+    """Keep one chat reply streaming over `mlx/chat` until `stop` is set."""
+    log.started = time.perf_counter()
+    client.chat_logs[name] = log
+    n = 0
+    while not stop.is_set():
+        n += 1
+        msg_id = f"{name}-{n}"
+        log.times.append([])
+        params = {
+            "messages": [{"role": "user", "content": CHAT_PROMPT}],
+            "max_tokens": 512,
+            "temperature": 0.0,
+            "stream_token": name,
+        }
+        task = asyncio.ensure_future(client.request("mlx/chat", params, msg_id))
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not task.done():
+            client.cancel(msg_id)
+            with contextlib.suppress(Exception):
+                await task
+    log.ended = time.perf_counter()
+    return log
+
+
+def apply_insert(text: str, line: int, character: int, insert: str) -> str:
+    lines = text.split("\n")
+    offset = sum(len(ln) + 1 for ln in lines[:line]) + character
+    return text[:offset] + insert + text[offset:]
+
+
+async def type_session(client: Client, session: dict[str, Any], run: str) -> dict[str, Any]:
+    """Replay the keystrokes on a fresh copy of the document; wait out each pause."""
+    uri = session["uri"].replace(".py", f"-{run}.py")
+    text = session["initial_text"]
+    client.lsp.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=session["language_id"], version=0, text=text
+            )
+        )
+    )
+    events = session["events"]
+    pauses: list[float] = []
+    ghost: list[str] = []
+    cancelled = 0
+    inflight: tuple[str, asyncio.Future[Any]] | None = None
+    shift = 0.0  # time the typist spent waiting for ghost text at pauses
+    begin = time.perf_counter()
+    for i, event in enumerate(events):
+        delay = begin + shift + event["t_ms"] / 1000 - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        text = apply_insert(text, event["line"], event["character"], event["insert"])
+        pos = types.Position(event["line"], event["character"] + len(event["insert"]))
+        typed = time.perf_counter()
+        client.lsp.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=i + 1),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(
+                            types.Position(event["line"], event["character"]),
+                            types.Position(event["line"], event["character"]),
+                        ),
+                        text=event["insert"],
+                    )
+                ],
+            )
+        )
+        if inflight is not None and not inflight[1].done():
+            client.cancel(inflight[0])
+            cancelled += 1
+        msg_id = f"{run}-{i}"
+        params = types.InlineCompletionParams(
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic
+            ),
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=pos,
+        )
+        future = asyncio.ensure_future(
+            client.request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id)
+        )
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # cancelled: fine
+        inflight = (msg_id, future)
+        last = i == len(events) - 1
+        if last or events[i + 1]["t_ms"] - event["t_ms"] >= PAUSE_MS:
+            try:
+                reply = await asyncio.wait_for(asyncio.shield(future), 120)
+            except Exception:
+                continue
+            waited = time.perf_counter() - typed
+            pauses.append(waited)
+            items = getattr(reply, "items", None) or []
+            ghost.append(items[0].insert_text if items else "")
+            if not last:  # the next keystroke comes no sooner than the ghost text
+                now = time.perf_counter() - begin
+                shift = max(shift, now - events[i + 1]["t_ms"] / 1000)
+    if inflight is not None and not inflight[1].done():
+        with contextlib.suppress(Exception):
+            await inflight[1]
+    return {
+        "keystrokes": len(events),
+        "pauses": len(pauses),
+        "pause_latency_ms": {
+            "median": ms(statistics.median(pauses)) if pauses else None,
+            "p95": ms(percentile(pauses, 0.95)),
+        },
+        "pause_latencies_s": [round(p, 4) for p in pauses],
+        "ghost_texts": ghost,
+        "cancelled": cancelled,
+        "typing_s": round(time.perf_counter() - begin, 2),
+    }
+
+
+def token_counter(models_dir: Path, model: str) -> Any:
+    from tokenizers import Tokenizer
+
+    path = models_dir / model / "tokenizer.json"
+    if not path.is_file():
+        return lambda text: None
+    tok = Tokenizer.from_file(str(path))
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+
+
+async def typing_benchmark(
+    env: dict[str, str], models_dir: Path, model: str, session_json: Path = SESSION
+) -> dict[str, Any]:
+    session = json.loads(Path(session_json).read_text())
+    count = token_counter(models_dir, model)
+
+    async def fresh_server() -> Client:
+        """A new server (empty completion and KV caches), warmed up: both models loaded and
+        first-call costs paid before anything is measured."""
+        client = Client()
+        await client.start(env, session["uri"], session["initial_text"], session["language_id"])
+        await client.request(
+            "mlx/chat",
+            {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+            "warm-chat",
+        )
+        await type_session(client, {**session, "events": session["events"][:3]}, "warm")
+        return client
+
+    client = await fresh_server()
+    try:
+        alone = await type_session(client, session, "alone")
+    finally:
+        await client.stop()
+
+    client = await fresh_server()
+    try:
+        stop = asyncio.Event()
+        chat_task = asyncio.create_task(chat_until(client, stop, ChatLog(), "chat-alone"))
+        await asyncio.sleep(alone["typing_s"])
+        stop.set()
+        chat_alone = await chat_task
+
+        stop = asyncio.Event()
+        streaming = ChatLog()
+        chat_task = asyncio.create_task(chat_until(client, stop, streaming, "chat-typing"))
+        while not (streaming.times and streaming.times[-1]):  # the chat is streaming
+            await asyncio.sleep(0.01)
+        with_chat = await type_session(client, session, "alone")  # the same document
+        stop.set()
+        chat_typing = await chat_task
+    finally:
+        await client.stop()
+
+    for run in (alone, with_chat):
+        lengths = [n for g in run["ghost_texts"] if (n := count(g)) is not None]
+        run["ghost_tokens_median"] = statistics.median(lengths) if lengths else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    return {
+        "model": model,
+        "alone": alone,
+        "with_chat": with_chat,
+        "chat_alone": {
+            "tokens_per_s": chat_alone.rate(),
+            "longest_gap_s": chat_alone.longest_gap(),
+        },
+        "chat_while_typing": {
+            "tokens_per_s": chat_typing.rate(),
+            "longest_gap_s": chat_typing.longest_gap(),
+        },
+        "ratios": {
+            "pause_median_with_chat_vs_alone": ratio(
+                with_chat["pause_latency_ms"]["median"], alone["pause_latency_ms"]["median"]
+            ),
+            "pause_p95_with_chat_vs_alone": ratio(
+                with_chat["pause_latency_ms"]["p95"], alone["pause_latency_ms"]["p95"]
+            ),
+            "chat_rate_typing_vs_alone": ratio(chat_typing.rate(), chat_alone.rate()),
+        },
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    a, c = report["alone"], report["with_chat"]
+    r = report["ratios"]
+
+    def rate(x: dict[str, Any]) -> str:
+        tps, gap = x["tokens_per_s"], x["longest_gap_s"]
+        return f"{tps:.1f} tok/s, longest gap {gap * 1000:.0f} ms" if tps and gap else "-"
+
+    lines = [
+        f"Typing replay over JSON-RPC ({a['keystrokes']} keystrokes, {a['pauses']} pauses, "
+        f"model {report['model']}), pause latency = keystroke to ghost text",
+        "| run | pause latency median ms | p95 ms | ghost text tokens (median) | cancelled |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, run in (("alone", a), ("while a chat streams", c)):
+        lines.append(
+            f"| {name} | {run['pause_latency_ms']['median']} | {run['pause_latency_ms']['p95']} | "
+            f"{run['ghost_tokens_median']} | {run['cancelled']} |"
+        )
+    lines += [
+        "",
+        f"chat alone: {rate(report['chat_alone'])}; while typing: "
+        f"{rate(report['chat_while_typing'])}",
+        f"ratios: pause median with chat / alone {r['pause_median_with_chat_vs_alone']} "
+        f"(target <= 1.25), p95 {r['pause_p95_with_chat_vs_alone']} (<= 1.5), "
+        f"chat rate typing / alone {r['chat_rate_typing_vs_alone']} (>= 0.7)",
+    ]
+    return "\n".join(lines)
