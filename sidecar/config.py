@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     api_key: str | None = None
+    # The largest JSON-RPC message accepted on stdio; a longer Content-Length is refused.
+    max_message_bytes: int = 64 << 20
     # float32 on CPU-only machines: only float32 matmuls are fast there (OpenBLAS).
     cpu_dtype: str = "float32"
 
