@@ -282,6 +282,16 @@ def test_framer_survives_any_bytes(data: bytes, chunk: int) -> None:
     assert last in framer.feed(b"\r\n\r\n" + encode(last))
 
 
+def test_framer_keeps_a_null_body_and_what_follows() -> None:
+    message = {"jsonrpc": "2.0", "id": 1}
+    assert Framer(100).feed(frame(b"null") + encode(message)) == [None, message]
+
+
+def test_framer_refuses_a_length_of_many_digits() -> None:
+    (error,) = Framer(100).feed(b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    assert error.code == -32600
+
+
 # -- fuzz: every method the server registers (sidecar/lsp/server.py, downloads.py) ----------
 
 leaf = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=12)

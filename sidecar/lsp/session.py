@@ -117,7 +117,7 @@ class SidecarServer(LanguageServer):
         )
         self.cache = CompletionCache(self.options.completion.cache_size)
         self.http_url: str | None = None
-        self.start_http: StartHttp | None = None  # set by the stdio runner
+        self.start_http: StartHttp | None = None  # given by the CLI, which owns the port
         self.stop_requested = asyncio.Event()
         self.exit_code = 0
         self.watch_task: asyncio.Task[None] | None = None

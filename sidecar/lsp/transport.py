@@ -38,6 +38,7 @@ MAX_HEADER_BYTES = 8192  # header bytes without the blank line that ends them: j
 READ_CHUNK = 1 << 16
 HEADER = re.compile(rb"content-length[ \t]*:", re.IGNORECASE)
 HEADER_END = b"\r\n\r\n"
+MORE = object()  # the framer needs more bytes (a body may be JSON null, so not None)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Framer:
     def feed(self, data: bytes) -> list[Any]:
         self.buffer += data
         out: list[Any] = []
-        while (item := self._next()) is not None:
+        while (item := self._next()) is not MORE:
             out.append(item)
         return out
 
@@ -73,18 +74,18 @@ class Framer:
         if self.length is None:
             return self._header()
         if len(self.buffer) < self.length:
-            return None
+            return MORE
         body = bytes(self.buffer[: self.length])
         del self.buffer[: self.length]
         self.length = None
         return self._parse(body)
 
-    def _header(self) -> FrameError | None:
+    def _header(self) -> Any:
         while True:
             end = self.buffer.find(HEADER_END)
             if end < 0:
                 self._drop_junk()
-                return None
+                return MORE
             block = bytes(self.buffer[:end])
             del self.buffer[: end + len(HEADER_END)]
             found = list(HEADER.finditer(block))
@@ -96,19 +97,18 @@ class Framer:
             if block[: last.start()].strip():
                 log.warning("dropped %d bytes before a Content-Length header", last.start())
             value = block[last.end() :].split(b"\r\n", 1)[0].strip()
+            shown = value[:40].decode("ascii", "replace")
             if not value.isdigit():
-                shown = value[:40].decode("ascii", "replace")
                 return FrameError(PARSE_ERROR, f"parse error: Content-Length {shown!r}")
-            length = int(value)
-            if length > self.max_message_bytes:
+            if len(value) > 18 or int(value) > self.max_message_bytes:
                 # Not read, not skipped: the sender may never send that many bytes.
                 return FrameError(
                     INVALID_REQUEST,
-                    f"message of {length} bytes refused: the limit is "
+                    f"message of {shown} bytes refused: the limit is "
                     f"{self.max_message_bytes} (setting max_message_bytes)",
                 )
-            self.length = length
-            return None if len(self.buffer) < length else self._next()
+            self.length = int(value)
+            return self._next()
 
     def _drop_junk(self) -> None:
         """Without a blank line in sight, keep at most a header's worth of bytes: from the last
