@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(default=30.0, gt=0)
     http_keep_alive_s: float = Field(default=5.0, gt=0)
     http_max_connections: int = Field(default=512, ge=1)
+    # The largest JSON-RPC message accepted on stdio; a longer Content-Length is refused.
+    max_message_bytes: int = 64 << 20
 
 
 def on_macos() -> bool:

@@ -3,6 +3,8 @@ of each edit. (pygls keeps the buffers themselves, full or incremental sync.)"""
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from lsprotocol import types
 
 from sidecar.lsp.session import SidecarServer
@@ -14,8 +16,8 @@ def did_open(ls: SidecarServer, params: types.DidOpenTextDocumentParams) -> None
 
 def did_change(ls: SidecarServer, params: types.DidChangeTextDocumentParams) -> None:
     uri = params.text_document.uri
-    if not params.content_changes:
-        return
+    if not params.content_changes or unquote(uri) not in ls.workspace.text_documents:
+        return  # a change to a buffer never opened: nothing to note
     change = params.content_changes[-1]
     line = (
         change.range.start.line if isinstance(change, types.TextDocumentContentChangePartial) else 0

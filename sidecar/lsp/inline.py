@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 
 from sidecar.completion.service import complete_inline
 from sidecar.lsp.errors import rpc_errors
@@ -20,8 +21,11 @@ async def inline_completion(
     if not options.enabled:
         return None
     uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    source = document.source
+    document = ls.workspace.get_text_document(uri)  # an unopened one is read from disk
+    try:
+        source = document.source
+    except (OSError, UnicodeDecodeError) as e:
+        raise JsonRpcInvalidParams(f"{uri} is not open and cannot be read: {e}") from None
     offset = document.offset_at_position(params.position)
     prefix, suffix = source[:offset], source[offset:]
     text = ls.cache.get(prefix, suffix)

@@ -43,7 +43,54 @@ def converter_factory() -> Any:
     return converter
 
 
+SERVER_NOT_INITIALIZED = -32002
+INVALID_REQUEST = -32600
+
+
 class SidecarProtocol(LanguageServerProtocol):
+    """pygls' LSP protocol plus the lifecycle rules it leaves out: before `initialize` a request
+    gets -32002 and a notification is dropped (`exit` excepted); a second `initialize`, or a
+    request after `shutdown`, gets -32600 instead of being run or left unanswered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initialize_seen = False
+
+    def refusal(self, method: str) -> types.ResponseError | None:
+        if method == types.EXIT:
+            return None
+        if method == types.INITIALIZE and not self.initialize_seen:
+            self.initialize_seen = True
+            return None
+        if method == types.INITIALIZE:
+            return types.ResponseError(INVALID_REQUEST, "initialize may only be sent once")
+        if not self.initialize_seen:
+            message = f"server not initialized: {method} before initialize"
+            return types.ResponseError(SERVER_NOT_INITIALIZED, message)
+        if self._shutdown:
+            return types.ResponseError(INVALID_REQUEST, f"{method} after shutdown")
+        return None
+
+    def _send_response(
+        self, msg_id: Any, result: Any = None, error: types.ResponseError | None = None
+    ) -> None:
+        """pygls puts the traceback of an unexpected error in the reply's `data`: the editor
+        gets the message, the traceback stays in the log (pygls logs it)."""
+        if error is not None and isinstance(error.data, dict) and "traceback" in error.data:
+            data = {k: v for k, v in error.data.items() if k != "traceback"} or None
+            error = types.ResponseError(code=error.code, message=error.message, data=data)
+        super()._send_response(msg_id, result, error)
+
+    def handle_message(self, message: Any) -> None:
+        method = getattr(message, "method", None)
+        error = self.refusal(method) if isinstance(method, str) else None
+        if error is None:
+            super().handle_message(message)
+        elif getattr(message, "id", None) is not None:
+            self._send_response(message.id, error=error)
+        else:
+            log.debug("dropped %s: %s", method, error.message)
+
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args: Any) -> None:
         """`exit`: 0 after `shutdown`, 1 without (the LSP rule). pygls would `sys.exit` inside
@@ -70,7 +117,7 @@ class SidecarServer(LanguageServer):
         )
         self.cache = CompletionCache(self.options.completion.cache_size)
         self.http_url: str | None = None
-        self.start_http: StartHttp | None = None  # set by the stdio runner
+        self.start_http: StartHttp | None = None  # given by the CLI, which owns the port
         self.stop_requested = asyncio.Event()
         self.exit_code = 0
         self.watch_task: asyncio.Task[None] | None = None
