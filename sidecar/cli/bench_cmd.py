@@ -5,7 +5,9 @@
 - http: streamed chat over the OpenAI port next to `mlx_lm.server` on the same model;
 - typing: a recorded typing session replayed through the JSON-RPC server (didChange,
   $/cancelRequest, inlineCompletion), alone and while a chat streams over mlx/chat: pause
-  latency, chat tokens/s and longest gap, as ratios.
+  latency, chat tokens/s and longest gap, as ratios;
+- soak: mixed traffic over both edges with random disconnects and cancels; lost, unexpected
+  errors, memory after idle.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sidecar import blas
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 
-SUITES = ("engine", "http", "typing")
+SUITES = ("engine", "http", "typing", "soak")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -30,7 +32,7 @@ DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "t
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark suites: engine, http (vs mlx_lm.server), typing")
     p.add_argument(
-        "--suite", default="engine", help="comma-separated: engine, http, typing, or all"
+        "--suite", default="engine", help="comma-separated: engine, http, typing, soak, or all"
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
@@ -45,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="--suite http: also run the largest level with one stream arriving every S s (0: off)",
     )
     p.add_argument("--typing-session", type=Path, default=DEFAULT_TYPING_SESSION)
+    p.add_argument("--soak-requests", type=int, default=1000, help="--suite soak: requests")
+    p.add_argument("--soak-concurrency", type=int, default=8, help="--suite soak: clients")
     p.add_argument("--skip-text", action="store_true")
     p.add_argument("--skip-embeddings", action="store_true")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
@@ -122,8 +126,34 @@ async def typing_suite(args: argparse.Namespace, settings: Settings) -> dict[str
     return report
 
 
+def sidecar_env(settings: Settings) -> dict[str, str]:
+    """The environment for a sidecar subprocess on the same models."""
+    env = dict(os.environ)
+    env.update(
+        MLX_SIDECAR_MODELS_DIR=str(settings.models_dir),
+        MLX_SIDECAR_USE_HF_CACHE=str(settings.use_hf_cache).lower(),
+    )
+    return env
+
+
+async def soak_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import soak
+
+    report, _ = await soak.soak(
+        sidecar_env(settings), args.soak_requests, args.soak_concurrency, args.max_tokens
+    )
+    out = report.to_dict()
+    print(soak.format_table(out), flush=True)
+    return out
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    suites = {"engine": engine_suite, "http": http_suite, "typing": typing_suite}
+    suites = {
+        "engine": engine_suite,
+        "http": http_suite,
+        "typing": typing_suite,
+        "soak": soak_suite,
+    }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):
         out[name] = await suites[name](args, settings)

@@ -73,6 +73,18 @@ class Exposition:
         self.lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
         self.lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in samples]
 
+    def summary(
+        self, name: str, help_: str, samples: list[tuple[dict[str, Any], float, int]]
+    ) -> None:
+        """A Prometheus summary without quantiles: `_sum` and `_count` per label set."""
+        name = f"mlx_sidecar_{name}"
+        self.lines += [f"# HELP {name} {help_}", f"# TYPE {name} summary"]
+        for labels, total, count in samples:
+            self.lines += [
+                f"{name}_sum{_labels(labels)} {total:g}",
+                f"{name}_count{_labels(labels)} {count:g}",
+            ]
+
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
 
@@ -111,8 +123,27 @@ def render(engine: Engine, http_counts: Counter[tuple[str, int]]) -> str:
                 help_,
                 [({"quantile": q}, quantile(values, q)) for q in (0.5, 0.9, 0.99)],
             )
+    if m.token_gaps_s:
+        out.metric(
+            "token_gap_seconds",
+            "gauge",
+            "Longest wait between two tokens of a stream, recent streams.",
+            [({"quantile": q}, quantile(m.token_gaps_s, q)) for q in (0.5, 0.9, 0.99)],
+        )
+    waiting: Counter[str] = Counter()
+    for runner in status["runners"]:
+        waiting.update(runner["waiting"])
     out.metric(
-        "queue_depth", "gauge", "Requests waiting for a batch slot.", [({}, status["queue_depth"])]
+        "queue_depth",
+        "gauge",
+        "Requests not started yet, by class; prompts part way through prefill as 'prefilling'.",
+        [({"class": c}, waiting.get(c, 0)) for c in ("completion", "chat", "bulk")]
+        + [({"class": "prefilling"}, sum(r["prefilling"] for r in status["runners"]))],
+    )
+    out.summary(
+        "queue_wait_seconds",
+        "Seconds from submission to the start of prefill (or of embedding), by class.",
+        [({"class": c}, w["sum_s"], w["count"]) for c, w in status["queue_wait_s"].items()],
     )
     out.metric("running", "gauge", "Sequences in the decode batch.", [({}, status["running"])])
     out.metric(
