@@ -229,26 +229,72 @@ async def test_leaving_the_stream_cancels_the_request(vlm_engine: Engine) -> Non
     assert runner.generated_tokens - before < 2048  # stopped, not run to its budget
 
 
-async def test_requests_queue_one_at_a_time_and_a_queued_cancel_answers_at_once(
+async def test_vision_requests_share_the_worker_and_a_queued_cancel_answers_at_once(
     vlm_engine: Engine,
 ) -> None:
+    from sidecar.engine.vision_runner import MAX_ACTIVE
+
     runner = vlm_engine.pool.get(TINY_VLM_ID).runner
-    # A budget it never reaches (we cancel it) keeps the first request running meanwhile.
-    first = await image_request(vlm_engine, NOISE_PNG, max_tokens=2048)
-    second = await image_request(vlm_engine, RED_PNG, max_tokens=16)
-    third = await image_request(vlm_engine, RED_PNG, max_tokens=3)
-    first_events = vlm_engine.generate(first)
-    assert isinstance(await anext(first_events), Delta)  # streaming
-    later = [asyncio.create_task(vlm_engine.complete(r)) for r in (second, third)]
-    assert await wait_for(lambda: runner.stats().queue_depth == 2)  # they wait their turn
-    assert vlm_engine.cancel(second.request_id)
-    cancelled = await later[0]  # answered while the first still runs, not at its turn
+    # Budgets they never reach (we cancel them) keep the first ones running meanwhile.
+    running = [
+        await image_request(vlm_engine, NOISE_PNG, max_tokens=2048) for _ in range(MAX_ACTIVE)
+    ]
+    streams = [vlm_engine.generate(r) for r in running]
+    for events in streams:
+        assert isinstance(await anext(events), Delta)  # all of them stream at once
+    queued = await image_request(vlm_engine, RED_PNG, max_tokens=16)
+    last = await image_request(vlm_engine, RED_PNG, max_tokens=3)
+    later = [asyncio.create_task(vlm_engine.complete(r)) for r in (queued, last)]
+    assert await wait_for(lambda: runner.stats().queue_depth == 2)  # no room: they wait
+    assert vlm_engine.cancel(queued.request_id)
+    cancelled = await later[0]  # answered while the others still run, not at its turn
     assert cancelled.finish_reason == "cancelled" and cancelled.completion_tokens == 0
-    assert vlm_engine.cancel(first.request_id)
-    ends = [ev async for ev in first_events if isinstance(ev, Result)]
-    assert ends[0].finish_reason == "cancelled" and ends[0].completion_tokens < 2048
+    for request, events in zip(running, streams, strict=True):
+        assert vlm_engine.cancel(request.request_id)
+        ends = [ev async for ev in events if isinstance(ev, Result)]
+        assert ends[0].finish_reason == "cancelled" and ends[0].completion_tokens < 2048
     done = await later[1]  # then the next in line runs
     assert done.finish_reason in ("stop", "length") and done.completion_tokens >= 1
+
+
+async def test_a_long_vision_prompt_prefills_in_chunks_while_text_decodes(
+    vlm_engine: Engine,
+) -> None:
+    """Between the chunks of a vision prompt's prefill the worker steps the text runner, so a
+    text stream keeps getting tokens (it used to wait for the whole prefill in one step)."""
+    await vlm_engine.load(CHAT_MODEL)
+    text_prompt = await vlm_engine.tokenize("The numbers: 1, 2, 3,", CHAT_MODEL)
+    times: list[float] = []
+
+    async def text() -> None:
+        request = GenerateRequest(prompt=text_prompt, model=CHAT_MODEL, max_tokens=200)
+        async for event in vlm_engine.generate(request):
+            if isinstance(event, Delta):
+                times.append(time.perf_counter())
+                if vision_first:
+                    return
+
+    vision_first: list[float] = []
+    task = asyncio.create_task(text())
+    assert await wait_for(lambda: len(times) >= 2)
+    long = " ".join(["a picture of red"] * 400)  # ~1,600 tokens: ~25 chunks of 64
+    messages = [
+        {
+            "role": "user",
+            "content": [*image_messages(RED_PNG)[0]["content"], {"type": "text", "text": long}],
+        }
+    ]
+    prompt = await vlm_engine.chat_prompt(messages, TINY_VLM_ID)
+    request = GenerateRequest(
+        prompt=prompt, model=TINY_VLM_ID, images=message_images(messages), max_tokens=2
+    )
+    submitted = time.perf_counter()
+    async for event in vlm_engine.generate(request):
+        if isinstance(event, Delta) and not vision_first:
+            vision_first.append(time.perf_counter())
+    await task
+    during = [t for t in times if submitted < t < vision_first[0]]
+    assert len(during) >= 5, (len(during), len(times))
 
 
 async def test_an_image_for_a_text_model_is_refused(vlm_engine: Engine) -> None:

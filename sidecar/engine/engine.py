@@ -130,7 +130,15 @@ class Engine:
                 info.id, model, tokenizer, self.settings.embed_slice_texts, self.waits
             )
         if info.kind == "vision":
-            return VisionRunner(info.id, model, tokenizer, info.path, self.waits)
+            return VisionRunner(
+                info.id,
+                model,
+                tokenizer,
+                info.path,
+                self.waits,
+                self.prefill_chunk,
+                self.worker.step_others,
+            )
         return None
 
     def _runners(self) -> list[Runner]:

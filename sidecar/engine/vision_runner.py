@@ -1,10 +1,12 @@
 """Streamed generation for one vision model (mlx_vlm), interleaved with the text batches.
 
-The worker thread calls `step()` between text batch steps; each step advances the active request
-by one token through `next()` on mlx_vlm's `stream_generate` generator, so text requests keep
-decoding while a vision answer streams. One vision request runs at a time per model; the others
-wait in a priority queue. The first step of a request also encodes its images and prefills its
-prompt, so that step is as long as the prefill (short for small images, seconds for large ones).
+Each worker step advances one active request by one token through `next()` on mlx_vlm's
+`generate_step` generator (up to `MAX_ACTIVE` requests take turns; more wait in the priority
+queue), so text requests keep decoding while vision answers stream. A request's first step
+encodes its images and prefills its prompt: the prefill runs in chunks of the engine's
+`prefill_chunk`, and between chunks (mlx_vlm's prompt-cache checkpoint callback) the worker
+steps the other runners once, so a long vision prompt does not freeze text streams. The image
+encoder itself runs in one piece (mlx_vlm has no hook inside it): seconds for a large image.
 
 Images arrive as file paths, `data:` URLs, bare base64 or raw bytes; `load_images` decodes them
 off the worker thread before the request is queued, so a bad image fails the call at once.
@@ -164,19 +166,29 @@ def render_vision_chat(processor: Any, config: Any, messages: list[dict[str, Any
 
 # -- the runner (worker thread) ----------------------------------------------------------------
 
+MAX_ACTIVE = 4  # vision requests that take turns, a token each per step
+
 
 @dataclass
 class VisionJob:
     seq: Sequence
     prompt: str
     images: list[Any] = field(default_factory=list)  # PIL images
+    stream: Iterator[tuple[Any, Any]] | None = None  # mlx_vlm's (token, logprobs) generator
 
 
 class VisionRunner:
-    """One loaded vision model: a queue of requests, the active one streamed token by token."""
+    """One loaded vision model: a queue of requests, the active ones streamed token by token."""
 
     def __init__(
-        self, model_id: str, model: Any, processor: Any, path: Path, waits: WaitTimes | None = None
+        self,
+        model_id: str,
+        model: Any,
+        processor: Any,
+        path: Path,
+        waits: WaitTimes | None = None,
+        prefill_chunk: int = 64,
+        between_chunks: Callable[[VisionRunner], None] | None = None,
     ) -> None:
         from mlx_lm.tokenizer_utils import TokenizerWrapper
         from mlx_lm.tokenizer_utils import load as load_tokenizer
@@ -195,30 +207,31 @@ class VisionRunner:
         self.stop_ids = set(stop_token_ids(self.tokenizer)) | set(extra)
         self.image_token: str | None = getattr(processor, "image_token", None)
         self.waits = waits or WaitTimes()
+        self.prefill_chunk = prefill_chunk
+        # Steps the engine's other runners once; called between prefill chunks. It takes this
+        # runner as an argument (it is the worker's method) so no reference cycle keeps an
+        # unloaded model alive.
+        self.between_chunks = between_chunks
         self.waiting: WaitQueue[VisionJob] = WaitQueue()
-        self.active: VisionJob | None = None
-        self._stream: Iterator[Any] | None = None
+        self.active: list[VisionJob] = []
+        self._turn = 0
         self.max_batch_seen = 0
         self.generated_tokens = 0
 
     # -- what the engine and the worker read --
 
     def urgency(self) -> Priority | None:
-        if self.active is not None:
-            best = self.waiting.best_class()
-            return (
-                min(self.active.seq.priority, best)
-                if best is not None
-                else self.active.seq.priority
-            )
-        return self.waiting.best_class()
+        classes = [job.seq.priority for job in self.active]
+        if (best := self.waiting.best_class()) is not None:
+            classes.append(best)
+        return min(classes) if classes else None
 
     def stats(self) -> RunnerStats:
         return RunnerStats(
             model_id=self.model_id,
             kind="vision",
             waiting=self.waiting.counts(),
-            running=1 if self.active else 0,
+            running=len(self.active),
             max_batch_seen=self.max_batch_seen,
         )
 
@@ -257,9 +270,14 @@ class VisionRunner:
     def submit(self, job: VisionJob) -> None:
         self.waiting.push(job.seq.priority, job)
 
-    def _start(self, job: VisionJob) -> Iterator[Any]:
-        """Process the images and prompt, and open mlx_vlm's token stream for `job`."""
-        from mlx_vlm import stream_generate
+    def _yield_point(self, _processed: int, _cache: Any) -> None:
+        if self.between_chunks is not None:
+            self.between_chunks(self)
+
+    def _start(self, job: VisionJob) -> Iterator[tuple[Any, Any]]:
+        """Process the images and prompt, and open mlx_vlm's token stream for `job` (the
+        prefill happens at its first `next()`)."""
+        from mlx_vlm.generate.ar import generate_step
         from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
 
         req = job.seq.request
@@ -286,40 +304,43 @@ class VisionRunner:
         }
         job.seq.max_tokens = min(job.seq.max_tokens, self.context_length - n)
         sampler = make_request_sampler(req.temperature, req.top_p, req.seed)
-        return stream_generate(
+        # generate_step rather than stream_generate: it takes the checkpoint callback (our
+        # yield point between prefill chunks); we detokenize and stop ourselves anyway.
+        return generate_step(
+            input_ids,
             self.model,
-            self.processor,
-            job.prompt,
-            input_ids=input_ids,
-            pixel_values=inputs.get("pixel_values"),
-            mask=inputs.get("attention_mask"),
+            inputs.get("pixel_values"),
+            inputs.get("attention_mask"),
             max_tokens=job.seq.max_tokens,
             temperature=0.0,
             sampler=sampler,
+            prefill_step_size=self.prefill_chunk,
+            prompt_cache_checkpoint=self._yield_point,
+            prompt_cache_checkpoint_lengths=list(range(self.prefill_chunk, n, self.prefill_chunk)),
             **extra,
         )
 
-    def _end_active(self) -> None:
-        if self._stream is not None:
-            close: Callable[[], None] | None = getattr(self._stream, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    log.exception("closing the stream of %s failed", self.model_id)
-        self._stream = None
-        self.active = None
+    def _end(self, job: VisionJob) -> None:
+        close: Callable[[], None] | None = getattr(job.stream, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("closing the stream of %s failed", self.model_id)
+        job.stream = None
+        if job in self.active:
+            self.active.remove(job)
 
-    def _next_job(self) -> bool:
-        """Make the best waiting request active; False when none is left."""
-        while self.waiting:
+    def _admit(self) -> None:
+        """Start the best waiting requests while there is room."""
+        while self.waiting and len(self.active) < MAX_ACTIVE:
             job = self.waiting.pop()
             if not job.seq.claim():
                 job.seq.finish("cancelled", "")
                 continue
             self.waits.record(job.seq.priority, time.perf_counter() - job.seq.submitted_at)
             try:
-                self._stream = self._start(job)
+                job.stream = self._start(job)
             except EngineError as e:
                 job.seq.finish("error", "", error=str(e))
                 continue
@@ -327,29 +348,29 @@ class VisionRunner:
                 log.warning("vision request %s could not start: %s", job.seq.request_id, e)
                 job.seq.finish("error", "", error=f"could not prepare the request: {e}")
                 continue
-            self.active = job
-            return True
-        return False
-
-    def _drop_cancelled_waiting(self) -> None:
-        """Answer cancelled queued requests now, not when their turn would come."""
-        for job in self.waiting.drop(lambda j: j.seq.cancelled or j.seq.done):
-            job.seq.finish("cancelled", "")
+            self.active.append(job)
+        self.max_batch_seen = max(self.max_batch_seen, len(self.active))
 
     def step(self) -> None:
-        """Advance the active request by one token (starting the next one if none is active)."""
-        self._drop_cancelled_waiting()
-        if self.active is not None and self.active.seq.cancelled:
-            self.active.seq.finish("cancelled")
-            self._end_active()
-        if self.active is None and not self._next_job():
+        """Advance one active request by one token (the most urgent class first, taking
+        turns within it)."""
+        for job in self.waiting.drop(lambda j: j.seq.cancelled or j.seq.done):
+            job.seq.finish("cancelled", "")
+        for job in [j for j in self.active if j.seq.cancelled]:
+            job.seq.finish("cancelled")
+            self._end(job)
+        self._admit()
+        if not self.active:
             return
-        assert self.active is not None and self._stream is not None
-        self.max_batch_seen = max(self.max_batch_seen, 1)
-        seq = self.active.seq
+        top = min(j.seq.priority for j in self.active)
+        turn = [j for j in self.active if j.seq.priority == top]
+        job = turn[self._turn % len(turn)]
+        self._turn += 1
+        seq = job.seq
+        assert job.stream is not None
         try:
-            result = next(self._stream)
-            done = self._deliver(seq, result)
+            token, logprobs = next(job.stream)
+            done = self._deliver(seq, int(token), logprobs)
         except StopIteration:
             seq.finish("length")
             done = True
@@ -358,30 +379,23 @@ class VisionRunner:
             seq.finish("error", error=f"generation failed: {e}")
             done = True
         if done:
-            self._end_active()
+            self._end(job)
 
-    def _deliver(self, seq: Sequence, result: Any) -> bool:
-        """Feed one of mlx_vlm's results to the sequence; True when the request is done."""
-        if result.token is None:  # nothing was generated
-            seq.finish("length", "")
-            return True
-        if result.finish_reason == "length":  # the stream's closing repeat of the last token
-            seq.finish("length")
-            return True
-        token = int(result.token)
+    def _deliver(self, seq: Sequence, token: int, logprobs: Any) -> bool:
+        """Feed one generated token to the sequence; True when the request is done."""
         self.generated_tokens += 1
-        if result.finish_reason == "stop" or token in self.stop_ids:
+        if token in self.stop_ids:
             finish: str | None = "stop"
         elif seq.completion_tokens + 1 >= seq.max_tokens:
             finish = "length"
         else:
             finish = None
-        return seq.add_token(token, result.logprobs, finish)
+        return seq.add_token(token, logprobs, finish)
 
     def fail_all(self, message: str) -> None:
-        if self.active is not None:
-            self.active.seq.finish("error", error=message)
-            self._end_active()
+        for job in list(self.active):
+            job.seq.finish("error", error=message)
+            self._end(job)
         for job in self.waiting.drop(lambda j: True):
             job.seq.finish("error", "", error=message)
 

@@ -29,6 +29,7 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="mlx-worker", daemon=True)
         self._stopping = False
         self.scheduler = Scheduler()
+        self._stepping: set[int] = set()  # ids of runners inside their step() now
 
     def start(self) -> None:
         self._thread.start()
@@ -67,11 +68,24 @@ class Worker:
         function, so no runner outlives it in a local.)"""
         chosen = self.scheduler.pick(self._runners())
         for runner in chosen:
-            try:
-                runner.step()
-            except Exception:
-                log.exception("runner step failed")
+            self._step(runner)
         return bool(chosen)
+
+    def step_others(self, runner: Runner) -> None:
+        """Step the runners the scheduler picks, except those in the middle of a step (like
+        `runner`, which calls this between the chunks of a long step of its own)."""
+        others = [r for r in self._runners() if id(r) not in self._stepping]
+        for other in self.scheduler.pick(others):
+            self._step(other)
+
+    def _step(self, runner: Runner) -> None:
+        self._stepping.add(id(runner))
+        try:
+            runner.step()
+        except Exception:
+            log.exception("runner step failed")
+        finally:
+            self._stepping.discard(id(runner))
 
     def _busy(self) -> bool:
         return any(r.urgency() is not None for r in self._runners())
