@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # Prompt tokens per prefill chunk (None: 64 on a CPU, 512 on Metal/CUDA): a running stream
     # waits at most one chunk for another request's prompt.
     prefill_chunk: int | None = Field(default=None, ge=8)
+    # Prompt-lookup speculative decoding for a greedy completion decoding alone.
+    speculative: bool = True
     embed_slice_texts: int = Field(default=16, ge=1)  # texts per embedding forward pass
     http_host: str = "127.0.0.1"
     http_port: int | None = None

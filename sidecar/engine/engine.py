@@ -123,7 +123,13 @@ class Engine:
     def _make_runner(self, info: ModelInfo, model: Any, tokenizer: Any) -> Runner | None:
         if info.kind == "text":
             return TextRunner(
-                info.id, model, tokenizer, self.settings.max_batch, self.prefill_chunk, self.waits
+                info.id,
+                model,
+                tokenizer,
+                self.settings.max_batch,
+                self.prefill_chunk,
+                self.waits,
+                self.settings.speculative,
             )
         if info.kind == "embedding":
             return EmbedRunner(
@@ -382,6 +388,10 @@ class Engine:
             "max_batch_seen": max((r.max_batch_seen for r in text), default=0),
             "reused_prompt_tokens": sum(r.reused_prompt_tokens for r in text),
             "prefilled_tokens": sum(r.prefilled_tokens for r in text),
+            "draft_tokens": {
+                "drafted": sum(r.drafted_tokens for r in text),
+                "accepted": sum(r.accepted_tokens for r in text),
+            },
             "max_embed_batch_seen": max((r.max_batch_seen for r in embed), default=0),
             "recent_tokens_per_s": recent_tps,
             "requests": dict(self.metrics.requests),

@@ -18,6 +18,8 @@ class RunnerStats:
     max_batch_seen: int = 0
     reused_prompt_tokens: int = 0  # prompt tokens served from the prompt cache
     prefilled_tokens: int = 0  # prompt tokens computed
+    drafted_tokens: int = 0  # prompt-lookup draft tokens checked (speculative decoding)
+    accepted_tokens: int = 0  # of those, the ones the model agreed with
 
     @property
     def queue_depth(self) -> int:

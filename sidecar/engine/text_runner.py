@@ -24,11 +24,12 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
 from sidecar.engine.prefill import Prefilled, PrefillJob
-from sidecar.engine.requests import Priority
+from sidecar.engine.requests import FinishReason, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
 from sidecar.engine.scheduler import WaitQueue, WaitTimes
 from sidecar.engine.sequence import Sequence
+from sidecar.engine.speculative import SoloSpeculator
 
 log = logging.getLogger(__name__)
 PROMPT_CACHE_ENTRIES = 16
@@ -65,6 +66,7 @@ class TextRunner:
         max_batch: int,
         prefill_chunk: int,
         waits: WaitTimes | None = None,
+        speculative: bool = True,
     ) -> None:
         self.model_id = model_id
         self.model = model
@@ -86,6 +88,11 @@ class TextRunner:
         self.waiting: WaitQueue[Sequence] = WaitQueue()
         self.jobs: list[PrefillJob] = []
         self.running: dict[int, Sequence] = {}  # uid -> sequence
+        # A greedy completion decoding alone leaves the batch for prompt-lookup speculation.
+        self.speculative = speculative
+        self.solo: tuple[Sequence, SoloSpeculator] | None = None
+        self.drafted_tokens = 0
+        self.accepted_tokens = 0
         self._low_chunk_wait = 0
         self.max_batch_seen = 0
         self.generated_tokens = 0
@@ -101,6 +108,8 @@ class TextRunner:
 
     def urgency(self) -> Priority | None:
         classes = [s.priority for s in self.running.values()]
+        if self.solo is not None:
+            classes.append(self.solo[0].priority)
         classes += [j.priority for j in self.jobs]
         if (best := self.waiting.best_class()) is not None:
             classes.append(best)
@@ -112,10 +121,12 @@ class TextRunner:
             kind="text",
             waiting=self.waiting.counts(),
             prefilling=sum(len(j) for j in self.jobs),
-            running=len(self.running),
+            running=len(self.running) + (self.solo is not None),
             max_batch_seen=self.max_batch_seen,
             reused_prompt_tokens=self.reused_prompt_tokens,
             prefilled_tokens=self.prefilled_tokens,
+            drafted_tokens=self.drafted_tokens,
+            accepted_tokens=self.accepted_tokens,
         )
 
     def submit(self, seq: Sequence) -> None:
@@ -134,8 +145,81 @@ class TextRunner:
                 for seq in job.seqs:
                     seq.finish("error", "", error=f"prompt processing failed: {e}")
             self.jobs.clear()
+        if self.solo is not None:
+            if not self.waiting and not self.jobs and not self.running:
+                self._solo_step()
+                return
+            self._rejoin()  # others arrived: back into the batch
+        elif self._can_go_solo():
+            self._go_solo()
+            self._solo_step()
+            return
         if self.running:
             self._decode()
+
+    # -- speculation for a completion decoding alone --
+
+    def _can_go_solo(self) -> bool:
+        if not self.speculative or len(self.running) != 1 or self.waiting or self.jobs:
+            return False
+        seq = next(iter(self.running.values()))
+        req = seq.request
+        return (
+            seq.priority == Priority.COMPLETION
+            and req.temperature == 0
+            and req.logprobs is None
+            and seq.completion_tokens > 0  # in the decode batch, its KV complete
+        )
+
+    def _go_solo(self) -> None:
+        ((uid, seq),) = self.running.items()
+        cache, tokens = self.generator.remove([uid], return_prompt_caches=True)[uid]
+        del self.running[uid]
+        tokens = list(tokens)
+        # The KV holds every token fed so far, the newest emitted one too; the token the
+        # batch was computing next is dropped. Take the newest back out to feed it again.
+        trim_prompt_cache(cache, 1)
+        self.solo = (seq, SoloSpeculator(self.model, cache, tokens[:-1], tokens[-1]))
+
+    def _solo_step(self) -> None:
+        assert self.solo is not None
+        seq, spec = self.solo
+        drafted, accepted = spec.drafted, spec.accepted
+        try:
+            tokens = spec.step()
+        except Exception as e:
+            log.exception("speculative step failed for %s", seq.request_id)
+            seq.finish("error", error=f"generation failed: {e}")
+            self.solo = None
+            return
+        self.drafted_tokens += spec.drafted - drafted
+        self.accepted_tokens += spec.accepted - accepted
+        for token in tokens:
+            self.generated_tokens += 1
+            if token in self.stop_ids:
+                finish: str | None = "stop"
+            elif seq.completion_tokens + 1 >= seq.max_tokens:
+                finish = "length"
+            else:
+                finish = None
+            if seq.add_token(token, None, finish):
+                self._keep_kv(list(spec.cached), spec.cache)
+                self.solo = None
+                return
+
+    def _rejoin(self) -> None:
+        """Put the solo sequence back into the decode batch (its newest token is fed next)."""
+        assert self.solo is not None
+        seq, spec = self.solo
+        self.solo = None
+        self._insert(Prefilled(seq, spec.cache, list(spec.cached)), last=spec.last)
+
+    def _drop_solo(self, reason: FinishReason, error: str | None = None) -> None:
+        if self.solo is not None:
+            seq, spec = self.solo
+            self.solo = None
+            self._keep_kv(list(spec.cached), spec.cache)
+            seq.finish(reason, error=error)
 
     def _drop_cancelled(self) -> None:
         for seq in self.waiting.drop(lambda s: s.cancelled or s.done):
@@ -146,6 +230,8 @@ class TextRunner:
                 self._keep_kv(part.tokens, part.cache)
                 part.seq.finish("cancelled", "")
         self.jobs = [j for j in self.jobs if len(j)]
+        if self.solo is not None and self.solo[0].cancelled:
+            self._drop_solo("cancelled")
         gone_uids = [uid for uid, seq in self.running.items() if seq.cancelled]
         if gone_uids:
             self._remember(gone_uids)
@@ -226,11 +312,14 @@ class TextRunner:
         if not len(job):
             self.jobs.remove(job)
 
-    def _insert(self, part: Prefilled) -> None:
+    def _insert(self, part: Prefilled, last: int | None = None) -> None:
+        """Into the decode batch: `part.cache` holds all but the token fed next (the prompt's
+        last one, or `last`)."""
         seq = part.seq
+        feed = [last] if last is not None else seq.prompt_tokens[-1:]
         try:
             (uid,) = self.generator.insert(
-                [seq.prompt_tokens[-1:]],
+                [feed],
                 max_tokens=[seq.max_tokens],
                 caches=[part.cache],
                 all_tokens=[part.tokens],
@@ -291,6 +380,7 @@ class TextRunner:
     # -- ending --
 
     def fail_all(self, message: str) -> None:
+        self._drop_solo("error", message)
         for seq in list(self.running.values()):
             seq.finish("error", error=message)
         if self.running:
