@@ -265,7 +265,7 @@ class CompletionSession:
         if self._warm_task is None or self._warm_task.done():
             self._warm_task = asyncio.create_task(self.warm())
 
-    def _busy(self) -> bool:
+    def busy(self) -> bool:
         status = self.engine.status()
         return bool(status["running"] or status["queue_depth"]) or self.inflight is not None
 
@@ -274,14 +274,14 @@ class CompletionSession:
         or None when there was nothing new to warm."""
         if self.active is None:
             return None
-        if self._busy():
+        if self.busy():
             self.schedule_warm()
             return None
         model, uri = self.active
         loaded = self.engine.pool.get(model)
         if loaded is None:  # unloaded since: warming would load it again
             return None
-        prompt = self.prompt_for(loaded, Place(uri, " ", ""))
+        prompt = self.prompt_for(loaded, Place(uri, "_", ""))  # the head ignores the place
         if prompt is None or not isinstance(prompt.prompt, list) or prompt.head_tokens < 2:
             return None
         head = prompt.prompt[: prompt.head_tokens]
