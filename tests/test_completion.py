@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 
 from sidecar.completion.cache import CompletionCache
-from sidecar.completion.context import ContextRing
-from sidecar.completion.fim import build_fim_prompt, fim_chat_messages, fim_stop_tokens
+from sidecar.completion.context import ContextRing, as_files, sticky
+from sidecar.completion.fim import (
+    build_fim_prompt,
+    fim_chat_messages,
+    fim_parts,
+    fim_stop_tokens,
+)
 from sidecar.completion.postprocess import postprocess
 from sidecar.completion.prompt import build_completion_prompt, heal, trim_prefix, trim_suffix
 from sidecar.models.kinds import FIM_TOKEN_SETS
@@ -27,9 +32,9 @@ SUFFIX = "\n\nprint(add(1, 2))\n"
 @pytest.mark.parametrize(
     ("family", "expected"),
     [
-        ("starcoder", f"<fim_prefix>{PREFIX}<fim_suffix>{SUFFIX}<fim_middle>"),
+        ("starcoder", f"<fim_prefix><fim_suffix>{SUFFIX}<fim_middle>{PREFIX}"),  # SPM
         ("qwen", f"<|fim_prefix|>{PREFIX}<|fim_suffix|>{SUFFIX}<|fim_middle|>"),
-        ("codellama", f"<PRE> {PREFIX} <SUF>{SUFFIX} <MID>"),
+        ("codellama", f"<PRE> <SUF>{SUFFIX} <MID> {PREFIX}"),  # SPM
         ("deepseek", f"<｜fim▁begin｜>{PREFIX}<｜fim▁hole｜>{SUFFIX}<｜fim▁end｜>"),
         ("codestral", f"[SUFFIX]{SUFFIX}[PREFIX]{PREFIX}"),
         (None, PREFIX),
@@ -49,12 +54,21 @@ def test_qwen_puts_other_files_in_its_repo_format() -> None:
     )
 
 
-def test_other_families_get_other_files_before_the_prefix() -> None:
-    prompt = build_fim_prompt(
-        "starcoder", PREFIX, SUFFIX, [("util.py", "X = 1"), ("a.ts", "let y")]
+def test_other_families_get_other_files_first() -> None:
+    prompt = build_fim_prompt("deepseek", PREFIX, SUFFIX, [("util.py", "X = 1"), ("a.ts", "let y")])
+    assert prompt.startswith("# util.py\nX = 1\n\n// a.ts\nlet y\n\n<｜fim▁begin｜>def add")
+    assert prompt.endswith(f"<｜fim▁hole｜>{SUFFIX}<｜fim▁end｜>")
+
+
+def test_starcoder2_repo_format_when_the_tokenizer_has_its_tokens() -> None:
+    vocab = {"<repo_name>", "<file_sep>"}
+    parts = fim_parts("starcoder", PREFIX, SUFFIX, [("u.py", "X = 1")], "shop", "m.py", vocab)
+    assert parts.text == (
+        "<repo_name>shop<file_sep>u.py\nX = 1\n<file_sep>m.py\n"
+        f"<fim_prefix><fim_suffix>{SUFFIX}<fim_middle>{PREFIX}"
     )
-    assert prompt.startswith("<fim_prefix># util.py\nX = 1\n\n// a.ts\nlet y\n\ndef add")
-    assert prompt.endswith(f"<fim_suffix>{SUFFIX}<fim_middle>")
+    plain = fim_parts("starcoder", PREFIX, SUFFIX, [("u.py", "X = 1")], "shop", "m.py", set())
+    assert plain.text.startswith("# u.py\nX = 1\n\n<fim_prefix>")
 
 
 def test_fim_stop_tokens_include_the_family_markers() -> None:
@@ -95,104 +109,18 @@ def test_fim_tokens_reach_the_model_as_single_special_ids(
     prompt = build_completion_prompt(
         tokenizer, family, PREFIX, SUFFIX, prefix_tokens=64, suffix_tokens=16
     )
-    assert isinstance(prompt.prompt, str)
-    ids = tokenizer.encode(prompt.prompt, add_special_tokens=False)
+    assert isinstance(prompt.prompt, list)
+    ids = prompt.prompt
     vocab = tokenizer.get_vocab()
     fim_ids = [vocab[t] for t in FIM_TOKEN_SETS[family]]
     present = [i for i in ids if i in fim_ids]
     expected_order = {
         "codestral": fim_ids[1::-1],  # suffix first, then prefix; no middle token
+        "starcoder": fim_ids,  # SPM: <fim_prefix><fim_suffix>suffix<fim_middle>prefix
+        "codellama": fim_ids,  # SPM: <PRE> <SUF>suffix <MID> prefix
     }.get(family, fim_ids)
     assert present == expected_order
     assert prompt.stop and all(s in prompt.stop for s in FIM_TOKEN_SETS[family])
-
-
-async def test_fim_model_completes_through_the_engine(engine, tiny_models: dict[str, str]) -> None:
-    from sidecar.completion.service import CompletionOptions, complete_inline
-
-    options = CompletionOptions(max_tokens=4, max_time_ms=60000)
-    completion = await complete_inline(engine, tiny_models["qwen"], PREFIX, SUFFIX, options)
-    assert completion.model == tiny_models["qwen"]
-    assert completion.prompt_tokens > 0
-    assert completion.finish_reason in ("stop", "length", "cancelled")
-    await engine.unload(tiny_models["qwen"])
-
-
-async def test_default_model_completes_a_function_body(engine) -> None:
-    from sidecar.completion.service import CompletionOptions, complete_inline
-
-    options = CompletionOptions(max_tokens=8, max_time_ms=60000)
-    prefix = 'def add(a: int, b: int) -> int:\n    """Return the sum of a and b."""\n    return '
-    completion = await complete_inline(engine, "SmolLM2-135M-Instruct", prefix, "\n", options)
-    assert completion.text.strip()
-    assert "a" in completion.text and "b" in completion.text
-
-
-async def test_other_buffers_enter_the_prompt_within_budget(engine) -> None:
-    from sidecar.completion.service import CompletionOptions, complete_inline
-
-    ring = ContextRing()
-    ring.note("file:///w/util.py", "def helper(x):\n    return x * 2\n", 0)
-    prefix = "def add(a, b):\n    return "
-    alone = await complete_inline(
-        engine,
-        "SmolLM2-135M-Instruct",
-        prefix,
-        "\n",
-        CompletionOptions(max_tokens=1, max_time_ms=60000),
-    )
-    with_context = await complete_inline(
-        engine,
-        "SmolLM2-135M-Instruct",
-        prefix,
-        "\n",
-        CompletionOptions(max_tokens=1, max_time_ms=60000),
-        ring=ring,
-        uri="file:///w/main.py",
-    )
-    assert with_context.prompt_tokens > alone.prompt_tokens + 8
-    no_room = await complete_inline(
-        engine,
-        "SmolLM2-135M-Instruct",
-        prefix,
-        "\n",
-        CompletionOptions(max_tokens=1, max_time_ms=60000, context_tokens=4),
-        ring=ring,
-        uri="file:///w/main.py",
-    )
-    assert no_room.prompt_tokens == alone.prompt_tokens
-
-
-async def test_empty_buffer_gives_no_completion(engine) -> None:
-    from sidecar.completion.service import CompletionOptions, complete_inline
-
-    completion = await complete_inline(engine, "SmolLM2-135M-Instruct", "", "", CompletionOptions())
-    assert completion.text == "" and completion.completion_tokens == 0
-
-
-async def test_replay_reports_latency_and_cancellations(engine, tmp_path: Path) -> None:
-    from sidecar.completion.replay import replay_typing_session
-    from sidecar.completion.service import CompletionOptions
-
-    session = {
-        "initial_text": "def add(a, b):\n\n",
-        "events": [
-            {"t_ms": 0, "line": 1, "character": 0, "insert": "    "},
-            {"t_ms": 20, "line": 1, "character": 4, "insert": "r"},
-            {"t_ms": 40, "line": 1, "character": 5, "insert": "e"},
-        ],
-    }
-    path = tmp_path / "session.json"
-    path.write_text(json.dumps(session))
-    report = await replay_typing_session(
-        engine, path, with_chat=False, options=CompletionOptions(max_tokens=4, max_time_ms=60000)
-    )
-    assert report["keystrokes"] == 3
-    assert report["finished"] + report["cancelled"] == 3
-    assert report["finished"] >= 1  # the last one always runs to the end
-    assert report["latency_ms"]["median"] > 0
-    status = engine.status()
-    assert status["running"] == 0
 
 
 class Chars:
@@ -244,7 +172,7 @@ def test_healed_answer_must_start_with_the_typed_word() -> None:
     prompt = build_completion_prompt(
         Chars(), None, "total = to", "\n", prefix_tokens=64, suffix_tokens=8
     )
-    assert prompt.prompt == "total ="
+    assert prompt.text == "total ="
     assert prompt.answer(" total_value()") == "tal_value()"
     assert prompt.answer(" sum(x)") is None
 
@@ -278,8 +206,8 @@ def test_context_ring_picks_other_documents_within_budget() -> None:
     ring.note("file:///w/b.py", "b1\nb2", 1)
     ring.note("file:///w/cur.py", "c1\nc2", 0)
     picked = ring.pick("file:///w/cur.py", budget_tokens=100, count_tokens=count)
-    assert picked == [("w/a.py", "a1\na2\na3\na4"), ("w/b.py", "b1\nb2")]
-    assert ring.pick("file:///w/cur.py", budget_tokens=15, count_tokens=count) == [
+    assert as_files(picked) == [("w/a.py", "a1\na2\na3\na4"), ("w/b.py", "b1\nb2")]
+    assert as_files(ring.pick("file:///w/cur.py", budget_tokens=15, count_tokens=count)) == [
         ("w/b.py", "b1\nb2")
     ]
 
@@ -297,24 +225,46 @@ def test_context_ring_replaces_overlapping_chunks_and_stays_bounded() -> None:
     assert [c.uri for c in ring.chunks] == ["file:///b.py", "file:///d.py"]
 
 
-async def test_time_budget_shows_what_is_ready(engine) -> None:
-    from sidecar.completion.service import CompletionOptions, complete_inline
+def test_prefix_window_moves_in_blocks_of_lines() -> None:
+    """Typing line after line, the window's start moves once per block, not once per line."""
+    starts = []
+    for n in range(30, 60):
+        prefix = "".join(f"v{i} = {i}\n" for i in range(n)) + "x"
+        window = trim_prefix(prefix, 200, count, block=8)
+        assert len(window) <= 200 and window.endswith("x")
+        first = window.split("\n", 1)[0]
+        starts.append(int(first.split(" ")[0][1:]))
+    assert all(s % 8 == 0 for s in starts)
+    assert len(set(starts)) <= -(-30 // 8) + 1  # at most one move per 8 lines typed
 
-    prefix = "def describe(items):\n    # Print every item with its index and price, then "
-    patient = await complete_inline(
-        engine,
-        "SmolLM2-135M-Instruct",
-        prefix,
-        "\n",
-        CompletionOptions(max_tokens=12, max_time_ms=60000),
-    )
-    hurried = await complete_inline(
-        engine,
-        "SmolLM2-135M-Instruct",
-        prefix,
-        "\n",
-        CompletionOptions(max_tokens=12, max_time_ms=50),
-    )
-    assert hurried.text.strip()
-    assert hurried.completion_tokens < patient.completion_tokens
-    assert patient.text.startswith(hurried.text)  # a prefix of the full answer, not another one
+
+def test_sticky_picks_keep_their_order_when_new_chunks_come() -> None:
+    ring = ContextRing(capacity=4, chunk_lines=4)
+    ring.note("file:///w/a.py", "a1\na2", 0)
+    ring.note("file:///w/b.py", "b1\nb2", 0)
+    first = sticky([], ring.pick("file:///w/cur.py", 100, count))
+    ring.note("file:///w/c.py", "c1\nc2", 0)
+    ring.note("file:///w/a.py", "a1\na2", 0)  # a is newest now: the ring reorders, the picks not
+    second = sticky(first, ring.pick("file:///w/cur.py", 100, count))
+    assert [ch.uri for ch in second] == ["file:///w/a.py", "file:///w/b.py", "file:///w/c.py"]
+    assert second[:2] == first
+
+
+def test_ring_picks_real_chunks_under_the_default_budget(models_dir: Path) -> None:
+    """With the default chunk size and budget, chunks of this repo's own files fit (the old
+    128-token budget under 24-line chunks picked nothing)."""
+    from mlx_lm.utils import load_tokenizer
+
+    from sidecar.completion.options import CompletionOptions
+    from sidecar.completion.prompt import token_counter
+
+    tokenizer = load_tokenizer(models_dir / "SmolLM2-135M-Instruct")
+    options = CompletionOptions()
+    ring = ContextRing(options.ring_chunks, options.chunk_lines)
+    sources = sorted((Path(__file__).parent.parent / "sidecar" / "completion").glob("*.py"))
+    for path in sources:
+        ring.note(path.as_uri(), path.read_text(), 30)
+    picked = ring.pick("file:///w/cur.py", options.context_tokens, token_counter(tokenizer))
+    assert len(picked) >= 2
+    used = sum(len(tokenizer.encode(c.text)) + 8 for c in picked)
+    assert used <= options.context_tokens

@@ -357,3 +357,32 @@ async def test_configuration_change_applies(client: LanguageClient) -> None:
     status = await call(client, "mlx/status")
     assert status.completion.max_tokens == 6
     assert status.completion.prefix_tokens == 256  # untouched keys kept
+
+
+async def test_closed_buffers_leave_the_context_ring(client: LanguageClient) -> None:
+    other = "file:///workspace/tax.py"
+    before = (await call(client, "mlx/completion/stats")).ring_chunks
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=other, language_id="python", version=1, text="RATE = 0.2\n"
+            )
+        )
+    )
+    assert (await call(client, "mlx/completion/stats")).ring_chunks == before + 1
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=other))
+    )
+    assert (await call(client, "mlx/completion/stats")).ring_chunks == before
+
+
+async def test_repo_name_comes_from_the_workspace_folder() -> None:
+    from sidecar.lsp.lifecycle import workspace_name
+
+    folders = [types.WorkspaceFolder(uri="file:///src/shop", name="shop")]
+    caps = types.ClientCapabilities()
+    assert workspace_name(types.InitializeParams(caps, workspace_folders=folders)) == "shop"
+    assert (
+        workspace_name(types.InitializeParams(caps, root_uri="file:///src/my%20app/")) == "my app"
+    )
+    assert workspace_name(types.InitializeParams(caps)) is None

@@ -7,7 +7,17 @@ export const SECTION = "mlxSidecar";
 /** Matches sidecar/lsp/options.py InitOptions (camelCase; unknown keys are ignored there). */
 export interface SidecarOptions {
   models: { completion: string | null; chat: string | null; embedding: string | null };
-  completion: { enabled: boolean; debounceMs: number; maxTokens: number };
+  completion: {
+    enabled: boolean;
+    debounceMs: number;
+    maxTokens: number;
+    maxTimeMs: number;
+    prefixTokens: number;
+    suffixTokens: number;
+    contextTokens: number;
+    ringChunks: number;
+    chunkLines: number;
+  };
   chat: { maxTokens: number; temperature: number };
   modelsDir: string | null;
   httpPort: number;
@@ -41,6 +51,13 @@ export function sidecarOptions(): SidecarOptions {
       enabled: c.get<boolean>("completion.enabled", true),
       debounceMs: c.get<number>("completion.debounceMs", 150),
       maxTokens: c.get<number>("completion.maxTokens", 24),
+      maxTimeMs: c.get<number>("completion.maxTimeMs", 1000),
+      prefixTokens: c.get<number>("completion.prefixTokens", 256),
+      suffixTokens: c.get<number>("completion.suffixTokens", 32),
+      contextTokens: c.get<number>("completion.contextTokens", 512),
+      // The sidecar calls the chunk count `ringChunks` (its context ring).
+      ringChunks: c.get<number>("completion.contextChunks", 16),
+      chunkLines: c.get<number>("completion.chunkLines", 16),
     },
     chat: {
       maxTokens: c.get<number>("chat.maxTokens", 512),

@@ -9,8 +9,12 @@ pause latency. The completion time budget is set out of the way (a large `maxTim
 latency is not hidden by showing less; the ghost text's length in tokens is reported too.
 
 Two servers, so neither typing run finds the other's completions or KV in the caches: on the
-first, typing alone; on the second, the chat alone (as long as the typing took), then typing
-while that chat streams over `mlx/chat` (deltas as `mlx/chat/delta` notifications).
+first, typing alone, then the same keystrokes into a long file (this repo's code above it, so the
+prefix window slides), then the pause states of both again with the KV emptied before each (the
+model unloaded and loaded, the completion cache reset): cold against warm. On the second, the
+chat alone (as long as the typing took), then typing while that chat streams over `mlx/chat`
+(deltas as `mlx/chat/delta` notifications). Each run reports the share of its generations'
+prompt tokens the KV cache served (`mlx/completion/stats`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
+
+from sidecar.benchmarks.prompt_reuse import padded_session
 
 PAUSE_MS = 450
 CHAT_PROMPT = "Explain in detail how a hash map works, with examples."
@@ -154,8 +160,37 @@ def apply_insert(text: str, line: int, character: int, insert: str) -> str:
     return text[:offset] + insert + text[offset:]
 
 
+async def completion_stats(client: Client) -> dict[str, Any]:
+    stats = await client.request("mlx/completion/stats", None, f"stats-{time.perf_counter()}")
+    return {
+        "recent": [list(r) for r in stats.recent],
+        "generations": stats.generations,
+        "answers": stats.answers._asdict(),
+    }
+
+
+def reuse_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Reuse of the generations that ended between two stats calls."""
+    new = (
+        after["recent"][len(before["recent"]) :]
+        if after["generations"] > before["generations"]
+        else []
+    )
+    shares = [c / p for c, p in new if p]
+    answers = {k: v - before["answers"].get(k, 0) for k, v in after["answers"].items()}
+    return {
+        "generations": len(new),
+        "reuse_share_median": round(statistics.median(shares), 4) if shares else None,
+        "reuse_share_p10": round(sorted(shares)[len(shares) // 10], 4) if shares else None,
+        "prompt_tokens": sum(p for _, p in new),
+        "cached_prompt_tokens": sum(c for c, _ in new),
+        "answers": answers,
+    }
+
+
 async def type_session(client: Client, session: dict[str, Any], run: str) -> dict[str, Any]:
     """Replay the keystrokes on a fresh copy of the document; wait out each pause."""
+    before = await completion_stats(client)
     uri = session["uri"].replace(".py", f"-{run}.py")
     text = session["initial_text"]
     client.lsp.text_document_did_open(
@@ -167,6 +202,7 @@ async def type_session(client: Client, session: dict[str, Any], run: str) -> dic
     )
     events = session["events"]
     pauses: list[float] = []
+    pause_states: list[tuple[str, types.Position]] = []
     ghost: list[str] = []
     cancelled = 0
     inflight: tuple[str, asyncio.Future[Any]] | None = None
@@ -217,6 +253,7 @@ async def type_session(client: Client, session: dict[str, Any], run: str) -> dic
                 continue
             waited = time.perf_counter() - typed
             pauses.append(waited)
+            pause_states.append((text, pos))
             items = getattr(reply, "items", None) or []
             ghost.append(items[0].insert_text if items else "")
             if not last:  # the next keystroke comes no sooner than the ghost text
@@ -225,7 +262,10 @@ async def type_session(client: Client, session: dict[str, Any], run: str) -> dic
     if inflight is not None and not inflight[1].done():
         with contextlib.suppress(Exception):
             await inflight[1]
+    typing_s = round(time.perf_counter() - begin, 2)
     return {
+        "reuse": reuse_since(before, await completion_stats(client)),
+        "pause_states": pause_states,
         "keystrokes": len(events),
         "pauses": len(pauses),
         "pause_latency_ms": {
@@ -235,7 +275,45 @@ async def type_session(client: Client, session: dict[str, Any], run: str) -> dic
         "pause_latencies_s": [round(p, 4) for p in pauses],
         "ghost_texts": ghost,
         "cancelled": cancelled,
-        "typing_s": round(time.perf_counter() - begin, 2),
+        "typing_s": typing_s,
+    }
+
+
+async def cold_pauses(
+    client: Client, model: str, session: dict[str, Any], run: str, states: list[Any]
+) -> dict[str, Any]:
+    """The latency of each pause state with the KV emptied first (the model unloaded and
+    loaded again, the completion cache replaced): what the same ghost text costs cold."""
+    latencies = []
+    for i, (text, pos) in enumerate(states):
+        await client.request("mlx/models/unload", {"model": model}, f"cold-unload-{run}-{i}")
+        await client.request("mlx/models/load", {"model": model}, f"cold-load-{run}-{i}")
+        client.lsp.workspace_did_change_configuration(  # another cache size: a new cache
+            types.DidChangeConfigurationParams(
+                settings={"completion": {"cacheSize": 64 + (i % 2) + 1}}
+            )
+        )
+        uri = session["uri"].replace(".py", f"-{run}-cold-{i}.py")
+        client.lsp.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id=session["language_id"], version=0, text=text
+                )
+            )
+        )
+        params = types.InlineCompletionParams(
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic
+            ),
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=pos,
+        )
+        started = time.perf_counter()
+        await client.request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, f"cold-{run}-{i}")
+        latencies.append(time.perf_counter() - started)
+    return {
+        "median": ms(statistics.median(latencies)) if latencies else None,
+        "p95": ms(percentile(latencies, 0.95)),
     }
 
 
@@ -269,8 +347,12 @@ async def typing_benchmark(
         return client
 
     client = await fresh_server()
+    long_session = padded_session(session)
     try:
         alone = await type_session(client, session, "alone")
+        long = await type_session(client, long_session, "long")
+        cold = await cold_pauses(client, model, session, "alone", alone.pop("pause_states"))
+        long_cold = await cold_pauses(client, model, long_session, "long", long.pop("pause_states"))
     finally:
         await client.stop()
 
@@ -288,12 +370,13 @@ async def typing_benchmark(
         while not (streaming.times and streaming.times[-1]):  # the chat is streaming
             await asyncio.sleep(0.01)
         with_chat = await type_session(client, session, "alone")  # the same document
+        with_chat.pop("pause_states")
         stop.set()
         chat_typing = await chat_task
     finally:
         await client.stop()
 
-    for run in (alone, with_chat):
+    for run in (alone, long, with_chat):
         lengths = [n for g in run["ghost_texts"] if (n := count(g)) is not None]
         run["ghost_tokens_median"] = statistics.median(lengths) if lengths else None
 
@@ -303,6 +386,8 @@ async def typing_benchmark(
     return {
         "model": model,
         "alone": alone,
+        "long_file": long,
+        "cold": {"session_file": cold, "long_file": long_cold},
         "with_chat": with_chat,
         "chat_alone": {
             "tokens_per_s": chat_alone.rate(),
@@ -320,12 +405,17 @@ async def typing_benchmark(
                 with_chat["pause_latency_ms"]["p95"], alone["pause_latency_ms"]["p95"]
             ),
             "chat_rate_typing_vs_alone": ratio(chat_typing.rate(), chat_alone.rate()),
+            "pause_median_warm_vs_cold": ratio(alone["pause_latency_ms"]["median"], cold["median"]),
+            "pause_median_warm_vs_cold_long_file": ratio(
+                long["pause_latency_ms"]["median"], long_cold["median"]
+            ),
         },
     }
 
 
 def format_table(report: dict[str, Any]) -> str:
-    a, c = report["alone"], report["with_chat"]
+    a, c, lf = report["alone"], report["with_chat"], report["long_file"]
+    cold = report["cold"]
     r = report["ratios"]
 
     def rate(x: dict[str, Any]) -> str:
@@ -335,13 +425,24 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"Typing replay over JSON-RPC ({a['keystrokes']} keystrokes, {a['pauses']} pauses, "
         f"model {report['model']}), pause latency = keystroke to ghost text",
-        "| run | pause latency median ms | p95 ms | ghost text tokens (median) | cancelled |",
-        "|---|---:|---:|---:|---:|",
+        "| run | pause latency median ms | p95 ms | cold median ms (KV emptied) | ghost text "
+        "tokens (median) | cancelled | generations | reused share median (p10) | adopted | "
+        "cache answers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, run in (("alone", a), ("while a chat streams", c)):
+    runs = (
+        ("alone", a, cold["session_file"]),
+        ("long file, alone", lf, cold["long_file"]),
+        ("while a chat streams", c, None),
+    )
+    for name, run, cold_run in runs:
+        reuse = run["reuse"]
         lines.append(
             f"| {name} | {run['pause_latency_ms']['median']} | {run['pause_latency_ms']['p95']} | "
-            f"{run['ghost_tokens_median']} | {run['cancelled']} |"
+            f"{cold_run['median'] if cold_run else '-'} | "
+            f"{run['ghost_tokens_median']} | {run['cancelled']} | {reuse['generations']} | "
+            f"{reuse['reuse_share_median']} ({reuse['reuse_share_p10']}) | "
+            f"{reuse['answers'].get('adopted')} | {reuse['answers'].get('cache')} |"
         )
     lines += [
         "",
@@ -349,6 +450,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"{rate(report['chat_while_typing'])}",
         f"ratios: pause median with chat / alone {r['pause_median_with_chat_vs_alone']} "
         f"(target <= 1.25), p95 {r['pause_p95_with_chat_vs_alone']} (<= 1.5), "
-        f"chat rate typing / alone {r['chat_rate_typing_vs_alone']} (>= 0.7)",
+        f"chat rate typing / alone {r['chat_rate_typing_vs_alone']} (>= 0.7), "
+        f"pause median warm / cold {r['pause_median_warm_vs_cold']} (<= 0.4), long file "
+        f"{r['pause_median_warm_vs_cold_long_file']}",
     ]
     return "\n".join(lines)

@@ -1,18 +1,44 @@
 """Fill-in-the-middle prompts, one template per FIM token family (see
 `sidecar.models.kinds.FIM_TOKEN_SETS`), and the fallback for models that have no FIM tokens.
 
-Other files (cross-file context) go where each family was trained to see them: Qwen2.5-Coder's
-repo-level format (`<|repo_name|>`, `<|file_sep|>`); the others get them as plain text ahead of
-the prefix, each under a one-line path header (what llama.cpp does when no separator token exists).
+A prompt is built as parts, tokenized one by one (`sidecar.completion.prompt`), so each part's
+tokens do not depend on its neighbours and the prompt of the next keystroke shares a token
+prefix with this one as long as its leading parts are unchanged: that prefix is what the
+engine's prompt cache reuses. The order puts what changes least first: other files (the head),
+then, for the families trained on both orders, the suffix before the prefix (SPM: the suffix
+does not change while the user types at the cursor; measured in `sidecar.benchmarks.fim_order`).
+
+Other files go where each family was trained to see them: the repo-level format where the
+tokenizer has its tokens (Qwen2.5-Coder `<|repo_name|>`/`<|file_sep|>`, StarCoder2
+`<repo_name>`/`<file_sep>`); otherwise plain text, each file under a one-line path header (what
+llama.cpp does when no separator token exists).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sidecar.models.kinds import FIM_TOKEN_SETS
 
 ExtraFiles = list[tuple[str, str]]  # (path, text)
+Order = Literal["psm", "spm"]
+
+# The order used per family: SPM where the family was trained on it too (StarCoder's and Code
+# Llama's training mixed PSM and SPM; Codestral only has SPM), PSM for the rest.
+FIM_ORDER: dict[str, Order] = {
+    "starcoder": "spm",
+    "codellama": "spm",
+    "codestral": "spm",
+    "qwen": "psm",
+    "deepseek": "psm",
+}
+# (repo name token, file separator token): the first spelling the tokenizer has wins.
+REPO_TOKENS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "qwen": (("<|repo_name|>",), ("<|file_sep|>",)),
+    "starcoder": (("<repo_name>", "<reponame>"), ("<file_sep>",)),
+}
 
 FIM_SYSTEM = (
     "You complete code. The user shows a file with a hole marked <HOLE>. Reply with only the code "
@@ -61,6 +87,71 @@ def plain_context(extra_files: ExtraFiles | None) -> str:
     )
 
 
+def repo_tokens(family: str | None, vocab: Container[str] | None) -> tuple[str, str] | None:
+    """The family's repo-level tokens that `vocab` has, or None (then: plain context)."""
+    if family not in REPO_TOKENS:
+        return None
+    if vocab is None:  # no tokenizer to ask: the family's first spelling
+        return REPO_TOKENS[family][0][0], REPO_TOKENS[family][1][0]
+    names, seps = REPO_TOKENS[family]
+    name = next((t for t in names if t in vocab), None)
+    sep = next((t for t in seps if t in vocab), None)
+    return (name, sep) if name and sep else None
+
+
+@dataclass
+class FimParts:
+    head: list[str]  # other files and the current file's header: the same from key to key
+    body: list[str]  # prefix and suffix between the family's markers
+
+    @property
+    def text(self) -> str:
+        return "".join(self.head + self.body)
+
+
+def fim_parts(
+    family: str | None,
+    prefix: str,
+    suffix: str,
+    extra_files: ExtraFiles | None = None,
+    repo: str | None = None,
+    path: str | None = None,
+    vocab: Container[str] | None = None,
+    order: Order | None = None,
+) -> FimParts:
+    """The prompt for `family` as parts; the model's answer is the text between prefix and
+    suffix. `family` None (or unknown) is the fallback: prefix-only continuation (the suffix
+    is dropped). `path` names the current file where the format has a place for it; `order`
+    overrides the family's (for measuring both)."""
+    if not has_fim(family):
+        return FimParts([plain_context(extra_files)], [prefix])
+    assert family is not None
+    pre, suf, mid = FIM_TOKEN_SETS[family]
+    tokens = repo_tokens(family, vocab)
+    head = ""
+    if tokens and (extra_files or repo):
+        name, sep = tokens
+        nl = "\n" if family == "qwen" else ""  # Qwen ends the repo name line; StarCoder2 not
+        head = f"{name}{repo or 'workspace'}{nl}"
+        head += "".join(f"{sep}{p}\n{t}\n" for p, t in extra_files or [])
+        if path:
+            head += f"{sep}{path}\n"
+    else:
+        head = plain_context(extra_files)
+    order = order or FIM_ORDER.get(family, "psm")
+    if family == "codestral":
+        body = [f"{suf}{suffix}", f"{pre}{prefix}"]
+    elif family == "codellama" and order == "spm":
+        body = [f"{pre} {suf}{suffix} {mid} ", prefix]  # "<PRE> <SUF>{suf} <MID> {pre}"
+    elif family == "codellama":
+        body = [f"{pre} {prefix} ", f"{suf}{suffix} {mid}"]
+    elif order == "spm":  # StarCoder's SPM: <fim_prefix><fim_suffix>{suf}<fim_middle>{pre}
+        body = [f"{pre}{suf}{suffix}{mid}", prefix]
+    else:
+        body = [f"{pre}{prefix}", f"{suf}{suffix}{mid}"]
+    return FimParts([head] if head else [], body)
+
+
 def build_fim_prompt(
     family: str | None,
     prefix: str,
@@ -69,30 +160,8 @@ def build_fim_prompt(
     repo: str | None = None,
     path: str | None = None,
 ) -> str:
-    """The raw prompt for `family`; the model's answer is the text between prefix and suffix.
-
-    `family` None (or unknown) is the fallback: prefix-only continuation (the suffix is dropped).
-    `path` names the current file where the template has a place for it (Qwen repo format).
-    """
-    if not has_fim(family):
-        return plain_context(extra_files) + prefix
-    assert family is not None
-    pre, suf, mid = FIM_TOKEN_SETS[family]
-    if family == "qwen":
-        head = ""
-        if extra_files or repo:
-            head = f"<|repo_name|>{repo or 'workspace'}\n"
-            head += "".join(f"<|file_sep|>{p}\n{t}\n" for p, t in extra_files or [])
-            if path:
-                head += f"<|file_sep|>{path}\n"
-        return f"{head}{pre}{prefix}{suf}{suffix}{mid}"
-    prefix = plain_context(extra_files) + prefix
-    if family == "codellama":
-        return f"{pre} {prefix} {suf}{suffix} {mid}"
-    if family == "codestral":
-        return f"{suf}{suffix}{pre}{prefix}"
-    # starcoder, deepseek: prefix, suffix, middle
-    return f"{pre}{prefix}{suf}{suffix}{mid}"
+    """`fim_parts` as one string (the HTTP `/v1/completions` with `suffix`)."""
+    return fim_parts(family, prefix, suffix, extra_files, repo, path).text
 
 
 def fim_stop_tokens(family: str | None) -> list[str]:
@@ -103,6 +172,8 @@ def fim_stop_tokens(family: str | None) -> list[str]:
     stops = list(FIM_TOKEN_SETS[family])
     if family == "qwen":
         stops += ["<|file_sep|>", "<|repo_name|>", "<|endoftext|>", "<|fim_pad|>"]
+    if family == "starcoder":
+        stops += ["<file_sep>", "<|endoftext|>"]
     if family == "codellama":
         stops += ["<EOT>"]
     return stops

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pydantic import ValidationError
@@ -61,8 +62,21 @@ async def check_roles(ls: SidecarServer) -> None:
         ls.set_role(role, fallback)
 
 
+def workspace_name(params: types.InitializeParams) -> str | None:
+    """The first workspace folder's name (else the root URI's last component): the repo name
+    of the repo-level FIM formats."""
+    if params.workspace_folders:
+        return params.workspace_folders[0].name or None
+    root = params.root_uri or params.root_path
+    if root:
+        name = unquote(root.rstrip("/").rsplit("/", 1)[-1])
+        return name or None
+    return None
+
+
 async def initialize(ls: SidecarServer, params: types.InitializeParams) -> None:
     ls.apply_options(options_from(ls, params.initialization_options, ls.options))
+    ls.completions.repo = workspace_name(params)
     await check_roles(ls)
     if params.process_id:
         ls.watch_task = asyncio.ensure_future(watch_parent(ls, params.process_id))

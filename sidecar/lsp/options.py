@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from sidecar.completion.service import CompletionOptions
+from sidecar.completion.options import CompletionOptions
 from sidecar.config import Settings
 
 Role = Literal["completion", "chat", "embedding"]

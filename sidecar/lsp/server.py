@@ -39,6 +39,10 @@ def build_server(engine: Engine, settings: Settings) -> SidecarServer:
     def on_change(ls: SidecarServer, params: types.DidChangeTextDocumentParams) -> None:
         documents.did_change(ls, params)
 
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def on_close(ls: SidecarServer, params: types.DidCloseTextDocumentParams) -> None:
+        documents.did_close(ls, params)
+
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def on_inline(
         ls: SidecarServer, params: types.InlineCompletionParams
@@ -53,6 +57,8 @@ def build_server(engine: Engine, settings: Settings) -> SidecarServer:
         "mlx/models/unload": models.unload,
         "mlx/models/select": models.select,
         "mlx/status": status.status,
+        "mlx/completion/stats": inline.completion_stats,
+        "mlx/context/viewed": documents.viewed,
     }
     for method, handler in custom.items():
         server.feature(method)(handler)

@@ -1,5 +1,6 @@
 """The language server object and the state its handlers share: the engine, the options the
-editor set, the model for each role, open-buffer context and the completion cache."""
+editor set, the model for each role, and the inline completion session (cache, context ring,
+the generation in flight)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from pygls.protocol import (
 )
 
 import sidecar
-from sidecar.completion.cache import CompletionCache
-from sidecar.completion.context import ContextRing
+from sidecar.completion.session import CompletionSession
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.lsp.options import InitOptions, Role, default_roles
@@ -112,10 +112,7 @@ class SidecarServer(LanguageServer):
         self.options = InitOptions()
         self.default_roles: dict[Role, str] = default_roles(settings)  # before any change
         self.roles: dict[Role, str] = dict(self.default_roles)
-        self.ring = ContextRing(
-            self.options.completion.ring_chunks, self.options.completion.chunk_lines
-        )
-        self.cache = CompletionCache(self.options.completion.cache_size)
+        self.completions = CompletionSession(engine, self.options.completion)
         self.http_url: str | None = None
         self.start_http: StartHttp | None = None  # given by the CLI, which owns the port
         self.stop_requested = asyncio.Event()
@@ -124,18 +121,13 @@ class SidecarServer(LanguageServer):
 
     def apply_options(self, options: InitOptions) -> None:
         """Adopt new options: roles whose setting changed (a model chosen with
-        `mlx/models/select` stays until the setting itself changes), cache and ring sizes."""
+        `mlx/models/select` stays until the setting itself changes), completion settings."""
         old_models = self.options.models.model_dump()
-        old = self.options.completion
         self.options = options
         for role, model in options.models.model_dump().items():
             if model and model != old_models.get(role):
                 self.set_role(role, model)
-        new = options.completion
-        if (new.ring_chunks, new.chunk_lines) != (old.ring_chunks, old.chunk_lines):
-            self.ring = ContextRing(new.ring_chunks, new.chunk_lines)
-        if new != old:  # other settings, other answers
-            self.cache = CompletionCache(new.cache_size)
+        self.completions.configure(options.completion)
 
     def set_role(self, role: Role, model_id: str) -> None:
         if self.roles.get(role) == model_id:
@@ -144,7 +136,7 @@ class SidecarServer(LanguageServer):
         # The OpenAI port shares the engine: its defaults follow the editor's choice.
         setattr(self.engine.settings, f"{role}_model", model_id)
         if role == "completion":
-            self.cache.clear()
+            self.completions.model_changed()
 
     def request_stop(self, code: int = 0) -> None:
         self.exit_code = code

@@ -1,0 +1,148 @@
+"""One completion's engine request, owned by the completion session rather than by the LSP
+handler that asked for it: a `$/cancelRequest` cancels the handler's task, not this, so the
+next keystroke's request can adopt a generation whose output the user is typing. A generation
+nobody waits for is cancelled after a short grace (or at once, when a request needs another)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sidecar.completion.postprocess import postprocess
+from sidecar.completion.prompt import CompletionPrompt
+from sidecar.engine.engine import Engine
+from sidecar.engine.requests import Delta, EngineError, GenerateRequest, Result
+
+BLOCK_END = "\n\n\n"  # two blank lines: the next top-level definition follows
+# How long a generation nobody waits for keeps running: the editor cancels the old request and
+# sends the new one (after its debounce) within this.
+ORPHAN_GRACE_S = 0.5
+
+
+@dataclass(frozen=True)
+class Place:
+    uri: str | None
+    prefix: str
+    suffix: str
+
+
+class Generation:
+    def __init__(
+        self,
+        engine: Engine,
+        request: GenerateRequest,
+        prompt: CompletionPrompt,
+        place: Place,
+        on_end: Callable[[Generation], None],
+    ) -> None:
+        self.engine = engine
+        self.request = request
+        self.prompt = prompt
+        self.place = place
+        self.mid_line = self.is_mid_line(place)
+        self.text = ""  # generated so far
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+        self.settled = False  # stopped because more tokens could not change the ghost text
+        self.abandoned = False  # cancelled because nobody wanted it: its answer is not final
+        self.adoptions = 0
+        self._waiters = 0
+        self._grace: asyncio.TimerHandle | None = None
+        self._changed = asyncio.Event()
+        self._on_end = on_end
+        self.task = asyncio.create_task(self._run(), name=f"completion {request.request_id}")
+
+    @staticmethod
+    def is_mid_line(place: Place) -> bool:
+        """Code follows the cursor on its line: the answer is the rest of this line."""
+        return bool(place.suffix.split("\n", 1)[0].strip())
+
+    @property
+    def done(self) -> bool:
+        return self.task.done()
+
+    @property
+    def final(self) -> bool:
+        """Its answer is the whole answer for its place (cacheable)."""
+        return self.result is not None and not self.abandoned and self.error is None
+
+    async def _run(self) -> None:
+        stopping = False
+        try:
+            async for event in self.engine.generate(self.request):
+                if isinstance(event, Delta):
+                    self.text += event.text
+                    if not stopping and self._is_settled(self.text):
+                        self.settled = True
+                        stopping = self.engine.cancel(self.request.request_id)
+                elif isinstance(event, Result):
+                    if event.finish_reason == "error":
+                        raise EngineError(event.error or "generation failed")
+                    self.result = event
+                self._changed.set()
+        except BaseException as e:  # surfaced to the waiters
+            self.error = e
+            if not isinstance(e, asyncio.CancelledError | Exception):
+                raise
+        finally:
+            self._changed.set()
+            if self._grace is not None:
+                self._grace.cancel()
+            self._on_end(self)
+
+    def _is_settled(self, generated: str) -> bool:
+        """True once more tokens cannot change the ghost text: it no longer starts with the
+        typed word, or post-processing already cut it short (a line left the block, repeated
+        the next line, closed an unopened bracket). Mid-line answers end at the newline."""
+        answer = self.prompt.answer(generated)
+        if answer is None:  # wait while it is still a prefix of the typed word
+            return not self.prompt.healed.startswith(generated)
+        if self.mid_line or self.prompt.chat:
+            return False
+        return len(postprocess(answer, self.prompt.prefix, self.prompt.suffix)) < len(
+            answer.rstrip()
+        )
+
+    def serves(self, place: Place) -> str | None:
+        """What the user typed since this generation's place, when its output so far starts
+        with it (so its answer still applies there); else None."""
+        if self.done or place.uri != self.place.uri or place.suffix != self.place.suffix:
+            return None
+        if not place.prefix.startswith(self.place.prefix):
+            return None
+        typed = place.prefix[len(self.place.prefix) :]
+        return typed if self.text.startswith(self.prompt.healed + typed) else None
+
+    def ghost_text(self) -> str:
+        """The ghost text for this generation's place from what it made so far."""
+        answer = self.prompt.answer(self.text)
+        if not answer:
+            return ""
+        return postprocess(answer, self.prompt.prefix, self.prompt.suffix, chat=self.prompt.chat)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait until it ends or `timeout_s` passes (a timer: no token needs to arrive);
+        True when it ended. Leaving (timeout or the caller cancelled) with nobody else
+        waiting starts the orphan grace."""
+        self._waiters += 1
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+            return self.done
+        finally:
+            self._waiters -= 1
+            if not self._waiters and not self.done:
+                loop = asyncio.get_running_loop()
+                self._grace = loop.call_later(ORPHAN_GRACE_S, self.abandon)
+
+    def abandon(self) -> None:
+        """Cancel it: nobody wants its answer."""
+        if not self.done:
+            self.abandoned = True
+            self.engine.cancel(self.request.request_id)
+            self.task.cancel()

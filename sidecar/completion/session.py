@@ -1,0 +1,332 @@
+"""The inline completion state of one editor: options, the completion cache, the cross-file
+context ring and its sticky picks, the generation in flight, the background warm-up of the
+context's KV, and reuse figures. The LSP handler calls `CompletionSession.complete`.
+
+Per request: the cache (an exact repeat, or the rest of a suggestion the user typed through);
+else the generation in flight when its output so far starts with what was typed since it began
+(it keeps running: the ghost text is its answer minus the typed text); else a new generation,
+whose prompt shares as many leading tokens with the last one as the layout allows
+(`sidecar.completion.prompt`), so the engine's prompt cache prefills only what is new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sidecar.completion.cache import CompletionCache
+from sidecar.completion.context import Chunk, ContextRing, as_files, sticky, uri_path
+from sidecar.completion.generation import BLOCK_END, Generation, Place
+from sidecar.completion.options import CompletionOptions
+from sidecar.completion.prompt import (
+    CompletionPrompt,
+    build_completion_prompt,
+    token_counter,
+    vocab_of,
+)
+from sidecar.engine.engine import Engine
+from sidecar.engine.requests import GenerateRequest, Priority, Result
+from sidecar.models.pool import LoadedModel
+
+log = logging.getLogger(__name__)
+Source = Literal["cache", "adopted", "model", "empty"]
+RECENT = 256  # generations whose reuse figures `stats` reports
+WARM_DELAY_S = 1.0  # like llama.vscode's ring update every second: after typing settles
+COUNT_MEMO = 512
+
+
+@dataclass
+class Completion:
+    text: str  # ghost text to insert at the cursor ("" when nothing useful came)
+    model: str
+    source: Source
+    raw: str = ""  # what the model generated (so far)
+    prompt_tokens: int = 0  # of the generation that answered, once it ended (else 0)
+    cached_prompt_tokens: int = 0  # of those, served from the prompt cache
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    finish_reason: str = "stop"
+    cut_short: bool = False  # the time budget ended the wait before the generation did
+
+
+@dataclass
+class Reuse:
+    cached: int
+    prompt: int
+
+    @property
+    def share(self) -> float:
+        return self.cached / self.prompt if self.prompt else 0.0
+
+
+class CompletionSession:
+    def __init__(self, engine: Engine, options: CompletionOptions | None = None) -> None:
+        self.engine = engine
+        self.options = options or CompletionOptions()
+        self.cache = CompletionCache(self.options.cache_size)
+        self.ring = ContextRing(self.options.ring_chunks, self.options.chunk_lines)
+        self.repo: str | None = None  # the workspace folder's name, for repo-level formats
+        self.inflight: Generation | None = None
+        self.picked: list[Chunk] = []
+        self.reuse: deque[Reuse] = deque(maxlen=RECENT)
+        self.counts = {"cache": 0, "adopted": 0, "model": 0, "empty": 0, "cut_short": 0}
+        self.warm_prefilled = 0  # prompt tokens the warm-up prefilled
+        self.active: tuple[str, str] | None = None  # (model, uri) of the last request
+        self._vocab: dict[str, Container[str] | None] = {}  # per model id
+        self._token_counts: dict[str, int] = {}
+        self._warm_handle: asyncio.TimerHandle | None = None
+        self._warm_task: asyncio.Task[None] | None = None
+        self._warmed: list[int] = []
+
+    # -- settings --------------------------------------------------------------------------
+
+    def configure(self, options: CompletionOptions) -> None:
+        """Adopt new options: the ring is rebuilt when its size changed; other answers need
+        another cache when anything changed."""
+        old, self.options = self.options, options
+        if (options.ring_chunks, options.chunk_lines) != (old.ring_chunks, old.chunk_lines):
+            self.ring = ContextRing(options.ring_chunks, options.chunk_lines)
+            self.picked = []
+        if options != old:
+            self.cache = CompletionCache(options.cache_size)
+
+    def model_changed(self) -> None:
+        self.cache.clear()
+        if self.inflight is not None:
+            self.inflight.abandon()
+
+    # -- documents -------------------------------------------------------------------------
+
+    def note(self, uri: str, text: str, line: int) -> None:
+        version = self.ring.version
+        self.ring.note(uri, text, line)
+        if self.ring.version != version:
+            self.schedule_warm()
+
+    def closed(self, uri: str) -> None:
+        """A closed document leaves the context, and its generation stops."""
+        version = self.ring.version
+        self.ring.forget(uri)
+        if self.inflight is not None and self.inflight.place.uri == uri:
+            self.inflight.abandon()
+        if self.active and self.active[1] == uri:
+            self.active = None
+        elif self.ring.version != version:
+            self.schedule_warm()
+
+    # -- completion ------------------------------------------------------------------------
+
+    async def complete(
+        self, model: str, prefix: str, suffix: str, uri: str | None = None
+    ) -> Completion:
+        """Ghost text for the cursor between `prefix` and `suffix`, within the time budget.
+        Cancelling the caller leaves the generation to the next request (or its grace)."""
+        started = time.perf_counter()
+        budget_s = self.options.max_time_ms / 1000
+        hit = self.cache.get(prefix, suffix)
+        if hit is not None:
+            return self._counted(Completion(hit, model, "cache", latency_s=_since(started)))
+        place = Place(uri, prefix, suffix)
+        gen = self.inflight
+        typed = gen.serves(place) if gen is not None else None
+        if gen is not None and typed is None:
+            gen.abandon()
+        if gen is None or typed is None:
+            typed = ""
+            gen = await self._start(model, place)
+            if gen is None:
+                return self._counted(Completion("", model, "empty", latency_s=_since(started)))
+            source: Source = "model"
+        else:
+            gen.adoptions += 1
+            source = "adopted"
+        ended = await gen.wait(budget_s - _since(started))
+        if gen.error is not None and not gen.abandoned:
+            raise gen.error
+        text = gen.ghost_text()
+        text = text[len(typed) :] if text.startswith(typed) else ""
+        result = gen.result
+        completion = Completion(
+            text=text,
+            model=gen.request.model or model,
+            source=source,
+            raw=gen.text,
+            prompt_tokens=result.prompt_tokens if result else 0,
+            cached_prompt_tokens=result.cached_prompt_tokens if result else 0,
+            completion_tokens=result.completion_tokens if result else 0,
+            latency_s=_since(started),
+            finish_reason=result.finish_reason if result else "cancelled",
+            cut_short=not ended,
+        )
+        return self._counted(completion)
+
+    async def _start(self, model: str, place: Place) -> Generation | None:
+        loaded = await self.engine.load(model)
+        if place.uri is not None:
+            self.active = (loaded.id, place.uri)
+        prompt = self.prompt_for(loaded, place)
+        if prompt is None:
+            return None
+        stop = [*prompt.stop, "\n" if Generation.is_mid_line(place) else BLOCK_END]
+        request = GenerateRequest(
+            prompt=prompt.prompt,
+            model=loaded.id,
+            max_tokens=self.options.max_tokens,
+            temperature=self.options.temperature,
+            stop=stop,
+            priority=Priority.COMPLETION,
+        )
+        request.validate()
+        gen = Generation(self.engine, request, prompt, place, self._ended)
+        self.inflight = gen
+        return gen
+
+    def prompt_for(self, loaded: LoadedModel, place: Place) -> CompletionPrompt | None:
+        """The prompt for `place` (None for an empty buffer); the sticky context picks move."""
+        if not (place.prefix + place.suffix).strip():
+            return None
+        options = self.options
+        tokenizer = loaded.tokenizer
+        if loaded.id not in self._vocab:  # `fim` comes with the model; its vocabulary too
+            self._vocab[loaded.id] = vocab_of(tokenizer) if loaded.info.fim else None
+        return build_completion_prompt(
+            tokenizer,
+            loaded.info.fim,
+            place.prefix,
+            place.suffix,
+            prefix_tokens=options.prefix_tokens,
+            suffix_tokens=options.suffix_tokens,
+            extra_files=self._context(place.uri, tokenizer) or None,
+            fallback=options.fallback,
+            path=uri_path(place.uri) if place.uri else None,
+            repo=self.repo,
+            vocab=self._vocab[loaded.id],
+        )
+
+    def _context(self, uri: str | None, tokenizer: Any) -> list[tuple[str, str]]:
+        if uri is None or not self.options.context_tokens:
+            return []
+        fresh = self.ring.pick(uri, self.options.context_tokens, self._counter(tokenizer))
+        self.picked = sticky(self.picked, fresh)
+        return as_files(self.picked)
+
+    def _counter(self, tokenizer: Any) -> Any:
+        count = token_counter(tokenizer)
+        memo = self._token_counts
+
+        def counted(text: str) -> int:
+            if text not in memo:
+                if len(memo) > COUNT_MEMO:
+                    memo.clear()
+                memo[text] = count(text)
+            return memo[text]
+
+        return counted
+
+    def _ended(self, gen: Generation) -> None:
+        if self.inflight is gen:
+            self.inflight = None
+        result = gen.result
+        if result is not None and result.completion_tokens > 0:  # it ran past its prefill
+            self.reuse.append(Reuse(result.cached_prompt_tokens, result.prompt_tokens))
+        if gen.final:
+            self.cache.put(gen.place.prefix, gen.place.suffix, gen.ghost_text())
+        self.schedule_warm()
+
+    def _counted(self, completion: Completion) -> Completion:
+        self.counts[completion.source] += 1
+        self.counts["cut_short"] += completion.cut_short
+        return completion
+
+    # -- warm-up ---------------------------------------------------------------------------
+
+    def schedule_warm(self) -> None:
+        """Prefill the context head's KV once the engine is idle (at BULK priority), so the
+        next completion reuses it instead of prefilling it while the user waits."""
+        if not self.options.context_tokens or self.active is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._warm_handle is not None:
+            self._warm_handle.cancel()
+        self._warm_handle = loop.call_later(WARM_DELAY_S, self._spawn_warm)
+
+    def _spawn_warm(self) -> None:
+        self._warm_handle = None
+        if self._warm_task is None or self._warm_task.done():
+            self._warm_task = asyncio.create_task(self.warm())
+
+    def busy(self) -> bool:
+        status = self.engine.status()
+        return bool(status["running"] or status["queue_depth"]) or self.inflight is not None
+
+    async def warm(self) -> Result | None:
+        """Run the warm-up now (when the engine is idle): the result of the BULK request,
+        or None when there was nothing new to warm."""
+        if self.active is None:
+            return None
+        if self.busy():
+            self.schedule_warm()
+            return None
+        model, uri = self.active
+        loaded = self.engine.pool.get(model)
+        if loaded is None:  # unloaded since: warming would load it again
+            return None
+        prompt = self.prompt_for(loaded, Place(uri, "_", ""))  # the head ignores the place
+        if prompt is None or not isinstance(prompt.prompt, list) or prompt.head_tokens < 2:
+            return None
+        head = prompt.prompt[: prompt.head_tokens]
+        if head == self._warmed:
+            return None
+        request = GenerateRequest(
+            prompt=head, model=loaded.id, max_tokens=1, priority=Priority.BULK
+        )
+        try:
+            result = await self.engine.complete(request)
+        except Exception as e:  # a warm-up must never fail anything else
+            log.debug("context warm-up failed: %s", e)
+            return None
+        self._warmed = head
+        self.warm_prefilled += result.prompt_tokens - result.cached_prompt_tokens
+        return result
+
+    async def close(self) -> None:
+        if self._warm_handle is not None:
+            self._warm_handle.cancel()
+        if self.inflight is not None:
+            self.inflight.abandon()
+        for task in (self._warm_task, self.inflight and self.inflight.task):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    # -- figures ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Reuse of recent generations' prompts, and where answers came from: for
+        `mlx/status` (the `completion_session` part) and the typing benchmark."""
+        shares = [r.share for r in self.reuse]
+        return {
+            "generations": len(self.reuse),
+            "reuse_share_median": round(statistics.median(shares), 4) if shares else None,
+            "prompt_tokens": sum(r.prompt for r in self.reuse),
+            "cached_prompt_tokens": sum(r.cached for r in self.reuse),
+            "recent": [[r.cached, r.prompt] for r in self.reuse],
+            "answers": dict(self.counts),
+            "warm_prefilled_tokens": self.warm_prefilled,
+            "context_chunks": len(self.picked),
+            "ring_chunks": len(self.ring.chunks),
+        }
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

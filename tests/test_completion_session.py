@@ -1,0 +1,154 @@
+"""The inline completion session on the real engine: FIM prompts of a tiny random-weight model
+with a real tokenizer, SmolLM2 completions, the time budget as a timer, typing through a running
+generation (one engine request), reuse of prompt KV across keystrokes, the context warm-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sidecar.benchmarks.prompt_reuse import keystroke_states
+from sidecar.completion.generation import ORPHAN_GRACE_S, Generation, Place
+from sidecar.completion.options import CompletionOptions
+from sidecar.completion.session import CompletionSession
+from sidecar.models.defaults import CHAT_MODEL
+from tests.tiny_models import tiny_fim_model
+
+SESSION = Path(__file__).parent.parent / "sidecar" / "benchmarks" / "typing-session.json"
+PATIENT = {"max_time_ms": 60000}
+
+
+async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for a condition (no fixed sleep: it returns as soon as the condition holds)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def session_of(engine, **options) -> CompletionSession:
+    return CompletionSession(engine, CompletionOptions(**{**PATIENT, **options}))
+
+
+async def test_fim_model_completes_in_the_repo_format(engine, models_dir: Path) -> None:
+    model = tiny_fim_model(models_dir, "qwen")
+    session = session_of(engine, max_tokens=4)
+    session.repo = "shop"
+    session.note("file:///w/shop/util.py", "def helper(x):\n    return x * 2\n", 0)
+    loaded = await engine.load(model)
+    prompt = session.prompt_for(loaded, Place("file:///w/shop/main.py", "def f():\n    ", "\n"))
+    assert prompt is not None and isinstance(prompt.prompt, list)
+    vocab = loaded.tokenizer.get_vocab()
+    head = prompt.prompt[: prompt.head_tokens]
+    assert head.count(vocab["<|repo_name|>"]) == 1 and head.count(vocab["<|file_sep|>"]) == 2
+    assert prompt.text.startswith("<|repo_name|>shop\n<|file_sep|>shop/util.py\n")
+    completion = await session.complete(model, "def f():\n    ", "\n", "file:///w/shop/main.py")
+    assert completion.model == model and completion.source == "model"
+    assert completion.prompt_tokens == len(prompt.prompt)
+    await engine.unload(model)
+
+
+async def test_default_model_completes_a_function_body(engine) -> None:
+    session = session_of(engine, max_tokens=8)
+    prefix = 'def add(a: int, b: int) -> int:\n    """Return the sum of a and b."""\n    return '
+    completion = await session.complete(CHAT_MODEL, prefix, "\n")
+    assert "a" in completion.text and "b" in completion.text
+    again = await session.complete(CHAT_MODEL, prefix, "\n")
+    assert again.source == "cache" and again.text == completion.text
+
+
+async def test_empty_buffer_gives_no_completion(engine) -> None:
+    completion = await session_of(engine).complete(CHAT_MODEL, "", "  \n")
+    assert completion.text == "" and completion.source == "empty"
+
+
+async def test_other_buffers_enter_the_prompt_within_budget(engine) -> None:
+    prefix = "def add(a, b):\n    return "
+
+    async def prompt_tokens(**options) -> int:
+        session = session_of(engine, max_tokens=1, **options)
+        session.note("file:///w/util.py", "def helper(x):\n    return x * 2\n", 0)
+        done = await session.complete(CHAT_MODEL, prefix, "\n", "file:///w/main.py")
+        return done.prompt_tokens
+
+    alone = await prompt_tokens(context_tokens=0)
+    assert await prompt_tokens() > alone + 8
+    assert await prompt_tokens(context_tokens=4) == alone  # no room for the chunk
+
+
+async def test_time_budget_returns_without_a_token_and_is_not_cached(engine) -> None:
+    session = session_of(engine, max_tokens=8, max_time_ms=50)
+    # A prompt no earlier test left in the KV cache: its prefill alone outlasts 50 ms.
+    prefix = "".join(f"price_{i} = {i}.5  # the {i}th price\n" for i in range(40)) + "total = "
+    hurried = await session.complete(CHAT_MODEL, prefix, "\n")
+    assert hurried.cut_short and hurried.completion_tokens == 0
+    assert hurried.latency_s < 0.5  # the timer, not the first token, ended the wait
+    assert session.cache.get(prefix, "\n") is None  # a cut-short answer is not final
+    session.configure(session.options.model_copy(update=PATIENT))
+    patient = await session.complete(CHAT_MODEL, prefix, "\n")
+    assert patient.source in ("adopted", "model") and not patient.cut_short
+    assert patient.text.strip()
+
+
+async def test_typing_through_a_running_completion_keeps_one_engine_request(engine) -> None:
+    session = session_of(engine, max_tokens=16)
+    prefix = "def area(width: float, height: float) -> float:\n    return"
+    first = asyncio.create_task(session.complete(CHAT_MODEL, prefix, "\n"))
+    await until(lambda: session.inflight is not None)
+    gen: Generation = session.inflight  # type: ignore[assignment]
+    healed = gen.prompt.healed
+    await until(lambda: len(gen.text) >= len(healed) + 2 or gen.done)
+    assert not gen.done, "the generation ended before the keystroke: raise max_tokens"
+    first.cancel()  # the editor's $/cancelRequest for the old request
+    typed = gen.text[len(healed) : len(healed) + 1]
+    second = await session.complete(CHAT_MODEL, prefix + typed, "\n")
+    assert second.source == "adopted"
+    assert session.inflight is None and gen.adoptions == 1 and not gen.abandoned
+    assert gen.ghost_text() == typed + second.text  # the rest of the same answer
+    assert second.raw == gen.text and second.completion_tokens >= 2
+
+
+async def test_a_generation_nobody_adopts_is_cancelled(engine) -> None:
+    session = session_of(engine, max_tokens=64)
+    task = asyncio.create_task(session.complete(CHAT_MODEL, "import os\n\n\ndef walk(", ")\n"))
+    await until(lambda: session.inflight is not None)
+    gen: Generation = session.inflight  # type: ignore[assignment]
+    task.cancel()
+    started = time.monotonic()
+    await asyncio.wait_for(asyncio.shield(gen.task), 30)
+    assert gen.abandoned and not gen.final
+    assert time.monotonic() - started < ORPHAN_GRACE_S + 5
+    assert session.cache.get("import os\n\n\ndef walk(", ")\n") is None
+
+
+async def test_keystrokes_reuse_most_of_the_prompt(engine) -> None:
+    """A real SmolLM2 replay of the recorded session's keystrokes (one at a time): each new
+    prompt's KV comes mostly from the previous keystroke's."""
+    session = session_of(engine, max_tokens=2, cache_size=0)
+    recorded = json.loads(SESSION.read_text())
+    uri = "file:///w/shop/inventory.py"
+    session.note("file:///w/shop/other.py", recorded["initial_text"], 0)
+    for prefix, suffix in keystroke_states(recorded)[:12]:
+        await session.complete(CHAT_MODEL, prefix, suffix, uri)
+    shares = [r.share for r in list(session.reuse)[1:]]
+    assert len(shares) >= 4
+    assert statistics.median(shares) >= 0.9, shares
+    assert session.stats()["reuse_share_median"] is not None
+
+
+async def test_warm_up_prefills_the_context_in_the_background(engine) -> None:
+    session = session_of(engine, max_tokens=1)
+    uri = "file:///w/shop/main.py"
+    await session.complete(CHAT_MODEL, "x = 1\n", "\n", uri)  # the active document
+    session.note("file:///w/shop/tax.py", "RATE = 0.2\n\ndef tax(p):\n    return p * RATE\n", 0)
+    await until(lambda: not session.busy())  # (other tests' sessions warm up too)
+    warm = await asyncio.wait_for(session.warm(), 60)
+    assert warm is not None and warm.prompt_tokens > warm.cached_prompt_tokens
+    after = await session.complete(CHAT_MODEL, "y = 2\nz = ", "\n", uri)
+    assert after.cached_prompt_tokens >= warm.prompt_tokens
+    await until(lambda: not session.busy())
+    assert await session.warm() is None  # nothing new to warm
