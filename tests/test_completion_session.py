@@ -98,8 +98,8 @@ async def test_typing_through_a_running_completion_keeps_one_engine_request(engi
     session = session_of(engine, max_tokens=16)
     prefix = "def area(width: float, height: float) -> float:\n    return"
     first = asyncio.create_task(session.complete(CHAT_MODEL, prefix, "\n"))
-    await until(lambda: session.inflight is not None)
-    gen: Generation = session.inflight  # type: ignore[assignment]
+    await until(lambda: None in session.inflight)
+    gen: Generation = session.inflight[None]
     healed = gen.prompt.healed
     await until(lambda: len(gen.text) >= len(healed) + 2 or gen.done)
     assert not gen.done, "the generation ended before the keystroke: raise max_tokens"
@@ -107,7 +107,7 @@ async def test_typing_through_a_running_completion_keeps_one_engine_request(engi
     typed = gen.text[len(healed) : len(healed) + 1]
     second = await session.complete(CHAT_MODEL, prefix + typed, "\n")
     assert second.source == "adopted"
-    assert session.inflight is None and gen.adoptions == 1 and not gen.abandoned
+    assert not session.inflight and gen.adoptions == 1 and not gen.abandoned
     assert gen.ghost_text() == typed + second.text  # the rest of the same answer
     assert second.raw == gen.text and second.completion_tokens >= 2
 
@@ -115,8 +115,8 @@ async def test_typing_through_a_running_completion_keeps_one_engine_request(engi
 async def test_a_generation_nobody_adopts_is_cancelled(engine) -> None:
     session = session_of(engine, max_tokens=64)
     task = asyncio.create_task(session.complete(CHAT_MODEL, "import os\n\n\ndef walk(", ")\n"))
-    await until(lambda: session.inflight is not None)
-    gen: Generation = session.inflight  # type: ignore[assignment]
+    await until(lambda: None in session.inflight)
+    gen: Generation = session.inflight[None]
     task.cancel()
     started = time.monotonic()
     await asyncio.wait_for(asyncio.shield(gen.task), 30)

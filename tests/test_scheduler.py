@@ -174,7 +174,7 @@ async def test_chat_keeps_streaming_while_completions_keep_arriving(engine: Engi
     await chat_task
     step = max(before, await step_time(engine))  # the slower of two readings: a loaded machine
     assert n >= 2, "completions should have run during the chat"
-    # Each completion prompt is prefilled two chunks per step with the chat decoding between:
+    # Each completion prompt is prefilled a chunk per step with the chat decoding between:
     # the chat's longest wait is a few steps, not a whole prompt.
     assert max(chat.gaps()) < 15 * step, (max(chat.gaps()), step)
 

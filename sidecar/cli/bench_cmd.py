@@ -24,7 +24,7 @@ from sidecar import blas
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 
-SUITES = ("engine", "http", "typing", "soak")
+SUITES = ("engine", "http", "typing", "soak", "speculative")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -32,7 +32,9 @@ DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "t
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark suites: engine, http (vs mlx_lm.server), typing")
     p.add_argument(
-        "--suite", default="engine", help="comma-separated: engine, http, typing, soak, or all"
+        "--suite",
+        default="engine",
+        help="comma-separated: engine, http, typing, soak, speculative, or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
@@ -147,12 +149,23 @@ async def soak_suite(args: argparse.Namespace, settings: Settings) -> dict[str, 
     return out
 
 
+async def speculative_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import speculative
+
+    async with Engine(settings) as engine:
+        model = args.model or settings.completion_model
+        rows = await speculative.speculative_benchmark(engine, model, args.max_tokens)
+    print(speculative.format_table(rows, args.max_tokens), flush=True)
+    return {"rows": rows}
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     suites = {
         "engine": engine_suite,
         "http": http_suite,
         "typing": typing_suite,
         "soak": soak_suite,
+        "speculative": speculative_suite,
     }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):

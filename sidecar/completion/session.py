@@ -73,7 +73,9 @@ class CompletionSession:
         self.cache = CompletionCache(self.options.cache_size)
         self.ring = ContextRing(self.options.ring_chunks, self.options.chunk_lines)
         self.repo: str | None = None  # the workspace folder's name, for repo-level formats
-        self.inflight: Generation | None = None
+        # The generation in flight per document (None: a request without a document): many
+        # buffers complete at once; a keystroke supersedes only its own buffer's generation.
+        self.inflight: dict[str | None, Generation] = {}
         self.picked: list[Chunk] = []
         self.reuse: deque[Reuse] = deque(maxlen=RECENT)
         self.counts = {"cache": 0, "adopted": 0, "model": 0, "empty": 0, "cut_short": 0}
@@ -99,8 +101,8 @@ class CompletionSession:
 
     def model_changed(self) -> None:
         self.cache.clear()
-        if self.inflight is not None:
-            self.inflight.abandon()
+        for gen in list(self.inflight.values()):
+            gen.abandon()
 
     # -- documents -------------------------------------------------------------------------
 
@@ -114,8 +116,9 @@ class CompletionSession:
         """A closed document leaves the context, and its generation stops."""
         version = self.ring.version
         self.ring.forget(uri)
-        if self.inflight is not None and self.inflight.place.uri == uri:
-            self.inflight.abandon()
+        gen = self.inflight.get(uri)
+        if gen is not None:
+            gen.abandon()
         if self.active and self.active[1] == uri:
             self.active = None
         elif self.ring.version != version:
@@ -134,7 +137,7 @@ class CompletionSession:
         if hit is not None:
             return self._counted(Completion(hit, model, "cache", latency_s=_since(started)))
         place = Place(uri, prefix, suffix)
-        gen = self.inflight
+        gen = self.inflight.get(uri)
         typed = gen.serves(place) if gen is not None else None
         if gen is not None and typed is None:
             gen.abandon()
@@ -185,7 +188,7 @@ class CompletionSession:
         )
         request.validate()
         gen = Generation(self.engine, request, prompt, place, self._ended)
-        self.inflight = gen
+        self.inflight[place.uri] = gen
         return gen
 
     def prompt_for(self, loaded: LoadedModel, place: Place) -> CompletionPrompt | None:
@@ -231,8 +234,8 @@ class CompletionSession:
         return counted
 
     def _ended(self, gen: Generation) -> None:
-        if self.inflight is gen:
-            self.inflight = None
+        if self.inflight.get(gen.place.uri) is gen:
+            del self.inflight[gen.place.uri]
         result = gen.result
         if result is not None and result.completion_tokens > 0:  # it ran past its prefill
             self.reuse.append(Reuse(result.cached_prompt_tokens, result.prompt_tokens))
@@ -267,7 +270,7 @@ class CompletionSession:
 
     def busy(self) -> bool:
         status = self.engine.status()
-        return bool(status["running"] or status["queue_depth"]) or self.inflight is not None
+        return bool(status["running"] or status["queue_depth"] or self.inflight)
 
     async def warm(self) -> Result | None:
         """Run the warm-up now (when the engine is idle): the result of the BULK request,
@@ -302,9 +305,10 @@ class CompletionSession:
     async def close(self) -> None:
         if self._warm_handle is not None:
             self._warm_handle.cancel()
-        if self.inflight is not None:
-            self.inflight.abandon()
-        for task in (self._warm_task, self.inflight and self.inflight.task):
+        gens = list(self.inflight.values())
+        for gen in gens:
+            gen.abandon()
+        for task in (self._warm_task, *(gen.task for gen in gens)):
             if task is not None:
                 with contextlib.suppress(BaseException):
                     await task

@@ -7,8 +7,7 @@ prefill join the decode batch at that step. So:
   `max_batch`, by up to `COMPLETION_RESERVE`), and its prefill goes before any chat's;
 - a chat or bulk prompt prefills a chunk at a time; while completions run, it gets one chunk
   in `LOW_CHUNK_EVERY` steps (it is paused, its KV kept, in between);
-- running streams decode at every step, so none waits longer than one chunk (two chunks
-  of a completion's prompt).
+- running streams decode at every step, so none waits longer than one chunk.
 Cancelled sequences leave at the next step; their KV goes to the prompt cache, so the next
 keystroke's completion prefills only what is new.
 
@@ -38,10 +37,6 @@ COMPLETION_RESERVE = 8  # completions admitted past a full batch
 PREFILL_BATCH = 8  # prompts of one class prefilled together
 # While a completion runs, a less urgent prompt prefills one chunk in this many steps.
 LOW_CHUNK_EVERY = 4
-# A completion prefills this many chunks per step: a running chat then waits two chunks, not
-# one, but the keystroke's ghost text comes sooner (measured: 1.23x -> ~1.15x its latency alone
-# while a chat streams, cold 400-token prompt).
-COMPLETION_CHUNKS = 2
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -304,8 +299,7 @@ class TextRunner:
                 return
         self._low_chunk_wait = 0
         before = job.tokens_left()
-        chunks = COMPLETION_CHUNKS if job.priority == Priority.COMPLETION else 1
-        done = job.advance(self.prefill_chunk * chunks)
+        done = job.advance(self.prefill_chunk)
         self.prefilled_tokens += before - job.tokens_left()
         for part in done:
             self._insert(part)
