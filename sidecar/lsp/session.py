@@ -24,6 +24,7 @@ from sidecar.completion.context import ContextRing
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.lsp.options import InitOptions, Role, default_roles
+from sidecar.roles import ModelRoles
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class SidecarProtocol(LanguageServerProtocol):
 
 
 class SidecarServer(LanguageServer):
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, roles: ModelRoles | None = None) -> None:
         super().__init__(
             "mlx-sidecar",
             sidecar.__version__,
@@ -111,7 +112,8 @@ class SidecarServer(LanguageServer):
         self.settings = settings
         self.options = InitOptions()
         self.default_roles: dict[Role, str] = default_roles(settings)  # before any change
-        self.roles: dict[Role, str] = dict(self.default_roles)
+        # Shared with the OpenAI port when the CLI starts one (see sidecar/roles.py).
+        self.roles: ModelRoles = roles if roles is not None else ModelRoles(self.default_roles)
         self.ring = ContextRing(
             self.options.completion.ring_chunks, self.options.completion.chunk_lines
         )
@@ -141,8 +143,6 @@ class SidecarServer(LanguageServer):
         if self.roles.get(role) == model_id:
             return
         self.roles[role] = model_id
-        # The OpenAI port shares the engine: its defaults follow the editor's choice.
-        setattr(self.engine.settings, f"{role}_model", model_id)
         if role == "completion":
             self.cache.clear()
 

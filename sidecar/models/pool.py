@@ -23,6 +23,7 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from sidecar.errors import LoadFailed, Unavailable
 from sidecar.models.kinds import ModelKind
 from sidecar.models.loader import load_model, load_tokenizer
 from sidecar.models.store import ModelInfo, ModelStore, dir_size
@@ -33,12 +34,17 @@ LOAD_CHUNK_BYTES = 64 << 20
 MiB = 2**20
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(LoadFailed, RuntimeError):
     """A model's files are there but do not load (corrupt weights, bad config)."""
 
+    code = "model_load_failed"
+    param = "model"
 
-class MemoryBudgetError(RuntimeError):
-    pass
+
+class MemoryBudgetError(Unavailable, RuntimeError):
+    """The model does not fit the memory budget beside the pinned and busy ones."""
+
+    code = "insufficient_memory"
 
 
 @dataclass
@@ -131,17 +137,6 @@ class ModelPool:
         except (LookupError, ValueError):
             return None
 
-    def touch(self, model_id: str) -> None:
-        if model_id in self.models:
-            self.models[model_id].last_used = time.monotonic()
-
-    def pin(self, model_id: str, pinned: bool = True) -> bool:
-        loaded = self.get(model_id)
-        if loaded is None:
-            return False
-        loaded.pinned = pinned
-        return True
-
     def _evict_for(self, needed: int, keep: str | None = None) -> None:
         """Unload least recently used models (never pinned, busy or `keep`) until `needed`
         more bytes fit in the budget beside the loaded and loading models."""
@@ -159,10 +154,6 @@ class ModelPool:
                 )
             self._log(f"evict {victims[0].id} (least recently used)")
             self.unload(victims[0].id)
-
-    def fit(self) -> None:
-        """Evict until the loaded models fit the budget (after the budget is lowered)."""
-        self._evict_for(0)
 
     def _log(self, event: str) -> None:
         event = f"{event}; models {self.used_bytes / MiB:.0f}/{self.budget_bytes / MiB:.0f} MiB"
@@ -245,19 +236,6 @@ class ModelPool:
         pending.chunks = []
         self._cleanup()
         self._log(f"load {pending.info.id} abandoned")
-
-    def load(self, model: str | ModelInfo, pin: bool | None = None) -> LoadedModel:
-        """Load in one go (on the worker thread)."""
-        pending = self.begin_load(model, pin)
-        if isinstance(pending, LoadedModel):
-            return pending
-        try:
-            for i in range(len(pending.chunks)):
-                self.load_chunk(pending, i)
-            return self.finish_load(pending)
-        except BaseException:
-            self.abort_load(pending)
-            raise
 
     async def load_async(
         self, model: str | ModelInfo, pin: bool | None, call: WorkerCall
