@@ -8,14 +8,21 @@ the OpenAI port's defaults follow the editor's choice without anyone writing int
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sidecar.config import Settings
 
-ROLES = ("completion", "chat", "embedding")
+Role = Literal["completion", "chat", "embedding"]
+ROLES: tuple[Role, ...] = ("completion", "chat", "embedding")
 
 
-class ModelRoles(dict[str, str]):
+class Roles(dict[Role, str]):
     """role -> model id; a plain dict so the edges can read, copy and report it as one."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRoles:
-        return cls({role: getattr(settings, f"{role}_model") for role in ROLES})
+    def from_settings(cls, settings: Settings) -> Roles:
+        return cls(
+            completion=settings.completion_model,
+            chat=settings.chat_model,
+            embedding=settings.embedding_model,
+        )

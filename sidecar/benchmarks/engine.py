@@ -8,6 +8,7 @@ same prompts for every contender, so ratios compare like with like.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -143,7 +144,9 @@ async def text_benchmark(
         ours = await engine_text(engine, model, prompts, max_tokens)
         raw = await asyncio.wrap_future(
             on_worker(
-                lambda p=prompts: raw_batch_generator(loaded.model, loaded.tokenizer, p, max_tokens)
+                functools.partial(
+                    raw_batch_generator, loaded.model, loaded.tokenizer, prompts, max_tokens
+                )
             )
         )
         rows.append(

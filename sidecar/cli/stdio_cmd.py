@@ -33,11 +33,11 @@ async def serve(
     from sidecar.engine.engine import Engine
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
-    from sidecar.roles import ModelRoles
+    from sidecar.roles import Roles
 
     engine = Engine(settings)
     await engine.start()
-    roles = ModelRoles.from_settings(settings)  # the editor's choices, shared with the port
+    roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
     http_servers: list[Any] = []
 
     async def start_http(port: int) -> str:

@@ -29,7 +29,7 @@ from sidecar.http.schemas import ChatRequest, CompletionRequest, EmbeddingReques
 from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
 from sidecar.http.timeouts import BODY_TIMEOUT_S, BodyDeadline, abandoned
 from sidecar.models.pool import LoadedModel
-from sidecar.roles import ModelRoles
+from sidecar.roles import Roles
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -235,7 +235,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     cors_origins: Iterable[str] = (),
     body_timeout_s: float = BODY_TIMEOUT_S,
-    roles: ModelRoles | None = None,
+    roles: Roles | None = None,
 ) -> FastAPI:
     """The app for `engine`. Requests must carry a Host of the bound host or localhost (unless
     bound to a wildcard address), no foreign Origin, the bearer key when one is set, and
@@ -248,7 +248,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.engine = engine
-    app.state.roles = roles if roles is not None else ModelRoles.from_settings(engine.settings)
+    app.state.roles = roles if roles is not None else Roles.from_settings(engine.settings)
     origins = list(cors_origins)
     app.state.http_counts = Counter()
     app.state.generating = set()  # engine request ids of HTTP requests in flight

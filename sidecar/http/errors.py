@@ -5,6 +5,7 @@ validation (400, not FastAPI's 422), and every SidecarError by its kind (`STATUS
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -58,7 +59,7 @@ class OpenAIError(Exception):
         message: str,
         param: str | None = None,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status

@@ -292,6 +292,7 @@ async def respond(
     generating: set[str] = request.app.state.generating
     generating.add(req.request_id)
     events = engine.generate(req)
+    handed_over = False  # to a streaming response, which closes the events itself
 
     def done() -> None:
         generating.discard(req.request_id)
@@ -305,11 +306,11 @@ async def respond(
             raise from_exception(e, param=prompt_param) from e
         if stream:
             response = EventStream(stream_body(fmt, first, events), events, done)
-            events = None  # the response owns it now
+            handed_over = True
             return response
         result, logprobs = await until_disconnected(request, collect(first, events))
     finally:
-        if events is not None:
+        if not handed_over:
             await events.aclose()  # type: ignore[attr-defined]
             done()
     error = failed(result)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -24,7 +24,7 @@ from sidecar.completion.context import ContextRing
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.lsp.options import InitOptions, Role, default_roles
-from sidecar.roles import ModelRoles
+from sidecar.roles import Roles
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,14 @@ class SidecarProtocol(LanguageServerProtocol):
             log.debug("dropped %s: %s", method, error.message)
 
     @lsp_method(types.EXIT)
-    def lsp_exit(self, *args: Any) -> None:
+    def lsp_exit(self, *args: Any) -> None:  # type: ignore[override]  # pygls takes a plain method
         """`exit`: 0 after `shutdown`, 1 without (the LSP rule). pygls would `sys.exit` inside
         the loop; instead the stdio runner is told to clean up and exit."""
-        self._server.request_stop(0 if self._shutdown else 1)
+        cast("SidecarServer", self._server).request_stop(0 if self._shutdown else 1)
 
 
 class SidecarServer(LanguageServer):
-    def __init__(self, engine: Engine, settings: Settings, roles: ModelRoles | None = None) -> None:
+    def __init__(self, engine: Engine, settings: Settings, roles: Roles | None = None) -> None:
         super().__init__(
             "mlx-sidecar",
             sidecar.__version__,
@@ -113,7 +113,7 @@ class SidecarServer(LanguageServer):
         self.options = InitOptions()
         self.default_roles: dict[Role, str] = default_roles(settings)  # before any change
         # Shared with the OpenAI port when the CLI starts one (see sidecar/roles.py).
-        self.roles: ModelRoles = roles if roles is not None else ModelRoles(self.default_roles)
+        self.roles: Roles = roles if roles is not None else Roles(self.default_roles)
         self.ring = ContextRing(
             self.options.completion.ring_chunks, self.options.completion.chunk_lines
         )
@@ -132,7 +132,7 @@ class SidecarServer(LanguageServer):
         self.options = options
         for role, model in options.models.model_dump().items():
             if model and model != old_models.get(role):
-                self.set_role(role, model)
+                self.set_role(cast(Role, role), model)
         new = options.completion
         if (new.ring_chunks, new.chunk_lines) != (old.ring_chunks, old.chunk_lines):
             self.ring = ContextRing(new.ring_chunks, new.chunk_lines)

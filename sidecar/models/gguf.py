@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -80,7 +80,10 @@ def read_gguf(path: Path) -> tuple[dict[str, mx.array], dict[str, Any]]:
         if f.read(4) != b"GGUF":
             raise GGUFImportError(f"{path}: not a GGUF file (bad magic number)")
     try:
-        weights, metadata = mx.load(str(path), return_metadata=True)
+        # With return_metadata, mx.load returns (tensors, metadata); its stub types every mode.
+        weights, metadata = cast(
+            tuple[dict[str, mx.array], dict[str, Any]], mx.load(str(path), return_metadata=True)
+        )
     except Exception as e:  # MLX raises RuntimeError/ValueError on truncated or corrupt files
         raise GGUFImportError(f"{path}: cannot read GGUF ({e})") from e
     return weights, metadata

@@ -11,6 +11,7 @@ between chunks while a large model loads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
@@ -205,7 +206,7 @@ class ModelPool:
         info = pending.info
         self.pending.pop(info.id, None)
         mx.eval(pending.model.parameters())  # anything the chunks did not cover
-        weights = sum(a.nbytes for _, a in tree_flatten(pending.model.parameters()))
+        weights = sum(a.nbytes for _, a in parameters(pending.model))
         delta = mx.get_active_memory() - pending.active_before
         # The active-memory delta is the real cost (weights plus whatever loading kept); when
         # other models ran meanwhile their caches mix in, so count the weights alone.
@@ -273,7 +274,7 @@ class ModelPool:
             else:
                 pending = first
                 for i in range(len(pending.chunks)):
-                    await asyncio.wrap_future(call(lambda i=i: self.load_chunk(first, i)))
+                    await asyncio.wrap_future(call(functools.partial(self.load_chunk, first, i)))
                 loaded = await asyncio.wrap_future(call(lambda: self.finish_load(first)))
                 pending = None
             done.set_result(loaded)
@@ -340,11 +341,16 @@ class ModelPool:
         mx.clear_cache()
 
 
+def parameters(model: Any) -> list[tuple[str, mx.array]]:
+    """(name, array) for every parameter; tree_flatten's type also covers its dict mode."""
+    return cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
+
+
 def weight_chunks(model: Any, chunk_bytes: int = LOAD_CHUNK_BYTES) -> list[list[mx.array]]:
     """The model's (lazy) parameters in groups of about `chunk_bytes` to evaluate one by one."""
     chunks: list[list[mx.array]] = [[]]
     size = 0
-    for _, array in tree_flatten(model.parameters()):
+    for _, array in parameters(model):
         if size >= chunk_bytes:
             chunks.append([])
             size = 0

@@ -138,7 +138,7 @@ def search(
                 author=author or None,
                 sort=sort,  # type: ignore[arg-type]
                 limit=limit,
-                expand=[  # type: ignore[list-item]
+                expand=[
                     "downloads",
                     "likes",
                     "tags",
