@@ -407,8 +407,19 @@ async def test_loadtest_helper_measures_aggregate_throughput(server: Server) -> 
     assert run["tokens_per_s"] > 0 and run["ttft_s_max"] is not None
 
 
-def test_stopping_the_server_ends_open_streams_cleanly(server: Server) -> None:
-    """Last in the module: it stops the module's server (SIGTERM, as a service manager would)."""
+@pytest.fixture
+def own_server(sidecar_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own, for a test that stops it (the module's server must live on
+    for whichever test runs next, in any order)."""
+    srv = start_server(sidecar_env, tmp_path / "server.log")
+    yield srv
+    if srv.proc.poll() is None:
+        stop_server(srv)
+
+
+def test_stopping_the_server_ends_open_streams_cleanly(own_server: Server) -> None:
+    """SIGTERM, as a service manager would send, while a stream is open."""
+    server = own_server
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     body = {
         "model": CHAT_MODEL,
