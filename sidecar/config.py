@@ -10,6 +10,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar.limits import Limits
 
+# The one sampling temperature for a request that names none, on JSON-RPC (`mlx/chat`), HTTP and
+# in the editor (which sends none unless the user sets one). Greedy: an editor wants the same
+# answer to the same question, small local models wander off at higher temperatures, and
+# mlx_lm.server (whose clients the OpenAI port also serves) defaults to greedy too.
+DEFAULT_TEMPERATURE = 0.0
+
 
 def default_models_dir() -> Path:
     return Path.home() / ".cache" / "mlx-sidecar" / "models"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.test_store import cli
+from tests.helpers.cli import cli
 
 
 def test_engine_suite_prints_table_next_to_raw_mlx_lm(models_dir: Path) -> None:

@@ -8,11 +8,8 @@ import base64
 import http.client
 import io
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,92 +19,14 @@ import orjson
 import pytest
 from transformers import AutoTokenizer
 
+from sidecar.benchmarks.http import http_throughput
 from sidecar.completion.fim import build_fim_prompt
-from sidecar.http.loadtest import http_throughput
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
+from tests.helpers.http_server import Server, start_server, stop_server
 from tests.tiny_models import tiny_fim_model
 from tests.tiny_vlm import tiny_vlm_model
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-READY = re.compile(r"OpenAI API at (http://\S+)/v1")
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def client(self, timeout: float = 120) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=timeout
-        )
-
-    def async_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=120
-        )
-
-    def raw(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, Any]]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, orjson.loads(resp.read() or b"{}")
-        finally:
-            conn.close()
-
-    def text(self, path: str) -> str:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().read().decode()
-        finally:
-            conn.close()
-
-    def health(self) -> dict[str, Any]:
-        status, body = self.raw("GET", "/health")
-        assert status == 200
-        return body
-
-
-def start_server(env: dict[str, str], log: Path, *args: str) -> Server:
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "serve", "--port", "0", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = READY.search(log.read_text())
-        if found:
-            return Server(found.group(1), proc, log)
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server did not start:\n{log.read_text()}")
-
-
-def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -488,8 +407,19 @@ async def test_loadtest_helper_measures_aggregate_throughput(server: Server) -> 
     assert run["tokens_per_s"] > 0 and run["ttft_s_max"] is not None
 
 
-def test_stopping_the_server_ends_open_streams_cleanly(server: Server) -> None:
-    """Last in the module: it stops the module's server (SIGTERM, as a service manager would)."""
+@pytest.fixture
+def own_server(sidecar_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own, for a test that stops it (the module's server must live on
+    for whichever test runs next, in any order)."""
+    srv = start_server(sidecar_env, tmp_path / "server.log")
+    yield srv
+    if srv.proc.poll() is None:
+        stop_server(srv)
+
+
+def test_stopping_the_server_ends_open_streams_cleanly(own_server: Server) -> None:
+    """SIGTERM, as a service manager would send, while a stream is open."""
+    server = own_server
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     body = {
         "model": CHAT_MODEL,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
-from tests.test_http import Server, start_server, stop_server
+from tests.helpers.http_server import Server, start_server, stop_server
 
 REQUEST_TIMEOUT_S = 60  # far above any 1-token request here: reaching it means a hang
 FUZZ = settings(

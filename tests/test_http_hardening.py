@@ -30,7 +30,7 @@ from sidecar.lsp import chat as lsp_chat
 from sidecar.lsp import embed as lsp_embed
 from sidecar.lsp import models as lsp_models
 from sidecar.models.defaults import CHAT_MODEL
-from tests.test_http_security import request
+from tests.helpers.http_client import request
 
 KEY = "hardening-key"
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}

@@ -5,7 +5,6 @@ loads a model."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.http.security import InsecureBindError, host_name, is_loopback
 from sidecar.http.server import HttpServer, serve_http
+from tests.helpers.http_client import request
 
 KEY = "test-key-123"
 
@@ -40,23 +40,6 @@ async def keyed(bare_engine: Engine) -> AsyncIterator[HttpServer]:
     )
     yield server
     await server.stop()
-
-
-def request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | Iterator[bytes] | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        chunked = body is not None and not isinstance(body, bytes)
-        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
 
 
 def client(server: HttpServer, key: str) -> openai.AsyncOpenAI:

@@ -17,6 +17,7 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
+from tests.helpers.waiting import until
 from tests.tiny_models import tiny_fim_model
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -166,7 +167,13 @@ async def test_cancelled_inline_completion_frees_its_slot(client: LanguageClient
         ),
         msg_id="inline-cancel",
     )
-    await asyncio.sleep(0.3)
+
+    async def generating() -> bool:
+        status = await call(client, "mlx/status")
+        return status.running > 0 or future.done()
+
+    await until(generating, timeout=30)  # cancel it mid-generation, however slow the machine
+    assert not future.done(), "the completion ended before it could be cancelled"
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="inline-cancel"))
     with pytest.raises(JsonRpcException) as info:
         await asyncio.wait_for(asyncio.wrap_future(future), 30)
@@ -227,12 +234,13 @@ async def test_embeddings(client: LanguageClient) -> None:
 
 
 async def test_models_list_shows_roles(client: LanguageClient) -> None:
+    await call(client, "mlx/models/load", {"model": CHAT_MODEL})
     result = await call(client, "mlx/models/list")
     by_id = {m.id: m for m in result.models}
     assert by_id[CHAT_MODEL].kind == "text"
     assert set(by_id[CHAT_MODEL].roles) == {"completion", "chat"}
     assert by_id[EMBEDDING_MODEL].roles == ["embedding"]
-    assert by_id[CHAT_MODEL].loaded  # used by the tests above
+    assert by_id[CHAT_MODEL].loaded
 
 
 async def test_model_select_sets_the_role(client: LanguageClient) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sidecar.models.kinds import detect_kind
 from sidecar.models.store import InvalidModelIdError, ModelNotFoundError, ModelStore
+from tests.helpers.cli import cli
 
 
 @pytest.mark.parametrize(
@@ -79,15 +78,6 @@ def test_remove_deletes_only_that_model(tmp_path: Path) -> None:
     store = ModelStore(store_dir, use_hf_cache=False)
     store.remove("one")
     assert [m.id for m in store.list()] == ["two"]
-
-
-def cli(models_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sidecar", "--models-dir", str(models_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_cli_models_list_info_and_errors(models_dir: Path) -> None:

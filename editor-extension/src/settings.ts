@@ -18,7 +18,7 @@ export interface SidecarOptions {
     ringChunks: number;
     chunkLines: number;
   };
-  chat: { maxTokens: number; temperature: number };
+  chat: { maxTokens: number; temperature?: number };
   modelsDir: string | null;
   httpPort: number;
   logLevel: string;
@@ -61,7 +61,8 @@ export function sidecarOptions(): SidecarOptions {
     },
     chat: {
       maxTokens: c.get<number>("chat.maxTokens", 512),
-      temperature: c.get<number>("chat.temperature", 0.2),
+      // unset: the request names none and the sidecar's one default applies (greedy)
+      temperature: c.get<number | null>("chat.temperature", null) ?? undefined,
     },
     modelsDir: orNull(c.get<string>("modelsDir")),
     httpPort: c.get<number>("httpPort", 0),

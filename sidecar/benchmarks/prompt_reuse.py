@@ -91,7 +91,7 @@ def replay(
             vocab=vocab,
             order=order,
         )
-        ids = list(prompt.prompt)
+        ids = [int(t) for t in prompt.prompt]
         if previous:
             shares.append(shared(previous, ids) / len(ids))
         sizes.append(len(ids))

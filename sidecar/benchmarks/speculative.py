@@ -11,6 +11,7 @@ import statistics
 import time
 from typing import Any
 
+from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest, Priority
 
@@ -63,13 +64,13 @@ async def speculative_benchmark(
                     drafted += runner.drafted_tokens - before[0]
                     accepted += runner.accepted_tokens - before[1]
         runner.speculative = engine.settings.speculative
-        off, on = statistics.median(rates[False]), statistics.median(rates[True])
+        plain, fast = statistics.median(rates[False]), statistics.median(rates[True])
         rows.append(
             {
                 "case": name,
-                "plain_tps": round(off, 1),
-                "speculative_tps": round(on, 1),
-                "ratio": round(on / off, 2),
+                "plain_tps": round(plain, 1),
+                "speculative_tps": round(fast, 1),
+                "ratio": round(fast / plain, 2),
                 "accepted_share": round(accepted / drafted, 2) if drafted else None,
                 "same_output": outputs[False] == outputs[True] and len(outputs[False]) == 1,
             }
@@ -90,3 +91,10 @@ def format_table(rows: list[dict[str, Any]], max_tokens: int) -> str:
             f"{r['accepted_share']} | {'yes' if r['same_output'] else 'NO'} |"
         )
     return "\n".join(lines)
+
+
+async def suite(settings: Settings, model: str, max_tokens: int) -> dict[str, Any]:
+    async with Engine(settings) as engine:
+        rows = await speculative_benchmark(engine, model, max_tokens)
+    print(format_table(rows, max_tokens), flush=True)
+    return {"rows": rows}

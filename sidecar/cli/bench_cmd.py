@@ -1,4 +1,5 @@
-"""`mlx-sidecar bench`: the benchmark suites, printed as tables with ratios measured in one run.
+"""`mlx-sidecar bench`: the benchmark suites (`sidecar/benchmarks/`), printed as tables with
+ratios measured in one run. This module only parses the command line and picks the suites.
 
 - engine: aggregate decode tokens/s at each concurrency next to raw mlx_lm (BatchGenerator and
   sequential stream_generate), embeddings engine vs raw mlx_embeddings;
@@ -20,9 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sidecar import blas
 from sidecar.config import Settings
-from sidecar.engine.engine import Engine
 
 SUITES = ("engine", "http", "typing", "soak", "speculative")
 # The recorded session ships inside the package, so an installed wheel finds it too.
@@ -76,39 +75,31 @@ def levels(value: str) -> list[int]:
 
 
 async def engine_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from sidecar import bench
+    from sidecar.benchmarks import engine
 
-    out: dict[str, Any] = {}
-    async with Engine(settings) as engine:
-        model = args.model or settings.chat_model
-        emb = args.embedding_model or settings.embedding_model
-        print(f"device: {engine.status()['device']}; OpenBLAS: {blas.loaded_path or 'no'}")
-        if not args.skip_text:
-            rows = await bench.text_benchmark(
-                engine, model, levels(args.concurrency), args.max_tokens
-            )
-            out["text"] = rows
-            print(bench.format_text_table(rows, args.max_tokens), flush=True)
-        if not args.skip_embeddings:
-            e = await bench.embedding_benchmark(engine, emb)
-            out["embeddings"] = e
-            print(bench.format_embedding_table(e), flush=True)
-    return out
+    return await engine.suite(
+        settings,
+        args.model or settings.chat_model,
+        args.embedding_model or settings.embedding_model,
+        levels(args.concurrency),
+        args.max_tokens,
+        text=not args.skip_text,
+        embeddings=not args.skip_embeddings,
+    )
 
 
 async def http_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from sidecar.http import loadtest
+    from sidecar.benchmarks import http
 
-    model = args.model or settings.chat_model
-    results = await loadtest.compare(
+    results = await http.compare(
         settings.models_dir,
-        model,
+        args.model or settings.chat_model,
         levels(args.http_concurrency),
         args.max_tokens,
         args.repeats,
         args.stagger,
     )
-    print(loadtest.format_table(results), flush=True)
+    print(http.format_table(results), flush=True)
     return results
 
 
@@ -152,11 +143,9 @@ async def soak_suite(args: argparse.Namespace, settings: Settings) -> dict[str, 
 async def speculative_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from sidecar.benchmarks import speculative
 
-    async with Engine(settings) as engine:
-        model = args.model or settings.completion_model
-        rows = await speculative.speculative_benchmark(engine, model, args.max_tokens)
-    print(speculative.format_table(rows, args.max_tokens), flush=True)
-    return {"rows": rows}
+    return await speculative.suite(
+        settings, args.model or settings.completion_model, args.max_tokens
+    )
 
 
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

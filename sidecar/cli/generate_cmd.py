@@ -8,8 +8,8 @@ import sys
 
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
-from sidecar.engine.requests import Delta, EngineError, GenerateRequest, Result
-from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
+from sidecar.engine.requests import Delta, GenerateRequest, Result
+from sidecar.errors import SidecarError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ async def _generate(args: argparse.Namespace, settings: Settings) -> Result:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         result = asyncio.run(_generate(args, settings))
-    except (EngineError, ModelNotFoundError, InvalidModelIdError) as e:
+    except SidecarError as e:  # any error meant for the user: its message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     print()

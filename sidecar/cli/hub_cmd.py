@@ -9,8 +9,9 @@ import sys
 from tqdm import tqdm
 
 from sidecar.config import Settings
+from sidecar.errors import SidecarError
 from sidecar.models import hub
-from sidecar.models.store import InvalidModelIdError, ModelStore
+from sidecar.models.store import ModelStore
 
 
 def add_search_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +48,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(settings.models_dir, settings.use_hf_cache)
     try:
         results = hub.search(args.query, author=args.author or None, limit=args.limit, store=store)
-    except hub.HubError as e:
+    except SidecarError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -120,7 +121,7 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
         bar.close()
         print("interrupted; run the same pull again to resume", file=sys.stderr)
         return 130
-    except (hub.HubError, InvalidModelIdError) as e:
+    except SidecarError as e:
         bar.close()
         print(f"error: {e}", file=sys.stderr)
         return 2

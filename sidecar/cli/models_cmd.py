@@ -10,9 +10,10 @@ from pathlib import Path
 from sidecar import blas
 from sidecar.cli.progress import StepBar
 from sidecar.config import Settings
-from sidecar.models.defaults import DefaultModelsMissing, install_defaults
-from sidecar.models.gguf import DTYPES, KEEP_QUANTIZED, GGUFImportError, import_gguf
-from sidecar.models.store import InvalidModelIdError, ModelNotFoundError, ModelStore
+from sidecar.errors import SidecarError
+from sidecar.models.defaults import install_defaults
+from sidecar.models.gguf import DTYPES, KEEP_QUANTIZED, import_gguf
+from sidecar.models.store import ModelStore
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +95,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     try:
         info = store_of(settings).info(args.model)
-    except (ModelNotFoundError, InvalidModelIdError) as e:
+    except SidecarError as e:
         return fail(str(e))
     data = info.to_dict()
     data["size"] = human(info.size_bytes)
@@ -119,7 +120,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 progress=bar.update,
                 overwrite=args.force,
             )
-        except GGUFImportError as e:
+        except SidecarError as e:
             bar.close()
             return fail(str(e))
     print(f"imported {path.name} -> {path}")
@@ -129,7 +130,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
     try:
         path = store_of(settings).remove(args.model)
-    except (ModelNotFoundError, InvalidModelIdError) as e:
+    except SidecarError as e:
         return fail(str(e))
     print(f"deleted {path}")
     return 0
@@ -139,7 +140,7 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     with StepBar("setup") as bar:
         try:
             paths = install_defaults(settings.models_dir, progress=bar.update)
-        except (DefaultModelsMissing, GGUFImportError) as e:
+        except SidecarError as e:
             bar.close()
             return fail(str(e))
     for p in paths:

@@ -33,9 +33,11 @@ async def serve(
     from sidecar.engine.engine import Engine
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
+    from sidecar.roles import Roles
 
     engine = Engine(settings)
     await engine.start()
+    roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
     http_servers: list[Any] = []
 
     async def start_http(port: int) -> str:
@@ -45,12 +47,12 @@ async def serve(
         from sidecar.http.server import serve_http
 
         api_key = read_api_key(settings.api_key, settings.api_key_file)
-        http = await serve_http(engine, settings.http_host, port, api_key=api_key)
+        http = await serve_http(engine, settings.http_host, port, api_key=api_key, roles=roles)
         http_servers.append(http)
         return http.url
 
     try:
-        server = build_server(engine, settings)
+        server = build_server(engine, settings, roles)
         server.start_http = start_http  # for the editor's `httpPort` setting
         if http_port is not None:
             try:

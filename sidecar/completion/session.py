@@ -84,7 +84,7 @@ class CompletionSession:
         self._vocab: dict[str, Container[str] | None] = {}  # per model id
         self._token_counts: dict[str, int] = {}
         self._warm_handle: asyncio.TimerHandle | None = None
-        self._warm_task: asyncio.Task[None] | None = None
+        self._warm_task: asyncio.Task[Result | None] | None = None
         self._warmed: list[int] = []
 
     # -- settings --------------------------------------------------------------------------

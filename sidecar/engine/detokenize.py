@@ -16,7 +16,8 @@ def exact_detokenizer(tokenizer: Any) -> Any:
     detokenizer = tokenizer.detokenizer  # a fresh copy per call
     detokenizer.reset()
     if isinstance(detokenizer, BPEStreamingDetokenizer):
-        detokenizer._maybe_trim_space = lambda text: text
+        # mlx_lm drops the first token's leading space; an exact continuation keeps it.
+        detokenizer._maybe_trim_space = lambda text: text  # type: ignore[method-assign]
     elif isinstance(detokenizer, SPMStreamingDetokenizer):
         detokenizer.trim_space = False
     return detokenizer

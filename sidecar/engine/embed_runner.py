@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -32,14 +32,15 @@ QUERY_TEXTS = 8  # calls up to this many texts are queries (CHAT class); larger 
 class EmbedCall:
     texts: list[str]
     done: Callable[[EmbedResult | BaseException], None]
-    priority: Priority | None = None  # None: by size
+    wanted: InitVar[Priority | None] = None  # None: by size
+    priority: Priority = field(init=False)
     submitted_at: float = field(default_factory=time.perf_counter)
     vectors: list[list[float]] = field(default_factory=list)  # made so far
     failed: bool = False
 
-    def __post_init__(self) -> None:
-        if self.priority is None:
-            self.priority = Priority.CHAT if len(self.texts) <= QUERY_TEXTS else Priority.BULK
+    def __post_init__(self, wanted: Priority | None) -> None:
+        small = len(self.texts) <= QUERY_TEXTS
+        self.priority = wanted if wanted is not None else Priority.CHAT if small else Priority.BULK
 
     @property
     def left(self) -> int:
@@ -65,7 +66,7 @@ class EmbedRunner:
         self.max_batch_seen = 0
 
     def urgency(self) -> Priority | None:
-        classes = [c.priority for c in self.current if c.priority is not None]
+        classes = [c.priority for c in self.current]
         if (best := self.pending.best_class()) is not None:
             classes.append(best)
         return min(classes) if classes else None
@@ -80,7 +81,6 @@ class EmbedRunner:
         )
 
     def submit(self, call: EmbedCall) -> None:
-        assert call.priority is not None
         self.pending.push(call.priority, call)
 
     def _count_tokens(self, texts: list[str]) -> int:
@@ -98,14 +98,14 @@ class EmbedRunner:
     def _fill(self) -> list[tuple[EmbedCall, list[str]]]:
         """The next slice: texts of the most urgent calls, in order, up to `slice_texts`."""
         while (best := self.pending.best_class()) is not None and (
-            not self.current or best <= min(c.priority for c in self.current)  # type: ignore[type-var]
+            not self.current or best <= min(c.priority for c in self.current)
         ):
             for call in self.pending.pop_class(best, self.slice_texts):
                 self.waits.record(best, time.perf_counter() - call.submitted_at)
                 self.current.append(call)
             if sum(c.left for c in self.current) >= self.slice_texts:
                 break
-        self.current.sort(key=lambda c: c.priority)  # type: ignore[arg-type, return-value]
+        self.current.sort(key=lambda c: c.priority)
         top = self.current[0].priority if self.current else None
         room, parts = self.slice_texts, []
         for call in self.current:

@@ -29,6 +29,7 @@ from sidecar.engine.requests import (
     Priority,
     PromptTooLongError,
     Result,
+    WrongModelKindError,
 )
 from sidecar.engine.runner import Runner
 from sidecar.engine.scheduler import WaitTimes
@@ -50,10 +51,6 @@ from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
 
 Event = Delta | Result
 RECENT = 50
-
-
-class WrongModelKindError(EngineError):
-    pass
 
 
 @dataclass

@@ -44,6 +44,7 @@ class PrefillJob:
         self.seqs = seqs
         self.rests = rests
         n = len(seqs)
+        unused: list[Any] = [None] * n  # samplers: these prompts never sample here
         self.batch = PromptProcessingBatch(
             model,
             uids=list(range(n)),
@@ -52,7 +53,7 @@ class PrefillJob:
                 s.prompt_tokens[: len(s.prompt_tokens) - len(r)]
                 for s, r in zip(seqs, rests, strict=True)
             ],
-            samplers=[None] * n,
+            samplers=unused,
             logits_processors=[[] for _ in range(n)],
             stop_sequences=[StopSequences()] * n,
             max_tokens=[1] * n,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
 
+from sidecar.errors import ErrorKind, InvalidRequest
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 _ids = itertools.count(1)
 # Seeds are 64-bit: negative ones (int64, as some clients send -1) wrap to their unsigned value.
@@ -23,11 +25,21 @@ class Priority(IntEnum):
     BULK = 2
 
 
-class EngineError(Exception):
+class EngineError(InvalidRequest):
     """A request the engine cannot run; the message is meant for the user."""
 
 
+class WrongModelKindError(EngineError):
+    """The request names a model of another kind (chat on an embedding model, ...)."""
+
+    code = "wrong_model_kind"
+    param = "model"
+
+
 class PromptTooLongError(EngineError):
+    kind = ErrorKind.CONTEXT_OVERFLOW
+    code = "context_length_exceeded"
+
     def __init__(self, prompt_tokens: int, max_tokens: int, context: int) -> None:
         super().__init__(
             f"prompt has {prompt_tokens} tokens and asks for {max_tokens} more, "

@@ -6,11 +6,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
 from sidecar.engine.requests import (
+    DEFAULT_MAX_TOKENS,
     Delta,
     FinishReason,
     GenerateRequest,
@@ -50,7 +51,7 @@ class Sequence:
 
     def __post_init__(self) -> None:
         self.stops = StopStrings(self.request.stop)
-        self.max_tokens = self.max_tokens or self.request.max_tokens
+        self.max_tokens = self.max_tokens or self.request.max_tokens or DEFAULT_MAX_TOKENS
 
     @property
     def request_id(self) -> str:
@@ -86,14 +87,15 @@ class Sequence:
             idx = mx.argpartition(-flat, kth=n - 1)[:n]
             vals = flat[idx]
             order = mx.argsort(-vals)
-            top = [
-                (self.tokenizer.decode([int(i)]), float(v))
-                for i, v in zip(idx[order].tolist(), vals[order].tolist(), strict=True)
-            ]
-        return TokenLogprob(self.tokenizer.decode([token]), float(flat[token].item()), top)
+            ids = cast(list[int], idx[order].tolist())
+            values = cast(list[float], vals[order].tolist())
+            top = [(self.tokenizer.decode([i]), float(v)) for i, v in zip(ids, values, strict=True)]
+        logprob = cast(float, flat[token].item())
+        return TokenLogprob(self.tokenizer.decode([token]), float(logprob), top)
 
-    def add_token(self, token: int, logprobs: mx.array, finish: str | None) -> bool:
-        """Feed one generated token; return True when the sequence has finished."""
+    def add_token(self, token: int, logprobs: mx.array | None, finish: str | None) -> bool:
+        """Feed one generated token; return True when the sequence has finished. `logprobs`
+        may be None only for requests that asked for none."""
         now = time.perf_counter()
         if self.first_token_at is None:
             self.first_token_at = now
@@ -104,7 +106,7 @@ class Sequence:
         is_stop_token = finish == "stop"
         if not is_stop_token:
             self.detokenizer.add_token(token)
-            if self.request.logprobs is not None:
+            if self.request.logprobs is not None and logprobs is not None:
                 self.pending_logprobs.append(self._logprob(token, logprobs))
         if finish is not None:
             self.detokenizer.finalize()

@@ -17,7 +17,7 @@ Runs only on the engine's worker thread.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
@@ -77,7 +77,7 @@ class SoloSpeculator:
         logits = self.model(mx.array([[self.last, *draft]]), cache=self.cache)
         picks = mx.argmax(logits[0], axis=-1)
         mx.eval(picks, [c.state for c in self.cache])
-        greedy = picks.tolist()
+        greedy = cast(list[int], picks.tolist())
         n = 0
         while n < len(draft) and draft[n] == greedy[n]:
             n += 1

@@ -157,11 +157,16 @@ def render_vision_chat(processor: Any, config: Any, messages: list[dict[str, Any
     if not messages:
         raise EngineError("messages must not be empty")
     try:
-        return apply_chat_template(processor, config, messages, num_images=image_count(messages))
+        rendered = apply_chat_template(
+            processor, config, messages, num_images=image_count(messages)
+        )
     except EngineError:
         raise
     except Exception as e:
         raise EngineError(f"the model's chat template rejected the messages: {e}") from e
+    if not isinstance(rendered, str):
+        raise EngineError("the model's chat template did not render to text")
+    return rendered
 
 
 # -- the runner (worker thread) ----------------------------------------------------------------

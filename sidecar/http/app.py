@@ -29,6 +29,7 @@ from sidecar.http.schemas import ChatRequest, CompletionRequest, EmbeddingReques
 from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
 from sidecar.http.timeouts import BODY_TIMEOUT_S, BodyDeadline, abandoned
 from sidecar.models.pool import LoadedModel
+from sidecar.roles import Roles
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,6 +55,11 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
 
 def engine_of(request: Request) -> Engine:
     return request.app.state.engine
+
+
+def default_model(request: Request, role: str) -> str:
+    """The model a request that names none gets: the role's current model (see sidecar/roles)."""
+    return request.app.state.roles[role]
 
 
 async def model_list(engine: Engine) -> list[dict[str, Any]]:
@@ -120,7 +126,7 @@ def add_routes(app: FastAPI) -> None:
         request: Request, body: Annotated[ChatRequest, Depends(json_body(ChatRequest))]
     ) -> Any:
         engine = engine_of(request)
-        loaded = await named_model(engine, body.model, engine.settings.chat_model)
+        loaded = await named_model(engine, body.model, default_model(request, "chat"))
         messages = [m.to_template() for m in body.messages]
         try:
             prompt = await engine.chat_prompt(messages, loaded.id)
@@ -148,7 +154,7 @@ def add_routes(app: FastAPI) -> None:
             raise OpenAIError(400, "send one prompt per request", param="prompt")
         if body.echo and body.logprobs is not None:
             raise OpenAIError(400, "echo with logprobs is not supported", param="echo")
-        loaded = await named_model(engine, body.model, engine.settings.completion_model)
+        loaded = await named_model(engine, body.model, default_model(request, "completion"))
         prompt = prompts[0]
         if isinstance(prompt, list):  # before decoding: an id past the vocabulary crashes MLX
             try:
@@ -179,7 +185,10 @@ def add_routes(app: FastAPI) -> None:
     ) -> JSON:
         engine = engine_of(request)
         try:
-            result = await until_disconnected(request, engine.embed(body.texts(), body.model))
+            result = await until_disconnected(
+                request,
+                engine.embed(body.texts(), body.model or default_model(request, "embedding")),
+            )
         except OpenAIError:
             raise
         except Exception as e:
@@ -226,10 +235,12 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     cors_origins: Iterable[str] = (),
     body_timeout_s: float = BODY_TIMEOUT_S,
+    roles: Roles | None = None,
 ) -> FastAPI:
     """The app for `engine`. Requests must carry a Host of the bound host or localhost (unless
     bound to a wildcard address), no foreign Origin, the bearer key when one is set, and
-    bodies under the limit that arrive within `body_timeout_s`."""
+    bodies under the limit that arrive within `body_timeout_s`. `roles` (shared with the editor's
+    server in `stdio --http-port`) names the models for requests that name none."""
     app = FastAPI(
         title="mlx-sidecar OpenAI-compatible API",
         default_response_class=JSON,
@@ -237,6 +248,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.engine = engine
+    app.state.roles = roles if roles is not None else Roles.from_settings(engine.settings)
     origins = list(cors_origins)
     app.state.http_counts = Counter()
     app.state.generating = set()  # engine request ids of HTTP requests in flight

@@ -1,9 +1,11 @@
 """OpenAI-style error bodies, `{"error": {"message", "type", "param", "code"}}`, for every failure:
-validation (400, not FastAPI's 422), unknown model (404), engine errors, oversize prompts."""
+validation (400, not FastAPI's 422), and every SidecarError by its kind (`STATUS`: unknown model
+404, bad request or oversize prompt 400, out of memory 503, ...)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -13,10 +15,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from sidecar.engine.engine import WrongModelKindError
-from sidecar.engine.requests import EngineError, PromptTooLongError
-from sidecar.models.pool import MemoryBudgetError, ModelLoadError
-from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
+from sidecar.errors import ErrorKind, SidecarError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,17 @@ TYPES = {
     415: "invalid_request_error",
     421: "invalid_request_error",
     503: "server_error",
+}
+
+
+STATUS = {
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.INVALID_REQUEST: 400,
+    ErrorKind.CONTEXT_OVERFLOW: 400,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.LOAD_FAILED: 500,
+    ErrorKind.CANCELLED: 503,
+    ErrorKind.INTERNAL: 500,
 }
 
 
@@ -49,7 +59,7 @@ class OpenAIError(Exception):
         message: str,
         param: str | None = None,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -90,22 +100,15 @@ def from_validation(errors: list[Any]) -> OpenAIError:
 
 
 def from_exception(exc: BaseException, param: str | None = None) -> OpenAIError:
-    """Map engine and model-store errors to HTTP errors."""
+    """Any error as an HTTP error: a SidecarError by its kind (see sidecar/errors.py), a pydantic
+    error as the 400 naming its field, anything else as a logged 500. `param` is the request
+    field to blame when the error itself names none."""
     if isinstance(exc, OpenAIError):
         return exc
-    if isinstance(exc, ModelNotFoundError | InvalidModelIdError):
-        return OpenAIError(404, str(exc), param="model", code="model_not_found")
-    if isinstance(exc, PromptTooLongError):
-        return OpenAIError(400, str(exc), param=param, code="context_length_exceeded")
-    if isinstance(exc, WrongModelKindError):
-        return OpenAIError(400, str(exc), param="model", code="wrong_model_kind")
-    if isinstance(exc, EngineError):
-        return OpenAIError(400, str(exc), param=param)
-    if isinstance(exc, MemoryBudgetError):
-        return OpenAIError(503, str(exc), code="insufficient_memory")
-    if isinstance(exc, ModelLoadError):
-        log.warning("%s", exc)
-        return OpenAIError(500, str(exc), param="model", code="model_load_failed")
+    if isinstance(exc, SidecarError):
+        if exc.kind is ErrorKind.LOAD_FAILED:
+            log.warning("%s", exc)
+        return OpenAIError(STATUS[exc.kind], str(exc), param=exc.param or param, code=exc.code)
     if isinstance(exc, ValidationError):
         return from_validation(exc.errors())
     log.error("request failed", exc_info=exc)
@@ -130,13 +133,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OpenAIError, openai_error)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(HTTPException, http_error)
-    for exc_type in (
-        ModelNotFoundError,
-        InvalidModelIdError,
-        EngineError,
-        MemoryBudgetError,
-        ModelLoadError,
-        ValidationError,
-        Exception,
-    ):
+    for exc_type in (SidecarError, ValidationError, Exception):
         app.add_exception_handler(exc_type, openai_error)

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, GenerateRequest, Result, TokenLogprob
+from sidecar.errors import result_error
 from sidecar.http.errors import JSON, OpenAIError, from_exception
 
 T = TypeVar("T")
@@ -62,8 +63,9 @@ def usage(result: Result) -> dict[str, int]:
 
 
 def failed(result: Result) -> OpenAIError | None:
-    if result.finish_reason == "error":
-        return OpenAIError(500, f"generation failed: {result.error or 'unknown error'}")
+    if (error := result_error(result)) is not None:
+        return from_exception(error)
+    # Only a stopping server cancels here: a client that leaves gets ClientGone instead.
     if result.finish_reason == "cancelled":
         return OpenAIError(503, "the request was cancelled: the server is stopping")
     return None
@@ -290,6 +292,7 @@ async def respond(
     generating: set[str] = request.app.state.generating
     generating.add(req.request_id)
     events = engine.generate(req)
+    handed_over = False  # to a streaming response, which closes the events itself
 
     def done() -> None:
         generating.discard(req.request_id)
@@ -303,11 +306,11 @@ async def respond(
             raise from_exception(e, param=prompt_param) from e
         if stream:
             response = EventStream(stream_body(fmt, first, events), events, done)
-            events = None  # the response owns it now
+            handed_over = True
             return response
         result, logprobs = await until_disconnected(request, collect(first, events))
     finally:
-        if events is not None:
+        if not handed_over:
             await events.aclose()  # type: ignore[attr-defined]
             done()
     error = failed(result)

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from sidecar import limits
+from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine.messages import Role, template_role
 
 
@@ -128,9 +129,9 @@ class Sampling(Lenient):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def sampling(self) -> dict[str, Any]:
-        """GenerateRequest arguments; no temperature means greedy, as in mlx_lm.server."""
+        """GenerateRequest arguments; no temperature means the shared default (greedy)."""
         return {
-            "temperature": self.temperature or 0.0,
+            "temperature": DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
             "top_p": self.top_p or 1.0,
             "seed": self.seed,
             "stop": self.stop_list(),

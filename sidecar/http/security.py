@@ -20,6 +20,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sidecar.errors import InvalidRequest
 from sidecar.http.errors import OpenAIError
 
 MAX_BODY_BYTES = 32 << 20  # images come inline as data: URLs
@@ -31,8 +32,8 @@ TRUSTED_SCHEMES = ("vscode-webview",)
 SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class InsecureBindError(ValueError):
-    pass
+class InsecureBindError(InvalidRequest, ValueError):
+    """A bind address or CORS setting that would expose the models without an API key."""
 
 
 def is_loopback(host: str) -> bool:

@@ -19,6 +19,7 @@ from sidecar.engine.engine import Engine
 from sidecar.http.app import create_app
 from sidecar.http.security import MAX_BODY_BYTES, check_bind
 from sidecar.http.timeouts import header_timed
+from sidecar.roles import Roles
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ async def serve_http(
     header_timeout_s: float | None = None,
     body_timeout_s: float | None = None,
     max_connections: int | None = None,
+    roles: Roles | None = None,
 ) -> HttpServer:
     """Serve the OpenAI API for `engine` on host:port (port 0 picks a free one) until `stop()`.
     Timeouts and the connection cap default to the engine's settings (`http_*`).
@@ -100,12 +102,14 @@ async def serve_http(
         max_body_bytes=max_body_bytes,
         cors_origins=cors_origins,
         body_timeout_s=body_timeout_s or settings.http_body_timeout_s,
+        roles=roles,
     )
     sock = bind_socket(host, port)
     config = uvicorn.Config(
         app,
         http=header_timed(header_timeout_s or settings.http_header_timeout_s),
-        timeout_keep_alive=settings.http_keep_alive_s,
+        # uvicorn's hint says int, but it hands the value to loop.call_later: fractions work.
+        timeout_keep_alive=settings.http_keep_alive_s,  # type: ignore[arg-type]
         # Connections plus running requests; beyond it uvicorn answers 503 at once, so a
         # flood of idle sockets cannot use up the process's file descriptors.
         limit_concurrency=max_connections or settings.http_max_connections,

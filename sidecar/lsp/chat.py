@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
-from pygls.exceptions import JsonRpcInternalError
 
 from sidecar import limits
+from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
+from sidecar.errors import result_error
 from sidecar.lsp import notify
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
@@ -28,7 +29,7 @@ class ChatParams(Params):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str | None = None
     max_tokens: int = Field(default=512, ge=1, le=32768)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] | str | None = None
@@ -72,9 +73,9 @@ async def chat(ls: SidecarServer, params: Any) -> dict[str, Any]:
                     notify.chat_delta(ls, p.stream_token, event.text)
             else:
                 result = event
-    assert result is not None
-    if result.finish_reason == "error":
-        raise JsonRpcInternalError(f"generation failed: {result.error}")
+        assert result is not None
+        if (error := result_error(result)) is not None:
+            raise error
     return {
         "text": result.text,
         "finish_reason": result.finish_reason,

@@ -19,11 +19,12 @@ import time
 from typing import Any
 
 from lsprotocol.types import WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
+from sidecar.errors import SidecarError
+from sidecar.lsp.errors import to_rpc
 from sidecar.models import hub
-from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ SEARCH = "mlx/models/search"
 DOWNLOAD = "mlx/models/download"
 DELETE = "mlx/models/delete"
 CHANGED = "mlx/models/changed"
-HUB_ERROR = -32001  # a hub failure (missing, gated, offline, network): message is for the user
 REPORT_EVERY_S = 0.25
 
 
@@ -66,12 +66,6 @@ def _string(params: dict[str, Any], *names: str, required: bool = True) -> str |
     return None
 
 
-def _user_error(e: Exception) -> JsonRpcException:
-    if isinstance(e, InvalidModelIdError | ModelNotFoundError):
-        return JsonRpcInvalidParams(str(e))
-    return JsonRpcException(str(e), code=HUB_ERROR)
-
-
 def local_models(engine: Any) -> list[dict[str, Any]]:
     return [m.to_dict() for m in engine.store.list()]
 
@@ -94,8 +88,8 @@ async def search(engine: Any, params: dict[str, Any]) -> dict[str, Any]:
         results = await asyncio.to_thread(
             hub.search, query, author=author or None, limit=limit, store=engine.store
         )
-    except hub.HubError as e:
-        raise _user_error(e) from e
+    except SidecarError as e:
+        raise to_rpc(e) from e
     return {"models": [r.to_dict() for r in results]}
 
 
@@ -174,10 +168,10 @@ async def download(server: LanguageServer, engine: Any, params: dict[str, Any]) 
         raise
     except hub.DownloadCancelledError as e:  # window/workDoneProgress/cancel
         progress.end("cancelled")
-        raise JsonRpcRequestCancelled(str(e)) from e
-    except (hub.HubError, InvalidModelIdError) as e:
+        raise to_rpc(e) from e
+    except SidecarError as e:
         progress.end(f"failed: {e}")
-        raise _user_error(e) from e
+        raise to_rpc(e) from e
     progress.end(f"downloaded {info.id}")
     await notify_changed(server, engine, "downloaded", info.id)
     return {
@@ -195,8 +189,8 @@ async def delete(server: LanguageServer, engine: Any, params: dict[str, Any]) ->
         if engine.pool.get(canonical) is not None:
             await engine.unload(canonical)
         path = await asyncio.to_thread(hub.delete, engine.store, canonical)
-    except (InvalidModelIdError, ModelNotFoundError) as e:
-        raise _user_error(e) from e
+    except SidecarError as e:
+        raise to_rpc(e) from e
     await notify_changed(server, engine, "deleted", canonical)
     return {"deleted": canonical, "path": str(path)}
 

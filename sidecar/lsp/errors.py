@@ -1,6 +1,6 @@
-"""Params for custom requests as pydantic models, and exceptions as JSON-RPC errors:
-bad params -> -32602 naming the field; unknown model -> -32602 naming the model and the
-local ones; other engine errors -> -32603 with the engine's message."""
+"""Params for custom requests as pydantic models, and exceptions as JSON-RPC errors: bad params
+-> -32602 naming the field; a SidecarError by its kind (`CODES`: unknown model or bad request
+-32602, out of memory or hub failure -32001, load failure -32603, ...) with its message."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
-from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInternalError,
+    JsonRpcInvalidParams,
+    JsonRpcRequestCancelled,
+    JsonRpcServerError,
+)
 
-from sidecar.engine.requests import EngineError, PromptTooLongError
+from sidecar.errors import ErrorKind, SidecarError
 from sidecar.limits import Limits
-from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -49,16 +54,35 @@ def parse(model: type[P], params: Any, limits: Limits | None = None) -> P:
         raise JsonRpcInvalidParams(describe_errors(e), data={"fields": fields}) from None
 
 
+# A SidecarError's kind as a JSON-RPC error (see sidecar/errors.py). -32001 is in the range
+# JSON-RPC leaves to servers: the message says what the user can do (free memory, go online).
+SERVER_ERROR = -32001
+CODES: dict[ErrorKind, type[JsonRpcException] | int] = {
+    ErrorKind.NOT_FOUND: JsonRpcInvalidParams,
+    ErrorKind.INVALID_REQUEST: JsonRpcInvalidParams,
+    ErrorKind.CONTEXT_OVERFLOW: JsonRpcInvalidParams,
+    ErrorKind.UNAVAILABLE: SERVER_ERROR,
+    ErrorKind.LOAD_FAILED: JsonRpcInternalError,
+    ErrorKind.CANCELLED: JsonRpcRequestCancelled,
+    ErrorKind.INTERNAL: JsonRpcInternalError,
+}
+
+
+def to_rpc(e: SidecarError) -> JsonRpcException:
+    """The JSON-RPC error for `e` (pygls' own class where it has one, so callers can catch it)."""
+    answer = CODES[e.kind]
+    if isinstance(answer, int):
+        return JsonRpcServerError(str(e), code=answer)
+    return answer(str(e))
+
+
 @contextlib.contextmanager
 def rpc_errors() -> Iterator[None]:
-    """Turn the engine's and store's errors into JSON-RPC errors with a readable message."""
+    """Turn the sidecar's errors into JSON-RPC errors by kind; other OS and value errors become
+    internal errors that name their type (a traceback would say no more to the user)."""
     try:
         yield
-    except (ModelNotFoundError, InvalidModelIdError, PromptTooLongError) as e:
-        raise JsonRpcInvalidParams(str(e).strip("'\"")) from None
-    except EngineError as e:
-        if type(e).__name__ == "WrongModelKindError":
-            raise JsonRpcInvalidParams(str(e)) from None
-        raise JsonRpcInternalError(str(e)) from None
+    except SidecarError as e:
+        raise to_rpc(e) from None
     except (OSError, ValueError, RuntimeError) as e:
         raise JsonRpcInternalError(f"{type(e).__name__}: {e}") from None

@@ -1,9 +1,8 @@
-"""Notifications the sidecar sends the editor. Call from the asyncio loop; from another thread
-use `notify_threadsafe`."""
+"""Notifications the sidecar sends the editor; call from the asyncio loop (pygls' transport is
+not thread-safe: from another thread, go through `loop.call_soon_threadsafe`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pygls.lsp.server import LanguageServer
@@ -14,12 +13,6 @@ CHAT_DELTA = "mlx/chat/delta"
 
 def notify(ls: LanguageServer, method: str, params: dict[str, Any]) -> None:
     ls.protocol.notify(method, params)
-
-
-def notify_threadsafe(
-    ls: LanguageServer, loop: asyncio.AbstractEventLoop, method: str, params: dict[str, Any]
-) -> None:
-    loop.call_soon_threadsafe(ls.protocol.notify, method, params)
 
 
 def models_changed(ls: LanguageServer, reason: str, model: str | None = None) -> None:

@@ -11,16 +11,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from sidecar.completion.options import CompletionOptions
 from sidecar.config import Settings
+from sidecar.roles import Role, Roles
 
-Role = Literal["completion", "chat", "embedding"]
-ROLES: tuple[Role, ...] = ("completion", "chat", "embedding")
 SETTINGS_SECTIONS = ("mlxSidecar", "mlx-sidecar", "mlx_sidecar", "mlx")
 
 
@@ -65,8 +64,4 @@ def merged(current: InitOptions, update: dict[str, Any]) -> InitOptions:
 
 
 def default_roles(settings: Settings) -> dict[Role, str]:
-    return {
-        "completion": settings.completion_model,
-        "chat": settings.chat_model,
-        "embedding": settings.embedding_model,
-    }
+    return dict(Roles.from_settings(settings))

@@ -13,13 +13,14 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.lsp import chat, documents, embed, inline, lifecycle, models, status
 from sidecar.lsp.session import SidecarServer
+from sidecar.roles import Roles
 
 log = logging.getLogger(__name__)
 PLUGINS = ("sidecar.lsp.downloads",)
 
 
-def build_server(engine: Engine, settings: Settings) -> SidecarServer:
-    server = SidecarServer(engine, settings)
+def build_server(engine: Engine, settings: Settings, roles: Roles | None = None) -> SidecarServer:
+    server = SidecarServer(engine, settings, roles)
 
     @server.feature(types.INITIALIZE)
     async def on_initialize(ls: SidecarServer, params: types.InitializeParams) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -24,6 +24,7 @@ from sidecar.completion.session import CompletionSession
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.lsp.options import InitOptions, Role, default_roles
+from sidecar.roles import Roles
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,14 @@ class SidecarProtocol(LanguageServerProtocol):
             log.debug("dropped %s: %s", method, error.message)
 
     @lsp_method(types.EXIT)
-    def lsp_exit(self, *args: Any) -> None:
+    def lsp_exit(self, *args: Any) -> None:  # type: ignore[override]  # pygls takes a plain method
         """`exit`: 0 after `shutdown`, 1 without (the LSP rule). pygls would `sys.exit` inside
         the loop; instead the stdio runner is told to clean up and exit."""
-        self._server.request_stop(0 if self._shutdown else 1)
+        cast("SidecarServer", self._server).request_stop(0 if self._shutdown else 1)
 
 
 class SidecarServer(LanguageServer):
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, roles: Roles | None = None) -> None:
         super().__init__(
             "mlx-sidecar",
             sidecar.__version__,
@@ -111,7 +112,8 @@ class SidecarServer(LanguageServer):
         self.settings = settings
         self.options = InitOptions()
         self.default_roles: dict[Role, str] = default_roles(settings)  # before any change
-        self.roles: dict[Role, str] = dict(self.default_roles)
+        # Shared with the OpenAI port when the CLI starts one (see sidecar/roles.py).
+        self.roles: Roles = roles if roles is not None else Roles(self.default_roles)
         self.completions = CompletionSession(engine, self.options.completion)
         self.http_url: str | None = None
         self.start_http: StartHttp | None = None  # given by the CLI, which owns the port
@@ -126,15 +128,13 @@ class SidecarServer(LanguageServer):
         self.options = options
         for role, model in options.models.model_dump().items():
             if model and model != old_models.get(role):
-                self.set_role(role, model)
+                self.set_role(cast(Role, role), model)
         self.completions.configure(options.completion)
 
     def set_role(self, role: Role, model_id: str) -> None:
         if self.roles.get(role) == model_id:
             return
         self.roles[role] = model_id
-        # The OpenAI port shares the engine: its defaults follow the editor's choice.
-        setattr(self.engine.settings, f"{role}_model", model_id)
         if role == "completion":
             self.completions.model_changed()
 

@@ -218,9 +218,8 @@ def answerable(item: Any) -> bool:
 
 def dispatch(protocol: JsonRPCProtocol, item: Any) -> None:
     """Hand one parsed value to pygls, or answer why it is not a message."""
-    if isinstance(item, FrameError):
-        error = item
-    elif (error := envelope_error(item)) is None:
+    error: FrameError | None = item if isinstance(item, FrameError) else envelope_error(item)
+    if error is None:
         try:
             protocol.handle_message(structure(protocol, item))
             return
@@ -229,6 +228,7 @@ def dispatch(protocol: JsonRPCProtocol, item: Any) -> None:
         except Exception as e:  # pygls answers handler errors itself: this is a bug here
             log.exception("could not handle a message")
             error = FrameError(INTERNAL_ERROR, describe(e), item.get("id"))
+    assert error is not None  # every branch above that did not return set it
     if isinstance(item, FrameError) or answerable(item):
         log.warning("answered %d: %s", error.code, error.message)
         send_error(protocol, error)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from sidecar.errors import Unavailable
+from sidecar.models.atomic import staged_dir
 from sidecar.models.gguf import import_gguf
 
 CHAT_MODEL = "SmolLM2-135M-Instruct"
@@ -29,8 +30,8 @@ INSTALL_HINT = (
 )
 
 
-class DefaultModelsMissing(RuntimeError):
-    pass
+class DefaultModelsMissing(Unavailable, RuntimeError):
+    """The packages that carry the default models are not installed."""
 
 
 def package_dir(package: str) -> Path:
@@ -68,12 +69,7 @@ def install_defaults(
     installed.append(chat)
     embed = models_dir / EMBEDDING_MODEL
     if not embed.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f".copy-{EMBEDDING_MODEL}-", dir=models_dir))
-        try:
+        with staged_dir(embed) as tmp:
             shutil.copytree(minilm_dir(), tmp, dirs_exist_ok=True)
-            tmp.rename(embed)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     installed.append(embed)
     return installed

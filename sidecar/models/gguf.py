@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
+
+from sidecar.errors import InvalidRequest
+from sidecar.models.atomic import staged_dir
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
@@ -53,7 +54,7 @@ TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
 
 
-class GGUFImportError(Exception):
+class GGUFImportError(InvalidRequest):
     """The file cannot be imported; the message says why."""
 
 
@@ -79,7 +80,10 @@ def read_gguf(path: Path) -> tuple[dict[str, mx.array], dict[str, Any]]:
         if f.read(4) != b"GGUF":
             raise GGUFImportError(f"{path}: not a GGUF file (bad magic number)")
     try:
-        weights, metadata = mx.load(str(path), return_metadata=True)
+        # With return_metadata, mx.load returns (tensors, metadata); its stub types every mode.
+        weights, metadata = cast(
+            tuple[dict[str, mx.array], dict[str, Any]], mx.load(str(path), return_metadata=True)
+        )
     except Exception as e:  # MLX raises RuntimeError/ValueError on truncated or corrupt files
         raise GGUFImportError(f"{path}: cannot read GGUF ({e})") from e
     return weights, metadata
@@ -316,8 +320,8 @@ def import_gguf(
 ) -> Path:
     """Import `path` into `models_dir/<name>`; return the model directory.
 
-    Everything is written to a temporary directory beside the target and renamed into place at
-    the end, so a failed import never leaves a half-written model in the store.
+    Everything is written to a staging directory beside the target and renamed into place at
+    the end (`staged_dir`), so a failed import never leaves a half-written model in the store.
     """
     dtype = dtype or default_dtype()
     if dtype not in (*DTYPES, KEEP_QUANTIZED):
@@ -337,8 +341,7 @@ def import_gguf(
 
     config = build_config(metadata, weights)
     models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".import-{name}-", dir=models_dir))
-    try:
+    with staged_dir(target, replace=True) as tmp:
         step("building tokenizer", 1, 4)
         build_tokenizer(metadata, tmp)
         step("converting weights", 2, 4)
@@ -356,11 +359,5 @@ def import_gguf(
         (tmp / "sidecar_source.json").write_text(
             json.dumps({"imported_from": str(path), "format": "gguf", "dtype": dtype})
         )
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     step("done", 4, 4)
     return target

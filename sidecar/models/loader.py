@@ -52,7 +52,7 @@ def load_model(
     elif kind == "text":
         from mlx_lm import load
 
-        model, tokenizer = load(str(path), lazy=lazy)
+        model, tokenizer = load(str(path), lazy=lazy)[:2]  # (model, tokenizer[, config])
     elif kind == "embedding":
         import mlx_embeddings
 

@@ -11,6 +11,7 @@ between chunks while a large model loads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -18,11 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from sidecar.errors import LoadFailed, Unavailable
 from sidecar.models.kinds import ModelKind
 from sidecar.models.loader import load_model, load_tokenizer
 from sidecar.models.store import ModelInfo, ModelStore, dir_size
@@ -33,12 +35,17 @@ LOAD_CHUNK_BYTES = 64 << 20
 MiB = 2**20
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(LoadFailed, RuntimeError):
     """A model's files are there but do not load (corrupt weights, bad config)."""
 
+    code = "model_load_failed"
+    param = "model"
 
-class MemoryBudgetError(RuntimeError):
-    pass
+
+class MemoryBudgetError(Unavailable, RuntimeError):
+    """The model does not fit the memory budget beside the pinned and busy ones."""
+
+    code = "insufficient_memory"
 
 
 @dataclass
@@ -131,17 +138,6 @@ class ModelPool:
         except (LookupError, ValueError):
             return None
 
-    def touch(self, model_id: str) -> None:
-        if model_id in self.models:
-            self.models[model_id].last_used = time.monotonic()
-
-    def pin(self, model_id: str, pinned: bool = True) -> bool:
-        loaded = self.get(model_id)
-        if loaded is None:
-            return False
-        loaded.pinned = pinned
-        return True
-
     def _evict_for(self, needed: int, keep: str | None = None) -> None:
         """Unload least recently used models (never pinned, busy or `keep`) until `needed`
         more bytes fit in the budget beside the loaded and loading models."""
@@ -159,10 +155,6 @@ class ModelPool:
                 )
             self._log(f"evict {victims[0].id} (least recently used)")
             self.unload(victims[0].id)
-
-    def fit(self) -> None:
-        """Evict until the loaded models fit the budget (after the budget is lowered)."""
-        self._evict_for(0)
 
     def _log(self, event: str) -> None:
         event = f"{event}; models {self.used_bytes / MiB:.0f}/{self.budget_bytes / MiB:.0f} MiB"
@@ -214,7 +206,7 @@ class ModelPool:
         info = pending.info
         self.pending.pop(info.id, None)
         mx.eval(pending.model.parameters())  # anything the chunks did not cover
-        weights = sum(a.nbytes for _, a in tree_flatten(pending.model.parameters()))
+        weights = sum(a.nbytes for _, a in parameters(pending.model))
         delta = mx.get_active_memory() - pending.active_before
         # The active-memory delta is the real cost (weights plus whatever loading kept); when
         # other models ran meanwhile their caches mix in, so count the weights alone.
@@ -245,19 +237,6 @@ class ModelPool:
         pending.chunks = []
         self._cleanup()
         self._log(f"load {pending.info.id} abandoned")
-
-    def load(self, model: str | ModelInfo, pin: bool | None = None) -> LoadedModel:
-        """Load in one go (on the worker thread)."""
-        pending = self.begin_load(model, pin)
-        if isinstance(pending, LoadedModel):
-            return pending
-        try:
-            for i in range(len(pending.chunks)):
-                self.load_chunk(pending, i)
-            return self.finish_load(pending)
-        except BaseException:
-            self.abort_load(pending)
-            raise
 
     async def load_async(
         self, model: str | ModelInfo, pin: bool | None, call: WorkerCall
@@ -295,7 +274,7 @@ class ModelPool:
             else:
                 pending = first
                 for i in range(len(pending.chunks)):
-                    await asyncio.wrap_future(call(lambda i=i: self.load_chunk(first, i)))
+                    await asyncio.wrap_future(call(functools.partial(self.load_chunk, first, i)))
                 loaded = await asyncio.wrap_future(call(lambda: self.finish_load(first)))
                 pending = None
             done.set_result(loaded)
@@ -362,11 +341,16 @@ class ModelPool:
         mx.clear_cache()
 
 
+def parameters(model: Any) -> list[tuple[str, mx.array]]:
+    """(name, array) for every parameter; tree_flatten's type also covers its dict mode."""
+    return cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
+
+
 def weight_chunks(model: Any, chunk_bytes: int = LOAD_CHUNK_BYTES) -> list[list[mx.array]]:
     """The model's (lazy) parameters in groups of about `chunk_bytes` to evaluate one by one."""
     chunks: list[list[mx.array]] = [[]]
     size = 0
-    for _, array in tree_flatten(model.parameters()):
+    for _, array in parameters(model):
         if size >= chunk_bytes:
             chunks.append([])
             size = 0

@@ -8,12 +8,15 @@ same prompts for every contender, so ratios compare like with like.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 
+from sidecar import blas
+from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.messages import render_chat
 from sidecar.engine.requests import GenerateRequest
@@ -141,7 +144,9 @@ async def text_benchmark(
         ours = await engine_text(engine, model, prompts, max_tokens)
         raw = await asyncio.wrap_future(
             on_worker(
-                lambda p=prompts: raw_batch_generator(loaded.model, loaded.tokenizer, p, max_tokens)
+                functools.partial(
+                    raw_batch_generator, loaded.model, loaded.tokenizer, prompts, max_tokens
+                )
             )
         )
         rows.append(
@@ -222,3 +227,27 @@ def format_embedding_table(e: dict[str, float]) -> str:
             f"{e['concurrent_vs_one_at_a_time']:.2f}x | {e['engine_concurrent_vs_raw_batch']:.2f}x |",
         ]
     )
+
+
+async def suite(
+    settings: Settings,
+    model: str,
+    embedding_model: str,
+    concurrency: list[int],
+    max_tokens: int,
+    text: bool = True,
+    embeddings: bool = True,
+) -> dict[str, Any]:
+    """`bench --suite engine`: start an engine, print each table as it is measured."""
+    out: dict[str, Any] = {}
+    async with Engine(settings) as engine:
+        print(f"device: {engine.status()['device']}; OpenBLAS: {blas.loaded_path or 'no'}")
+        if text:
+            rows = await text_benchmark(engine, model, concurrency, max_tokens)
+            out["text"] = rows
+            print(format_text_table(rows, max_tokens), flush=True)
+        if embeddings:
+            e = await embedding_benchmark(engine, embedding_model)
+            out["embeddings"] = e
+            print(format_embedding_table(e), flush=True)
+    return out

@@ -214,7 +214,7 @@ async def compare(
     from sidecar.models.store import ModelStore
 
     path = ModelStore(models_dir, use_hf_cache=False).path_of(model)
-    logs = Path(tempfile.mkdtemp(prefix="loadtest-"))
+    logs = Path(tempfile.mkdtemp(prefix="bench-http-"))
     procs = []
     try:
         proc, found = _start(

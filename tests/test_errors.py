@@ -1,0 +1,65 @@
+"""One error model: each domain error's kind gives its HTTP status and JSON-RPC code, mapped once
+per edge; the existing HTTP codes stay what clients rely on."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.engine.requests import EngineError, PromptTooLongError, Result, WrongModelKindError
+from sidecar.errors import ErrorKind, GenerationFailed, SidecarError, result_error
+from sidecar.http.errors import STATUS, from_exception
+from sidecar.lsp.errors import CODES, rpc_errors
+from sidecar.models.defaults import DefaultModelsMissing
+from sidecar.models.gguf import GGUFImportError
+from sidecar.models.hub import DownloadCancelledError, HubError
+from sidecar.models.pool import MemoryBudgetError, ModelLoadError
+from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
+
+CASES = [  # error, HTTP status, HTTP code, HTTP param, JSON-RPC code
+    (ModelNotFoundError("model 'x' not found"), 404, "model_not_found", "model", -32602),
+    (InvalidModelIdError("invalid model id '..'"), 404, "model_not_found", "model", -32602),
+    (PromptTooLongError(9000, 4, 8192), 400, "context_length_exceeded", "prompt", -32602),
+    (WrongModelKindError("an embedding model"), 400, "wrong_model_kind", "model", -32602),
+    (EngineError("max_tokens must be at least 1"), 400, None, "prompt", -32602),
+    (GGUFImportError("not a GGUF file"), 400, None, "prompt", -32602),
+    (MemoryBudgetError("need 9 GiB"), 503, "insufficient_memory", "prompt", -32001),
+    (DefaultModelsMissing("pip install"), 503, None, "prompt", -32001),
+    (HubError("cannot reach the hub"), 503, "hub_error", "prompt", -32001),
+    (DownloadCancelledError("cancelled"), 503, "cancelled", "prompt", -32800),
+    (ModelLoadError("bad weights"), 500, "model_load_failed", "model", -32603),
+    (GenerationFailed("generation failed: boom"), 500, None, "prompt", -32603),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "code", "param", "rpc"), CASES)
+def test_each_error_maps_once_per_edge(
+    error: SidecarError, status: int, code: str | None, param: str, rpc: int
+) -> None:
+    http = from_exception(error, param="prompt")
+    assert (http.status, http.code, http.param, http.message) == (status, code, param, str(error))
+    with pytest.raises(Exception) as raised, rpc_errors():
+        raise error
+    assert (raised.value.code, raised.value.message) == (rpc, str(error))  # type: ignore[attr-defined]
+
+
+def test_every_kind_has_an_answer_at_both_edges() -> None:
+    assert set(STATUS) == set(CODES) == set(ErrorKind)
+
+
+def test_other_exceptions_are_internal_errors_without_tracebacks() -> None:
+    http = from_exception(KeyError("k"))
+    assert (http.status, http.code) == (500, "internal_error")
+    with pytest.raises(Exception) as raised, rpc_errors():
+        raise OSError("disk full")
+    assert raised.value.code == -32603 and "OSError: disk full" in raised.value.message  # type: ignore[attr-defined]
+
+
+def test_a_result_that_ended_in_error_is_an_error_everywhere() -> None:
+    def result(reason: str, error: str | None = None) -> Result:
+        return Result("r", "m", "", reason, 1, 0, None, None, error=error)  # type: ignore[arg-type]
+
+    failed = result_error(result("error", "the sampler broke"))
+    assert isinstance(failed, GenerationFailed)
+    assert str(failed) == "generation failed: the sampler broke"
+    assert from_exception(failed).status == 500
+    assert all(result_error(result(r)) is None for r in ("stop", "length", "cancelled"))
