@@ -10,6 +10,7 @@ from mlx_lm import generate
 
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, EngineError, GenerateRequest, PromptTooLongError, Result
+from sidecar.models.defaults import CHAT_MODEL
 from sidecar.models.store import ModelNotFoundError
 from tests.helpers.waiting import reset_batch_peaks, until
 
@@ -224,3 +225,40 @@ async def test_token_ids_outside_the_vocabulary_are_refused(engine: Engine, bad:
         await engine.complete(GenerateRequest(prompt=[1, bad], max_tokens=1))
     ok = await engine.complete(GenerateRequest(prompt=[1, 49151], max_tokens=1))
     assert ok.finish_reason in ("length", "stop")
+
+
+@pytest.mark.parametrize("failing", ["sampler", "prompt_cache", "insert"])
+async def test_each_admission_failure_fails_its_request_alone_and_at_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Everything between leaving the queue and joining the batch is inside the error path:
+    a failure there answers that request with an error (it used to hang when the sampler
+    failed), and the next request runs."""
+    from sidecar.engine import text_runner
+
+    runner = engine.pool.get(CHAT_MODEL).runner
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{failing} broke")
+
+    prompt = await engine.tokenize(f"An admission test for {failing}:")
+    if failing == "sampler":
+        monkeypatch.setattr(text_runner, "make_request_sampler", boom)
+    elif failing == "prompt_cache":
+        monkeypatch.setattr(runner.prompt_cache, "fetch_nearest_cache", boom)
+    else:
+        monkeypatch.setattr(runner.generator, "insert", boom)
+    result = await asyncio.wait_for(
+        engine.complete(GenerateRequest(prompt=prompt, max_tokens=2)), 30
+    )
+    assert result.finish_reason == "error" and f"{failing} broke" in (result.error or "")
+    monkeypatch.undo()
+    after = await engine.complete(GenerateRequest(prompt=prompt, max_tokens=2))
+    assert after.finish_reason == "length" and after.completion_tokens == 2
+
+
+async def test_a_limit_over_the_context_is_an_error_not_a_shrunk_limit(engine: Engine) -> None:
+    """An 8,191-token prompt used to cut max_tokens to 1 silently."""
+    context = 8192  # SmolLM2's
+    with pytest.raises(PromptTooLongError, match="over the model's context"):
+        await engine.complete(GenerateRequest(prompt=[1] * (context - 4), max_tokens=10))
