@@ -1,7 +1,8 @@
 """Batched embeddings for one embedding model, a slice per worker step.
 
 Calls waiting when the worker gets to them share forward passes; a slice holds at most
-`slice_texts` texts (about one decode step of work), so a large job never stops a text stream
+`slice_texts` texts (about one decode step of work) while other runners have work, so a large
+job never stops a text stream
 for longer than a step. A call of a few texts (a query) is CHAT class, a larger one BULK: the
 scheduler runs queries first and big indexing jobs when nothing more urgent waits.
 
@@ -25,6 +26,7 @@ from sidecar.engine.scheduler import WaitQueue, WaitTimes
 
 log = logging.getLogger(__name__)
 MAX_LENGTH = 512
+ALONE_SLICE = 64  # texts per forward pass when nothing else waits: the batch that runs fastest
 QUERY_TEXTS = 8  # calls up to this many texts are queries (CHAT class); larger ones BULK
 
 
@@ -55,11 +57,13 @@ class EmbedRunner:
         tokenizer: Any,
         slice_texts: int = 16,
         waits: WaitTimes | None = None,
+        others_busy: Callable[[], bool] | None = None,
     ) -> None:
         self.model_id = model_id
         self.model = model
         self.tokenizer = tokenizer
         self.slice_texts = slice_texts
+        self.others_busy = others_busy or (lambda: True)
         self.waits = waits or WaitTimes()
         self.pending: WaitQueue[EmbedCall] = WaitQueue()
         self.current: list[EmbedCall] = []  # started, not finished (best class first)
@@ -95,19 +99,19 @@ class EmbedRunner:
         mx.eval(embeds)
         return embeds.tolist()
 
-    def _fill(self) -> list[tuple[EmbedCall, list[str]]]:
-        """The next slice: texts of the most urgent calls, in order, up to `slice_texts`."""
+    def _fill(self, size: int) -> list[tuple[EmbedCall, list[str]]]:
+        """The next slice: texts of the most urgent calls, in order, up to `size`."""
         while (best := self.pending.best_class()) is not None and (
             not self.current or best <= min(c.priority for c in self.current)
         ):
-            for call in self.pending.pop_class(best, self.slice_texts):
+            for call in self.pending.pop_class(best, size):
                 self.waits.record(best, time.perf_counter() - call.submitted_at)
                 self.current.append(call)
-            if sum(c.left for c in self.current) >= self.slice_texts:
+            if sum(c.left for c in self.current) >= size:
                 break
         self.current.sort(key=lambda c: c.priority)
         top = self.current[0].priority if self.current else None
-        room, parts = self.slice_texts, []
+        room, parts = size, []
         for call in self.current:
             if call.priority != top or room == 0:
                 break
@@ -118,7 +122,7 @@ class EmbedRunner:
         return parts
 
     def step(self) -> None:
-        parts = self._fill()
+        parts = self._fill(self.slice_texts if self.others_busy() else ALONE_SLICE)
         if not parts:
             return
         texts = [t for _, chunk in parts for t in chunk]

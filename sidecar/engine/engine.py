@@ -130,7 +130,12 @@ class Engine:
             )
         if info.kind == "embedding":
             return EmbedRunner(
-                info.id, model, tokenizer, self.settings.embed_slice_texts, self.waits
+                info.id,
+                model,
+                tokenizer,
+                self.settings.embed_slice_texts,
+                self.waits,
+                others_busy=self._generating,
             )
         if info.kind == "vision":
             return VisionRunner(
@@ -146,6 +151,12 @@ class Engine:
 
     def _runners(self) -> list[Runner]:
         return [m.runner for m in list(self.pool.models.values()) if m.runner is not None]
+
+    def _generating(self) -> bool:
+        """Whether a text or vision runner has work (worker thread)."""
+        return any(
+            r.urgency() is not None for r in self._runners() if not isinstance(r, EmbedRunner)
+        )
 
     def _on_idle(self) -> None:
         """Worker thread, nothing to run: unload what idled past its TTL, and hand MLX's
