@@ -98,6 +98,10 @@ class Soak:
         def on_delta(params: Any) -> None:  # deltas arrive; the replies are what is checked
             pass
 
+        @self.lsp.feature("mlx/models/changed")
+        def on_models_changed(params: Any) -> None:
+            pass
+
     # -- process --
 
     async def start(self, env: dict[str, str]) -> None:
