@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, GenerateRequest, Result, TokenLogprob
 from sidecar.http.errors import JSON, OpenAIError, from_exception
+from sidecar.wire import Usage
 
 T = TypeVar("T")
 Event = Delta | Result
@@ -54,11 +55,7 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 def usage(result: Result) -> dict[str, int]:
-    return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
+    return Usage.of(result.prompt_tokens, result.completion_tokens).model_dump()
 
 
 def failed(result: Result) -> OpenAIError | None:

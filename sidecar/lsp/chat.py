@@ -14,6 +14,7 @@ from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
 from sidecar.lsp import notify
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
+from sidecar.wire import ChatResult, Usage
 
 
 class ChatMessage(Params):
@@ -49,7 +50,7 @@ class ChatParams(Params):
         return value
 
 
-async def chat(ls: SidecarServer, params: Any) -> dict[str, Any]:
+async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     p = parse(ChatParams, params, ls.engine.settings.limits)
     model = p.model or ls.roles["chat"]
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
@@ -75,15 +76,11 @@ async def chat(ls: SidecarServer, params: Any) -> dict[str, Any]:
     assert result is not None
     if result.finish_reason == "error":
         raise JsonRpcInternalError(f"generation failed: {result.error}")
-    return {
-        "text": result.text,
-        "finish_reason": result.finish_reason,
-        "model": result.model,
-        "usage": {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-        },
-        "time_to_first_token_s": result.time_to_first_token_s,
-        "tokens_per_s": result.tokens_per_s,
-    }
+    return ChatResult(
+        text=result.text,
+        finish_reason=result.finish_reason,
+        model=result.model,
+        usage=Usage.of(result.prompt_tokens, result.completion_tokens),
+        time_to_first_token_s=result.time_to_first_token_s,
+        tokens_per_s=result.tokens_per_s,
+    )

@@ -11,15 +11,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from sidecar.completion.service import CompletionOptions
 from sidecar.config import Settings
+from sidecar.wire import ModelRole
 
-Role = Literal["completion", "chat", "embedding"]
+Role = ModelRole
 ROLES: tuple[Role, ...] = ("completion", "chat", "embedding")
 SETTINGS_SECTIONS = ("mlxSidecar", "mlx-sidecar", "mlx_sidecar", "mlx")
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { backoffMs } from "../../src/client";
 import { userContent } from "../../src/chat-view";
-import { asList, hubItem, modelItem } from "../../src/commands";
+import { hubItem, modelItem } from "../../src/commands";
 import { formatBytes } from "../../src/protocol";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -44,21 +44,23 @@ test("attached context goes before the question as fenced blocks", () => {
   assert.equal(userContent("hi", []), "hi");
 });
 
-test("sizes and list shapes", () => {
+test("sizes and list items", () => {
   assert.equal(formatBytes(538_000_000), "538 MB");
   assert.equal(formatBytes(1_500_000_000), "1.5 GB");
   assert.equal(formatBytes(undefined), "");
-  assert.deepEqual(asList({ models: [1, 2] }), [1, 2]);
-  assert.deepEqual(asList([3]), [3]);
-  assert.deepEqual(asList(null), []);
-  const item = modelItem({ id: "m", kind: "text", size_bytes: 2_000_000, loaded: true });
+  const item = modelItem({ id: "m", kind: "text", size_bytes: 2_000_000, quantization: null, loaded: true, roles: ["chat"] });
   assert.equal(item.description, "text · 2.0 MB · loaded");
-  assert.equal(hubItem({ id: "org/m", size_bytes: 4_000_000_000, downloads: 1200 }).description, "4.0 GB · 1,200 downloads");
+  assert.equal(item.detail, "selected for chat");
+  assert.equal(
+    hubItem({ id: "org/m", kind: "text", size_bytes: 4_000_000_000, downloads: 1200 }).description,
+    "4.0 GB · text · 1,200 downloads",
+  );
 });
 
 test("status bar summary reads the completion model and tokens/s", () => {
-  assert.deepEqual(summarize({ roles: { completion: "A" }, recent_tokens_per_s: 9.5 }), { model: "A", tokensPerS: 9.5 });
-  assert.deepEqual(summarize({}), { model: undefined, tokensPerS: undefined });
+  const roles = { completion: "A", chat: "B", embedding: "C" };
+  assert.deepEqual(summarize({ roles, recent_tokens_per_s: 9.5 }), { model: "A", tokensPerS: 9.5 });
+  assert.deepEqual(summarize({ roles, recent_tokens_per_s: null }), { model: "A", tokensPerS: undefined });
 });
 
 test("managed venv: reused when installed; a failed pip install says what to set", { timeout: 120_000 }, async () => {

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as vscode from "vscode";
 import { activate, deactivate, type MlxSidecarApi } from "../../src/extension";
-import type { ModelInfo, Status } from "../../src/protocol";
+import type { EditorStatus, ModelList } from "../../src/protocol";
 import { openDocument, Position, registered, settings, ui } from "./fake-vscode";
 
 const root = path.resolve(__dirname, "../../..");
@@ -63,7 +63,7 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
   const context: any = { subscriptions: [], globalStorageUri: vscode.Uri.file(path.join(tmp, "storage")), extensionUri: vscode.Uri.file(root) };
 
   const request = <R>(method: string, params: unknown = {}) => api.sidecar.request<R>(method, params);
-  const models = async () => (await request<{ models: ModelInfo[] }>("mlx/models/list")).models;
+  const models = async () => (await request<ModelList>("mlx/models/list")).models;
 
   before(async () => {
     // Own models dir (links to the shared defaults) so download/delete touch nothing shared.
@@ -137,8 +137,8 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     assert.equal(off, null);
     await vscode.workspace.getConfiguration("mlxSidecar").update("completion.maxTokens", 5);
     await until("options pushed", async () => {
-      const s = await request<Status>("mlx/status");
-      const c = s.completion as { enabled: boolean; max_tokens: number };
+      const s = await request<EditorStatus>("mlx/status");
+      const c = s.completion;
       return c.enabled === false && c.max_tokens === 5;
     }, 10_000);
     await vscode.workspace.getConfiguration("mlxSidecar").update("completion.enabled", true);
@@ -219,7 +219,7 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     assert.equal(done.finish_reason, "cancelled", JSON.stringify(done));
     assert.ok(Date.now() - t0 < 10_000, "stopped promptly");
     await until("engine idle", async () => {
-      const s = await request<Status>("mlx/status");
+      const s = await request<EditorStatus>("mlx/status");
       return s.running === 0 && s.queue_depth === 0;
     }, 30_000);
   });
