@@ -210,7 +210,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   }
 
   private async insertAtCursor(code: string): Promise<void> {
-    const editor = vscode.window.visibleTextEditors.find((e) => e === vscode.window.activeTextEditor) ?? vscode.window.visibleTextEditors[0];
+    const editor =
+      vscode.window.visibleTextEditors.find((e) => e === vscode.window.activeTextEditor) ??
+      vscode.window.visibleTextEditors[0];
     if (!editor) {
       void vscode.window.showInformationMessage("MLX: open an editor to insert the code into.");
       return;
@@ -246,7 +248,13 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         cts.token,
       );
       this.messages.push({ role: "assistant", content: result.text });
-      this.post({ type: "done", text: result.text, finish_reason: result.finish_reason, model: result.model, usage: result.usage });
+      this.post({
+        type: "done",
+        text: result.text,
+        finish_reason: result.finish_reason,
+        model: result.model,
+        usage: result.usage,
+      });
     } catch (e) {
       const partial = this.current?.text ?? "";
       if (cts.token.isCancellationRequested) {
@@ -267,4 +275,3 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     for (const d of this.disposables) d.dispose();
   }
 }
-

@@ -87,7 +87,9 @@ export class SidecarClient implements vscode.Disposable {
     try {
       const launch = launchSettings();
       this.command = await resolveSidecar(launch, this.storage, this.log);
-      this.log.appendLine(`Starting sidecar (${this.command.source}): ${this.command.command} ${this.command.args.join(" ")}`);
+      this.log.appendLine(
+        `Starting sidecar (${this.command.source}): ${this.command.command} ${this.command.args.join(" ")}`,
+      );
       const serverOptions: ServerOptions = {
         command: this.command.command,
         args: this.command.args,
@@ -158,7 +160,9 @@ export class SidecarClient implements vscode.Disposable {
       return { action: CloseAction.DoNotRestart, handled: true };
     }
     const wait = backoffMs(attempt);
-    this.log.appendLine(`Sidecar exited unexpectedly; restarting in ${wait / 1000} s (attempt ${attempt}/${MAX_CRASHES}).`);
+    this.log.appendLine(
+      `Sidecar exited unexpectedly; restarting in ${wait / 1000} s (attempt ${attempt}/${MAX_CRASHES}).`,
+    );
     this.setState("restarting");
     this.restartTimer = setTimeout(() => void this.restart(false).catch(() => undefined), wait);
     return { action: CloseAction.DoNotRestart, handled: true };

@@ -2,7 +2,15 @@
 import * as vscode from "vscode";
 import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient/node";
 import type { SidecarClient } from "./client";
-import { type EditorStatus, formatBytes, type HubModel, METHODS, type ModelEntry, type ModelList, type SearchResults } from "./protocol";
+import {
+  type EditorStatus,
+  formatBytes,
+  type HubModel,
+  METHODS,
+  type ModelEntry,
+  type ModelList,
+  type SearchResults,
+} from "./protocol";
 import { type Role, setModelForRole } from "./settings";
 
 const ROLE_KINDS: Record<Role, string[]> = {
@@ -31,7 +39,9 @@ export function modelItem(
   };
 }
 
-export function hubItem(m: Pick<HubModel, "id" | "size_bytes" | "kind" | "downloads">): vscode.QuickPickItem & { id: string } {
+export function hubItem(
+  m: Pick<HubModel, "id" | "size_bytes" | "kind" | "downloads">,
+): vscode.QuickPickItem & { id: string } {
   const bits = [formatBytes(m.size_bytes), m.kind, m.downloads ? `${m.downloads.toLocaleString()} downloads` : ""];
   return { id: m.id, label: m.id, description: bits.filter(Boolean).join(" · ") };
 }
@@ -104,7 +114,8 @@ async function downloadModel(sidecar: SidecarClient): Promise<void> {
         await sidecar.request(METHODS.download, { repo: picked, workDoneToken }, token);
         void vscode.window.showInformationMessage(`MLX: downloaded ${picked}.`);
       } catch (e) {
-        if (token.isCancellationRequested) void vscode.window.showInformationMessage(`MLX: download of ${picked} cancelled.`);
+        if (token.isCancellationRequested)
+          void vscode.window.showInformationMessage(`MLX: download of ${picked} cancelled.`);
         else void vscode.window.showErrorMessage(`MLX: download of ${picked} failed: ${errorText(e)}`);
       } finally {
         sub?.dispose();
@@ -181,14 +192,23 @@ async function deleteModel(sidecar: SidecarClient): Promise<void> {
 }
 
 /** The status as markdown, for the read-only status document. */
-export function statusMarkdown(sidecar: SidecarClient, status: EditorStatus | undefined, models: ModelEntry[], error?: string): string {
+export function statusMarkdown(
+  sidecar: SidecarClient,
+  status: EditorStatus | undefined,
+  models: ModelEntry[],
+  error?: string,
+): string {
   const lines = ["# MLX Sidecar", "", `- state: **${sidecar.state}**`];
-  if (sidecar.command) lines.push(`- started from ${sidecar.command.source}: \`${sidecar.command.command} ${sidecar.command.args.join(" ")}\``);
+  if (sidecar.command)
+    lines.push(
+      `- started from ${sidecar.command.source}: \`${sidecar.command.command} ${sidecar.command.args.join(" ")}\``,
+    );
   if (sidecar.lastError) lines.push(`- last error: ${sidecar.lastError}`);
   if (error) lines.push(`- status request failed: ${error}`);
   if (models.length) {
     lines.push("", "## Models", "", "| id | kind | size | loaded |", "|---|---|---|---|");
-    for (const m of models) lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
+    for (const m of models)
+      lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
   }
   if (status) lines.push("", "## Engine", "", "```json", JSON.stringify(status, null, 2), "```");
   return lines.join("\n") + "\n";
@@ -226,21 +246,30 @@ async function showStatus(sidecar: SidecarClient, doc: StatusDocument): Promise<
 
 export function registerCommands(sidecar: SidecarClient): vscode.Disposable[] {
   const doc = new StatusDocument();
-  const guard =
-    (fn: () => Promise<void>) =>
-    async (): Promise<void> => {
-      try {
-        await fn();
-      } catch (e) {
-        void vscode.window.showErrorMessage(`MLX: ${errorText(e)}`);
-      }
-    };
+  const guard = (fn: () => Promise<void>) => async (): Promise<void> => {
+    try {
+      await fn();
+    } catch (e) {
+      void vscode.window.showErrorMessage(`MLX: ${errorText(e)}`);
+    }
+  };
   return [
     vscode.workspace.registerTextDocumentContentProvider("mlx-sidecar-status", doc),
-    vscode.commands.registerCommand("mlxSidecar.downloadModel", guard(() => downloadModel(sidecar))),
-    vscode.commands.registerCommand("mlxSidecar.switchModel", (role?: Role) => guard(() => switchModel(sidecar, role))()),
-    vscode.commands.registerCommand("mlxSidecar.deleteModel", guard(() => deleteModel(sidecar))),
-    vscode.commands.registerCommand("mlxSidecar.showStatus", guard(() => showStatus(sidecar, doc))),
+    vscode.commands.registerCommand(
+      "mlxSidecar.downloadModel",
+      guard(() => downloadModel(sidecar)),
+    ),
+    vscode.commands.registerCommand("mlxSidecar.switchModel", (role?: Role) =>
+      guard(() => switchModel(sidecar, role))(),
+    ),
+    vscode.commands.registerCommand(
+      "mlxSidecar.deleteModel",
+      guard(() => deleteModel(sidecar)),
+    ),
+    vscode.commands.registerCommand(
+      "mlxSidecar.showStatus",
+      guard(() => showStatus(sidecar, doc)),
+    ),
     vscode.commands.registerCommand("mlxSidecar.showLog", () => sidecar.log.show()),
     vscode.commands.registerCommand(
       "mlxSidecar.restartSidecar",

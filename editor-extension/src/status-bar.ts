@@ -4,7 +4,10 @@ import type { SidecarClient } from "./client";
 import { type EditorStatus, METHODS } from "./protocol";
 
 /** What the status bar shows of an mlx/status reply: the completion model, recent tokens/s. */
-export function summarize(status: Pick<EditorStatus, "roles" | "recent_tokens_per_s">): { model: string; tokensPerS?: number } {
+export function summarize(status: Pick<EditorStatus, "roles" | "recent_tokens_per_s">): {
+  model: string;
+  tokensPerS?: number;
+} {
   const tps = status.recent_tokens_per_s;
   return { model: status.roles.completion, tokensPerS: tps !== null && Number.isFinite(tps) ? tps : undefined };
 }
