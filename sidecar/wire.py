@@ -81,7 +81,7 @@ class ModelEntry(Wire):
         cls,
         info: ModelInfo,
         loaded: Mapping[str, LoadedModel],
-        roles: Mapping[str, str] | None = None,
+        roles: Mapping[ModelRole, str] | None = None,
     ) -> ModelEntry:
         held = loaded.get(info.id)
         return cls(
@@ -95,19 +95,21 @@ class ModelEntry(Wire):
             fim=info.fim,
             loaded=held is not None,
             pinned=bool(held is not None and held.pinned),
-            roles=[role for role, mid in (roles or {}).items() if mid == info.id],  # type: ignore[misc]
+            roles=[role for role, mid in (roles or {}).items() if mid == info.id],
         )
 
 
 def model_entries(
     infos: Iterable[ModelInfo],
     loaded: Mapping[str, LoadedModel],
-    roles: Mapping[str, str] | None = None,
+    roles: Mapping[ModelRole, str] | None = None,
 ) -> list[ModelEntry]:
     return [ModelEntry.of(info, loaded, roles) for info in infos]
 
 
-async def local_models(engine: Engine, roles: Mapping[str, str] | None = None) -> list[ModelEntry]:
+async def local_models(
+    engine: Engine, roles: Mapping[ModelRole, str] | None = None
+) -> list[ModelEntry]:
     """The local model list, read off the event loop (it walks the model directories)."""
     loaded = dict(engine.pool.models)  # a snapshot taken on the loop, which owns the pool
     return await asyncio.to_thread(lambda: model_entries(engine.store.list(), loaded, roles))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, create_model
+from pydantic.json_schema import JsonSchemaMode
 
 from sidecar import wire
 from sidecar.lsp.chat import ChatParams
@@ -52,10 +53,10 @@ SENT: list[Any] = [
 RECEIVED: list[type[BaseModel]] = [ChatParams]
 
 
-def definitions(types: list[Any], mode: str) -> dict[str, Any]:
+def definitions(types: list[Any], mode: JsonSchemaMode) -> dict[str, Any]:
     """The JSON Schema `$defs` of `types` (and of every model they use), by class name."""
     root = create_model("Root", **{f"f{i}": (t, ...) for i, t in enumerate(types)})  # type: ignore[call-overload]
-    return root.model_json_schema(mode=mode, by_alias=False)["$defs"]  # type: ignore[arg-type]
+    return root.model_json_schema(mode=mode, by_alias=False)["$defs"]
 
 
 def ts_type(schema: dict[str, Any]) -> str:
@@ -106,10 +107,11 @@ def interface(name: str, schema: dict[str, Any], all_required: bool) -> list[str
 def render(sent: list[Any] = SENT, received: list[Any] = RECEIVED) -> str:
     """The generated block, markers included."""
     blocks: dict[str, list[str]] = {}
-    for types, mode, all_required in (
+    passes: list[tuple[list[Any], JsonSchemaMode, bool]] = [
         (sent, "serialization", True),
         (received, "validation", False),
-    ):
+    ]
+    for types, mode, all_required in passes:
         for name, schema in definitions(types, mode).items():
             if name in blocks:
                 continue  # a model used both ways: its sent shape
