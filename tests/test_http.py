@@ -62,6 +62,8 @@ def test_model_list_has_every_local_model_with_kind(server: Server, fim_model: s
     assert models[EMBEDDING_MODEL].model_extra["kind"] == "embedding"
     assert models[fim_model].model_extra["fim"] == "qwen"
     assert models[CHAT_MODEL].owned_by == "local"
+    assert models[CHAT_MODEL].model_extra["roles"] == []  # editor roles stay in the editor
+    assert "path" not in models[CHAT_MODEL].model_extra  # nor do local file paths
     assert server.client().models.retrieve(EMBEDDING_MODEL).model_extra["kind"] == "embedding"
     with pytest.raises(openai.NotFoundError):
         server.client().models.retrieve("no-such-model")

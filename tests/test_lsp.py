@@ -16,6 +16,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from sidecar import wire
+from sidecar.lsp.status import EditorStatus
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
 from tests.helpers.waiting import until
 from tests.tiny_models import tiny_fim_model
@@ -302,6 +304,26 @@ async def test_status_reports_engine_and_roles(client: LanguageClient) -> None:
     assert status.memory.active_bytes > 0
     assert status.http_url is None
     assert status.completion.max_tokens == 8
+
+
+def plain(value: Any) -> Any:
+    """pygls hands replies over as namedtuples: back to the JSON they came as."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    return [plain(v) for v in value] if isinstance(value, list) else value
+
+
+async def test_replies_and_notifications_have_the_wire_shapes(client: LanguageClient) -> None:
+    """What the server sends parses as the models protocol.ts is generated from, which refuse
+    unknown fields: the extension's types describe the real replies."""
+    EditorStatus.model_validate(plain(await call(client, "mlx/status")))
+    listed = wire.ModelList.model_validate(plain(await call(client, "mlx/models/list")))
+    chat_entry = next(m for m in listed.models if m.id == CHAT_MODEL)
+    assert chat_entry.object == "model" and chat_entry.fim is None and chat_entry.loaded
+    await call(client, "mlx/models/select", {"role": "chat", "model": CHAT_MODEL})
+    change = wire.ModelsChanged.model_validate(plain(client.model_changes[-1]))  # type: ignore[attr-defined]
+    assert change.reason == "selected" and change.model == CHAT_MODEL
+    assert {m.id for m in change.models} == {m.id for m in listed.models}
 
 
 async def test_completions_and_chat_from_many_buffers_share_a_batch(

@@ -2,7 +2,7 @@
 // to the extension. No remote resources; all text is escaped before it becomes HTML.
 // @ts-check
 (function () {
-  // @ts-ignore
+  // @ts-expect-error acquireVsCodeApi is a global of the webview host, unknown to TypeScript
   const vscode = acquireVsCodeApi();
   const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
   const messages = $("messages");
@@ -29,11 +29,16 @@
       const item = /^\s*(?:[-*]|\d+\.)\s+(.*)$/.exec(line);
       const heading = /^(#{1,6})\s+(.*)$/.exec(line);
       if (item) {
-        if (!list) { list = []; }
+        if (!list) {
+          list = [];
+        }
         list.push(`<li>${inline(item[1])}</li>`);
         continue;
       }
-      if (list) { out.push(`<ul>${list.join("")}</ul>`); list = null; }
+      if (list) {
+        out.push(`<ul>${list.join("")}</ul>`);
+        list = null;
+      }
       if (heading) out.push(`<p><strong>${inline(heading[2])}</strong></p>`);
       else if (line.trim()) out.push(`<p>${inline(line)}</p>`);
     }

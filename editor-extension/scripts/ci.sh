@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for editor-extension/: installs what its tests need on a fresh machine (Debian chromium,
-# Node 24 and code-server cached OUTSIDE the repo so repeat runs are fast), builds, packages the
+# Node 24 and code-server cached OUTSIDE the repo so repeat runs are fast), lints, builds, packages the
 # .vsix, runs the integration suite (real vscode-languageclient + real Python sidecar, fake
 # vscode host) and the end-to-end suite (code-server + headless chromium).
 #
@@ -77,6 +77,8 @@ if [ "$(cat node_modules/.ci-lock-hash 2>/dev/null)" != "$lock_hash" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_hash" >node_modules/.ci-lock-hash
 fi
+say "lint (eslint, prettier)"
+npm run --silent lint
 say "build + package"
 npm run --silent package
 export VSIX="$ext/mlx-sidecar.vsix"

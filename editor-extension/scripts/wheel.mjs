@@ -17,5 +17,6 @@ execFileSync(python, ["-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir
   stdio: ["ignore", "inherit", "inherit"],
 });
 const wheels = fs.readdirSync(out).filter((f) => /^mlx_sidecar-.*\.whl$/.test(f));
-if (wheels.length !== 1) throw new Error(`expected one mlx_sidecar wheel in ${out}, found ${wheels.join(", ") || "none"}`);
+if (wheels.length !== 1)
+  throw new Error(`expected one mlx_sidecar wheel in ${out}, found ${wheels.join(", ") || "none"}`);
 console.log(`sidecar wheel: python/${wheels[0]}`);

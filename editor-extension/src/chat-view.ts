@@ -3,7 +3,7 @@
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
 import { listModels } from "./commands";
-import { type ChatMessage, type ChatResult, METHODS } from "./protocol";
+import { type ChatMessage, type ChatParams, type ChatResult, METHODS } from "./protocol";
 import { setModelForRole, sidecarOptions } from "./settings";
 
 interface ContextItem {
@@ -120,7 +120,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     if (!this.view || this.sidecar.state !== "running") return;
     try {
       const models = (await listModels(this.sidecar)).filter((m) => m.kind !== "embedding");
-      const current = sidecarOptions().models.chat ?? models.find((m) => m.roles?.includes("chat"))?.id ?? "";
+      const current = sidecarOptions().models.chat ?? models.find((m) => m.roles.includes("chat"))?.id ?? "";
       this.post({ type: "models", models: models.map((m) => m.id), current });
     } catch {
       // the picker keeps what it had
@@ -210,7 +210,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   }
 
   private async insertAtCursor(code: string): Promise<void> {
-    const editor = vscode.window.visibleTextEditors.find((e) => e === vscode.window.activeTextEditor) ?? vscode.window.visibleTextEditors[0];
+    const editor =
+      vscode.window.visibleTextEditors.find((e) => e === vscode.window.activeTextEditor) ??
+      vscode.window.visibleTextEditors[0];
     if (!editor) {
       void vscode.window.showInformationMessage("MLX: open an editor to insert the code into.");
       return;
@@ -242,11 +244,17 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
           max_tokens: opts.maxTokens,
           temperature: opts.temperature,
           stream_token: token,
-        },
+        } satisfies ChatParams,
         cts.token,
       );
       this.messages.push({ role: "assistant", content: result.text });
-      this.post({ type: "done", text: result.text, finish_reason: result.finish_reason, model: result.model, usage: result.usage });
+      this.post({
+        type: "done",
+        text: result.text,
+        finish_reason: result.finish_reason,
+        model: result.model,
+        usage: result.usage,
+      });
     } catch (e) {
       const partial = this.current?.text ?? "";
       if (cts.token.isCancellationRequested) {
@@ -267,4 +275,3 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     for (const d of this.disposables) d.dispose();
   }
 }
-

@@ -12,7 +12,7 @@ import {
   type ServerOptions,
   State,
 } from "vscode-languageclient/node";
-import { type ChatDelta, METHODS } from "./protocol";
+import { type ChatDelta, METHODS, type ModelsChanged } from "./protocol";
 import { resolveSidecar, type SidecarCommand, sidecarEnv } from "./sidecar-path";
 import { launchSettings, SECTION, sidecarOptions } from "./settings";
 
@@ -54,7 +54,7 @@ export class SidecarClient implements vscode.Disposable {
   readonly onDidChangeState = this.stateEmitter.event;
   private readonly deltaEmitter = new vscode.EventEmitter<ChatDelta>();
   readonly onChatDelta = this.deltaEmitter.event;
-  private readonly modelsEmitter = new vscode.EventEmitter<unknown>();
+  private readonly modelsEmitter = new vscode.EventEmitter<ModelsChanged>();
   readonly onModelsChanged = this.modelsEmitter.event;
   private readonly busyEmitter = new vscode.EventEmitter<boolean>();
   /** Fires true when the first request starts and false when the last one ends. */
@@ -87,7 +87,9 @@ export class SidecarClient implements vscode.Disposable {
     try {
       const launch = launchSettings();
       this.command = await resolveSidecar(launch, this.storage, this.log);
-      this.log.appendLine(`Starting sidecar (${this.command.source}): ${this.command.command} ${this.command.args.join(" ")}`);
+      this.log.appendLine(
+        `Starting sidecar (${this.command.source}): ${this.command.command} ${this.command.args.join(" ")}`,
+      );
       const serverOptions: ServerOptions = {
         command: this.command.command,
         args: this.command.args,
@@ -97,7 +99,7 @@ export class SidecarClient implements vscode.Disposable {
       this.client = client;
       this.clientDisposables.push(
         client.onNotification(METHODS.chatDelta, (p: ChatDelta) => this.deltaEmitter.fire(p)),
-        client.onNotification(METHODS.changed, (p: unknown) => this.modelsEmitter.fire(p)),
+        client.onNotification(METHODS.changed, (p: ModelsChanged) => this.modelsEmitter.fire(p)),
       );
       await client.start();
       // start() can resolve although the process already died (the close handler then restarts).
@@ -158,7 +160,9 @@ export class SidecarClient implements vscode.Disposable {
       return { action: CloseAction.DoNotRestart, handled: true };
     }
     const wait = backoffMs(attempt);
-    this.log.appendLine(`Sidecar exited unexpectedly; restarting in ${wait / 1000} s (attempt ${attempt}/${MAX_CRASHES}).`);
+    this.log.appendLine(
+      `Sidecar exited unexpectedly; restarting in ${wait / 1000} s (attempt ${attempt}/${MAX_CRASHES}).`,
+    );
     this.setState("restarting");
     this.restartTimer = setTimeout(() => void this.restart(false).catch(() => undefined), wait);
     return { action: CloseAction.DoNotRestart, handled: true };

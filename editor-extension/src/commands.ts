@@ -2,7 +2,15 @@
 import * as vscode from "vscode";
 import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient/node";
 import type { SidecarClient } from "./client";
-import { formatBytes, type HubModel, METHODS, type ModelInfo, type Status } from "./protocol";
+import {
+  type EditorStatus,
+  formatBytes,
+  type HubModel,
+  METHODS,
+  type ModelEntry,
+  type ModelList,
+  type SearchResults,
+} from "./protocol";
 import { type Role, setModelForRole } from "./settings";
 
 const ROLE_KINDS: Record<Role, string[]> = {
@@ -11,38 +19,30 @@ const ROLE_KINDS: Record<Role, string[]> = {
   embedding: ["embedding"],
 };
 
-/** Accepts a bare list or {models|data|results: list}. */
-export function asList<T>(reply: unknown): T[] {
-  if (Array.isArray(reply)) return reply as T[];
-  if (reply && typeof reply === "object") {
-    for (const key of ["models", "data", "results"]) {
-      const v = (reply as Record<string, unknown>)[key];
-      if (Array.isArray(v)) return v as T[];
-    }
-  }
-  return [];
-}
-
-export async function listModels(sidecar: SidecarClient): Promise<ModelInfo[]> {
-  return asList<ModelInfo>(await sidecar.request(METHODS.list, {}));
+export async function listModels(sidecar: SidecarClient): Promise<ModelEntry[]> {
+  return (await sidecar.request<ModelList>(METHODS.list, {})).models;
 }
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-export function modelItem(m: ModelInfo): vscode.QuickPickItem & { id: string } {
+export function modelItem(
+  m: Pick<ModelEntry, "id" | "kind" | "size_bytes" | "quantization" | "loaded" | "roles">,
+): vscode.QuickPickItem & { id: string } {
   const bits = [m.kind, formatBytes(m.size_bytes), m.quantization ?? "", m.loaded ? "loaded" : "not loaded"];
   return {
     id: m.id,
     label: m.id,
     description: bits.filter(Boolean).join(" · "),
-    detail: m.roles && m.roles.length ? `selected for ${m.roles.join(", ")}` : undefined,
+    detail: m.roles.length ? `selected for ${m.roles.join(", ")}` : undefined,
   };
 }
 
-export function hubItem(m: HubModel): vscode.QuickPickItem & { id: string } {
-  const bits = [formatBytes(m.size_bytes), m.kind ?? "", m.downloads ? `${m.downloads.toLocaleString()} downloads` : ""];
+export function hubItem(
+  m: Pick<HubModel, "id" | "size_bytes" | "kind" | "downloads">,
+): vscode.QuickPickItem & { id: string } {
+  const bits = [formatBytes(m.size_bytes), m.kind, m.downloads ? `${m.downloads.toLocaleString()} downloads` : ""];
   return { id: m.id, label: m.id, description: bits.filter(Boolean).join(" · ") };
 }
 
@@ -65,7 +65,7 @@ async function downloadModel(sidecar: SidecarClient): Promise<void> {
       searchToken = cts;
       qp.busy = true;
       try {
-        const found = asList<HubModel>(await sidecar.request(METHODS.search, { query, limit: 30 }, cts.token));
+        const found = (await sidecar.request<SearchResults>(METHODS.search, { query, limit: 30 }, cts.token)).models;
         if (cts.token.isCancellationRequested) return;
         const items = found.map(hubItem);
         // A typed repo id is always downloadable, even when the search does not list it.
@@ -114,7 +114,8 @@ async function downloadModel(sidecar: SidecarClient): Promise<void> {
         await sidecar.request(METHODS.download, { repo: picked, workDoneToken }, token);
         void vscode.window.showInformationMessage(`MLX: downloaded ${picked}.`);
       } catch (e) {
-        if (token.isCancellationRequested) void vscode.window.showInformationMessage(`MLX: download of ${picked} cancelled.`);
+        if (token.isCancellationRequested)
+          void vscode.window.showInformationMessage(`MLX: download of ${picked} cancelled.`);
         else void vscode.window.showErrorMessage(`MLX: download of ${picked} failed: ${errorText(e)}`);
       } finally {
         sub?.dispose();
@@ -138,9 +139,9 @@ async function pickRole(): Promise<Role | undefined> {
 async function switchModel(sidecar: SidecarClient, role?: Role): Promise<void> {
   role ??= await pickRole();
   if (!role) return;
-  let models: ModelInfo[];
+  let models: ModelEntry[];
   try {
-    models = (await listModels(sidecar)).filter((m) => !m.kind || ROLE_KINDS[role].includes(m.kind));
+    models = (await listModels(sidecar)).filter((m) => ROLE_KINDS[role].includes(m.kind));
   } catch (e) {
     void vscode.window.showErrorMessage(`MLX: could not list models: ${errorText(e)}`);
     return;
@@ -167,7 +168,7 @@ async function switchModel(sidecar: SidecarClient, role?: Role): Promise<void> {
 }
 
 async function deleteModel(sidecar: SidecarClient): Promise<void> {
-  let models: ModelInfo[];
+  let models: ModelEntry[];
   try {
     models = await listModels(sidecar);
   } catch (e) {
@@ -191,13 +192,23 @@ async function deleteModel(sidecar: SidecarClient): Promise<void> {
 }
 
 /** The status as markdown, for the read-only status document. */
-export function statusMarkdown(sidecar: SidecarClient, status: Status | undefined, models: ModelInfo[]): string {
+export function statusMarkdown(
+  sidecar: SidecarClient,
+  status: EditorStatus | undefined,
+  models: ModelEntry[],
+  error?: string,
+): string {
   const lines = ["# MLX Sidecar", "", `- state: **${sidecar.state}**`];
-  if (sidecar.command) lines.push(`- started from ${sidecar.command.source}: \`${sidecar.command.command} ${sidecar.command.args.join(" ")}\``);
+  if (sidecar.command)
+    lines.push(
+      `- started from ${sidecar.command.source}: \`${sidecar.command.command} ${sidecar.command.args.join(" ")}\``,
+    );
   if (sidecar.lastError) lines.push(`- last error: ${sidecar.lastError}`);
+  if (error) lines.push(`- status request failed: ${error}`);
   if (models.length) {
     lines.push("", "## Models", "", "| id | kind | size | loaded |", "|---|---|---|---|");
-    for (const m of models) lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
+    for (const m of models)
+      lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
   }
   if (status) lines.push("", "## Engine", "", "```json", JSON.stringify(status, null, 2), "```");
   return lines.join("\n") + "\n";
@@ -218,37 +229,47 @@ class StatusDocument implements vscode.TextDocumentContentProvider {
 }
 
 async function showStatus(sidecar: SidecarClient, doc: StatusDocument): Promise<void> {
-  let status: Status | undefined;
-  let models: ModelInfo[] = [];
+  let status: EditorStatus | undefined;
+  let models: ModelEntry[] = [];
+  let error: string | undefined;
   if (sidecar.state === "running") {
     try {
-      [status, models] = await Promise.all([sidecar.request<Status>(METHODS.status, {}), listModels(sidecar)]);
+      [status, models] = await Promise.all([sidecar.request<EditorStatus>(METHODS.status, {}), listModels(sidecar)]);
     } catch (e) {
-      status = { error: errorText(e) };
+      error = errorText(e);
     }
   }
-  doc.set(statusMarkdown(sidecar, status, models));
+  doc.set(statusMarkdown(sidecar, status, models, error));
   const opened = await vscode.workspace.openTextDocument(StatusDocument.uri);
   await vscode.window.showTextDocument(opened, { preview: true });
 }
 
 export function registerCommands(sidecar: SidecarClient): vscode.Disposable[] {
   const doc = new StatusDocument();
-  const guard =
-    (fn: () => Promise<void>) =>
-    async (): Promise<void> => {
-      try {
-        await fn();
-      } catch (e) {
-        void vscode.window.showErrorMessage(`MLX: ${errorText(e)}`);
-      }
-    };
+  const guard = (fn: () => Promise<void>) => async (): Promise<void> => {
+    try {
+      await fn();
+    } catch (e) {
+      void vscode.window.showErrorMessage(`MLX: ${errorText(e)}`);
+    }
+  };
   return [
     vscode.workspace.registerTextDocumentContentProvider("mlx-sidecar-status", doc),
-    vscode.commands.registerCommand("mlxSidecar.downloadModel", guard(() => downloadModel(sidecar))),
-    vscode.commands.registerCommand("mlxSidecar.switchModel", (role?: Role) => guard(() => switchModel(sidecar, role))()),
-    vscode.commands.registerCommand("mlxSidecar.deleteModel", guard(() => deleteModel(sidecar))),
-    vscode.commands.registerCommand("mlxSidecar.showStatus", guard(() => showStatus(sidecar, doc))),
+    vscode.commands.registerCommand(
+      "mlxSidecar.downloadModel",
+      guard(() => downloadModel(sidecar)),
+    ),
+    vscode.commands.registerCommand("mlxSidecar.switchModel", (role?: Role) =>
+      guard(() => switchModel(sidecar, role))(),
+    ),
+    vscode.commands.registerCommand(
+      "mlxSidecar.deleteModel",
+      guard(() => deleteModel(sidecar)),
+    ),
+    vscode.commands.registerCommand(
+      "mlxSidecar.showStatus",
+      guard(() => showStatus(sidecar, doc)),
+    ),
     vscode.commands.registerCommand("mlxSidecar.showLog", () => sidecar.log.show()),
     vscode.commands.registerCommand(
       "mlxSidecar.restartSidecar",

@@ -39,7 +39,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<MlxSid
   // Start in the background: activation must not wait for a venv install or model load.
   sidecar.start().catch((e) => {
     void vscode.window
-      .showErrorMessage(`MLX Sidecar could not start: ${e instanceof Error ? e.message : String(e)}`, "Show Log", "Open Settings")
+      .showErrorMessage(
+        `MLX Sidecar could not start: ${e instanceof Error ? e.message : String(e)}`,
+        "Show Log",
+        "Open Settings",
+      )
       .then((choice) => {
         if (choice === "Show Log") log.show();
         if (choice === "Open Settings") void vscode.commands.executeCommand("workbench.action.openSettings", SECTION);

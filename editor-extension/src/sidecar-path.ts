@@ -41,7 +41,12 @@ function venvBin(venv: string, name: string): string {
 }
 
 /** Runs a command, logging its output; resolves with its stdout. */
-function run(cmd: string, args: string[], log: vscode.OutputChannel, token?: vscode.CancellationToken): Promise<string> {
+function run(
+  cmd: string,
+  args: string[],
+  log: vscode.OutputChannel,
+  token?: vscode.CancellationToken,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     log.appendLine(`$ ${cmd} ${args.join(" ")}`);
     const child = execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
@@ -49,7 +54,12 @@ function run(cmd: string, args: string[], log: vscode.OutputChannel, token?: vsc
       if (stderr) log.append(stderr);
       // The last line of stderr is pip's/venv's own reason; the whole output is in the log.
       if (err) {
-        const reason = stderr.trim().split("\n").filter((l) => /error/i.test(l)).pop() ?? err.message;
+        const reason =
+          stderr
+            .trim()
+            .split("\n")
+            .filter((l) => /error/i.test(l))
+            .pop() ?? err.message;
         reject(new Error(`${path.basename(cmd)} ${args.slice(0, 3).join(" ")} failed: ${reason}`));
       } else resolve(stdout);
     });
@@ -87,7 +97,9 @@ export async function ensureManagedVenv(
   }
   const python = findOnPath("python3") ?? findOnPath("python");
   if (!python) {
-    throw new Error("No python3 found on PATH. Install Python 3.11+ or set mlxSidecar.pythonPath / mlxSidecar.serverPath.");
+    throw new Error(
+      "No python3 found on PATH. Install Python 3.11+ or set mlxSidecar.pythonPath / mlxSidecar.serverPath.",
+    );
   }
   await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: "MLX Sidecar", cancellable: true },

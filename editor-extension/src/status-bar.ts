@@ -1,18 +1,15 @@
 // Status bar item: completion model, busy/idle, tokens/s of recent work; click shows status.
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
-import { METHODS, type Status } from "./protocol";
+import { type EditorStatus, METHODS } from "./protocol";
 
-/** Pulls the fields the status bar shows out of an mlx/status reply (tolerant of shape). */
-export function summarize(status: Status): { model?: string; tokensPerS?: number } {
-  const models = (status.models ?? {}) as Record<string, unknown>;
-  const roles = (status.roles ?? status.selected ?? models) as Record<string, unknown>;
-  const completion = roles.completion ?? status.completion_model;
-  const tps = status.recent_tokens_per_s ?? status.tokens_per_s;
-  return {
-    model: typeof completion === "string" ? completion : undefined,
-    tokensPerS: typeof tps === "number" && Number.isFinite(tps) ? tps : undefined,
-  };
+/** What the status bar shows of an mlx/status reply: the completion model, recent tokens/s. */
+export function summarize(status: Pick<EditorStatus, "roles" | "recent_tokens_per_s">): {
+  model: string;
+  tokensPerS?: number;
+} {
+  const tps = status.recent_tokens_per_s;
+  return { model: status.roles.completion, tokensPerS: tps !== null && Number.isFinite(tps) ? tps : undefined };
 }
 
 export class StatusBar implements vscode.Disposable {
@@ -48,8 +45,8 @@ export class StatusBar implements vscode.Disposable {
   async refresh(): Promise<void> {
     if (this.sidecar.state !== "running") return;
     try {
-      const s = summarize(await this.sidecar.request<Status>(METHODS.status, {}));
-      this.model = s.model ?? this.model;
+      const s = summarize(await this.sidecar.request<EditorStatus>(METHODS.status, {}));
+      this.model = s.model;
       this.tps = s.tokensPerS ?? this.tps;
     } catch {
       // shown as state instead

@@ -48,6 +48,7 @@ from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_default
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
 from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
+from sidecar.wire import EngineStatus
 
 Event = Delta | Result
 RECENT = 50
@@ -367,13 +368,13 @@ class Engine:
 
     # -- status ------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EngineStatus:
         stats = [r.stats() for r in self._runners()]
         text = [r for r in stats if r.kind in ("text", "vision")]
         embed = [r for r in stats if r.kind == "embedding"]
         recent_tps = self.metrics.tokens_per_s[-1] if self.metrics.tokens_per_s else None
         gaps = self.metrics.token_gaps_s
-        return {
+        status = {
             "loaded": [m.to_dict() for m in self.pool.models.values()],
             "memory": {
                 "active_bytes": mx.get_active_memory(),
@@ -407,6 +408,7 @@ class Engine:
             "prompt_tokens": self.metrics.prompt_tokens,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
+        return EngineStatus.model_validate(status)  # a key missing from sidecar/wire.py raises
 
 
 def default_prefill_chunk() -> int:

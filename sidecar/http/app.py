@@ -30,6 +30,7 @@ from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
 from sidecar.http.timeouts import BODY_TIMEOUT_S, BodyDeadline, abandoned
 from sidecar.models.pool import LoadedModel
 from sidecar.roles import Roles
+from sidecar.wire import Usage, local_models
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,22 +64,8 @@ def default_model(request: Request, role: str) -> str:
 
 
 async def model_list(engine: Engine) -> list[dict[str, Any]]:
-    infos = await asyncio.to_thread(engine.store.list)
-    loaded = set(engine.pool.models)
-    return [
-        {
-            "id": info.id,
-            "object": "model",
-            "created": int(info.path.stat().st_mtime),
-            "owned_by": "local",
-            "kind": info.kind,
-            "loaded": info.id in loaded,
-            "fim": info.fim,
-            "size_bytes": info.size_bytes,
-            "quantization": info.quantization,
-        }
-        for info in infos
-    ]
+    # Local file paths are the editor's business, not a network client's.
+    return [m.model_dump(exclude={"path"}) for m in await local_models(engine)]
 
 
 async def named_model(engine: Engine, model: str | None, default: str) -> LoadedModel:
@@ -209,16 +196,13 @@ def add_routes(app: FastAPI) -> None:
                 "object": "list",
                 "data": data,
                 "model": result.model,
-                "usage": {
-                    "prompt_tokens": result.prompt_tokens,
-                    "total_tokens": result.prompt_tokens,
-                },
+                "usage": Usage.of(result.prompt_tokens).model_dump(),
             }
         )
 
     @app.get("/health")
     async def health(request: Request) -> JSON:
-        return JSON({"status": "ok", **engine_of(request).status()})
+        return JSON({"status": "ok", **engine_of(request).status().model_dump()})
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> PlainTextResponse:

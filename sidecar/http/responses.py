@@ -22,6 +22,7 @@ from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, GenerateRequest, Result, TokenLogprob
 from sidecar.errors import result_error
 from sidecar.http.errors import JSON, OpenAIError, from_exception
+from sidecar.wire import Usage
 
 T = TypeVar("T")
 Event = Delta | Result
@@ -55,11 +56,7 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 def usage(result: Result) -> dict[str, int]:
-    return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
+    return Usage.of(result.prompt_tokens, result.completion_tokens).model_dump()
 
 
 def failed(result: Result) -> OpenAIError | None:

@@ -15,6 +15,7 @@ from sidecar.errors import result_error
 from sidecar.lsp import notify
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
+from sidecar.wire import ChatResult, Usage
 
 
 class ChatMessage(Params):
@@ -50,7 +51,7 @@ class ChatParams(Params):
         return value
 
 
-async def chat(ls: SidecarServer, params: Any) -> dict[str, Any]:
+async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     p = parse(ChatParams, params, ls.engine.settings.limits)
     model = p.model or ls.roles["chat"]
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
@@ -75,16 +76,12 @@ async def chat(ls: SidecarServer, params: Any) -> dict[str, Any]:
                 result = event
         assert result is not None
         if (error := result_error(result)) is not None:
-            raise error
-    return {
-        "text": result.text,
-        "finish_reason": result.finish_reason,
-        "model": result.model,
-        "usage": {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-        },
-        "time_to_first_token_s": result.time_to_first_token_s,
-        "tokens_per_s": result.tokens_per_s,
-    }
+            raise error  # mapped by rpc_errors like every other SidecarError
+    return ChatResult(
+        text=result.text,
+        finish_reason=result.finish_reason,
+        model=result.model,
+        usage=Usage.of(result.prompt_tokens, result.completion_tokens),
+        time_to_first_token_s=result.time_to_first_token_s,
+        tokens_per_s=result.tokens_per_s,
+    )

@@ -22,16 +22,19 @@ from lsprotocol.types import WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDon
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
+from sidecar.engine.engine import Engine
 from sidecar.errors import SidecarError
+from sidecar.lsp import notify
 from sidecar.lsp.errors import to_rpc
+from sidecar.lsp.session import SidecarServer
 from sidecar.models import hub
+from sidecar.wire import DeleteResult, DownloadResult, ModelEntry, Wire
 
 log = logging.getLogger(__name__)
 
 SEARCH = "mlx/models/search"
 DOWNLOAD = "mlx/models/download"
 DELETE = "mlx/models/delete"
-CHANGED = "mlx/models/changed"
 REPORT_EVERY_S = 0.25
 
 
@@ -66,17 +69,13 @@ def _string(params: dict[str, Any], *names: str, required: bool = True) -> str |
     return None
 
 
-def local_models(engine: Any) -> list[dict[str, Any]]:
-    return [m.to_dict() for m in engine.store.list()]
+class SearchResults(Wire):
+    """`mlx/models/search`: hub models, most downloaded first."""
+
+    models: list[hub.HubModel]
 
 
-async def notify_changed(server: LanguageServer, engine: Any, reason: str, model_id: str) -> None:
-    """`mlx/models/changed` {reason, model, models}: the local list after the change."""
-    models = await asyncio.to_thread(local_models, engine)
-    server.protocol.notify(CHANGED, {"reason": reason, "model": model_id, "models": models})
-
-
-async def search(engine: Any, params: dict[str, Any]) -> dict[str, Any]:
+async def search(engine: Engine, params: dict[str, Any]) -> SearchResults:
     query = params.get("query") or ""
     if not isinstance(query, str):
         raise JsonRpcInvalidParams("'query' must be a string")
@@ -90,7 +89,7 @@ async def search(engine: Any, params: dict[str, Any]) -> dict[str, Any]:
         )
     except SidecarError as e:
         raise to_rpc(e) from e
-    return {"models": [r.to_dict() for r in results]}
+    return SearchResults(models=results)
 
 
 class ProgressReporter:
@@ -140,7 +139,7 @@ class ProgressReporter:
         self.server.work_done_progress.tokens.pop(self.token, None)
 
 
-async def download(server: LanguageServer, engine: Any, params: dict[str, Any]) -> dict[str, Any]:
+async def download(server: SidecarServer, engine: Engine, params: dict[str, Any]) -> DownloadResult:
     repo_id = _string(params, "repo", "id", "model")
     assert repo_id is not None
     revision = _string(params, "revision", required=False)
@@ -173,15 +172,15 @@ async def download(server: LanguageServer, engine: Any, params: dict[str, Any]) 
         progress.end(f"failed: {e}")
         raise to_rpc(e) from e
     progress.end(f"downloaded {info.id}")
-    await notify_changed(server, engine, "downloaded", info.id)
-    return {
-        "model": info.to_dict(),
-        "transferred_bytes": stats.transferred_bytes,
-        "resumed_bytes": stats.resumed_bytes,
-    }
+    await notify.models_changed(server, "downloaded", info.id)
+    return DownloadResult(
+        model=ModelEntry.of(info, engine.pool.models, server.roles),
+        transferred_bytes=stats.transferred_bytes,
+        resumed_bytes=stats.resumed_bytes,
+    )
 
 
-async def delete(server: LanguageServer, engine: Any, params: dict[str, Any]) -> dict[str, Any]:
+async def delete(server: SidecarServer, engine: Engine, params: dict[str, Any]) -> DeleteResult:
     model_id = _string(params, "id", "model")
     assert model_id is not None
     try:
@@ -191,19 +190,19 @@ async def delete(server: LanguageServer, engine: Any, params: dict[str, Any]) ->
         path = await asyncio.to_thread(hub.delete, engine.store, canonical)
     except SidecarError as e:
         raise to_rpc(e) from e
-    await notify_changed(server, engine, "deleted", canonical)
-    return {"deleted": canonical, "path": str(path)}
+    await notify.models_changed(server, "deleted", canonical)
+    return DeleteResult(deleted=canonical, path=str(path))
 
 
-def register(server: LanguageServer, engine: Any) -> None:
+def register(server: SidecarServer, engine: Engine) -> None:
     @server.feature(SEARCH)
-    async def _search(params: Any) -> dict[str, Any]:
+    async def _search(params: Any) -> SearchResults:
         return await search(engine, as_dict(params))
 
     @server.feature(DOWNLOAD)
-    async def _download(params: Any) -> dict[str, Any]:
+    async def _download(params: Any) -> DownloadResult:
         return await download(server, engine, as_dict(params))
 
     @server.feature(DELETE)
-    async def _delete(params: Any) -> dict[str, Any]:
+    async def _delete(params: Any) -> DeleteResult:
         return await delete(server, engine, as_dict(params))

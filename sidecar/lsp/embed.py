@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from sidecar import limits
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
+from sidecar.wire import EmbedResult, Usage
 
 
 class EmbedParams(Params):
@@ -22,13 +23,11 @@ class EmbedParams(Params):
         return value
 
 
-async def embed(ls: SidecarServer, params: Any) -> dict[str, Any]:
+async def embed(ls: SidecarServer, params: Any) -> EmbedResult:
     p = parse(EmbedParams, params, ls.engine.settings.limits)
     texts = [p.input] if isinstance(p.input, str) else p.input
     with rpc_errors():
         result = await ls.engine.embed(texts, p.model or ls.roles["embedding"])
-    return {
-        "data": result.vectors,
-        "model": result.model,
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-    }
+    return EmbedResult(
+        data=result.vectors, model=result.model, usage=Usage.of(result.prompt_tokens)
+    )

@@ -1,4 +1,5 @@
-"""`mlx/models/list|load|unload|select`: local models, what is in memory, the model per role."""
+"""`mlx/models/list|load|unload|select`: local models, what is in memory, the model per role.
+Each change is followed by `mlx/models/changed` with the new list."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from sidecar.lsp import notify
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.options import Role
 from sidecar.lsp.session import SidecarServer
+from sidecar.wire import (
+    LoadedModelStatus,
+    ModelList,
+    RoleModels,
+    SelectResult,
+    UnloadResult,
+    local_models,
+)
 
 KINDS_FOR_ROLE: dict[str, tuple[str, ...]] = {
     "completion": ("text",),
@@ -36,43 +45,31 @@ def article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
-def roles_of(ls: SidecarServer, model_id: str) -> list[str]:
-    return [role for role, mid in ls.roles.items() if mid == model_id]
-
-
-async def list_models(ls: SidecarServer, params: Any) -> dict[str, Any]:
+async def list_models(ls: SidecarServer, params: Any) -> ModelList:
     with rpc_errors():
-        infos = await asyncio.to_thread(ls.engine.store.list)
-    loaded = ls.engine.pool.models
-    models = []
-    for info in infos:
-        entry = info.to_dict()
-        entry["loaded"] = info.id in loaded
-        entry["pinned"] = bool(info.id in loaded and loaded[info.id].pinned)
-        entry["roles"] = roles_of(ls, info.id)
-        models.append(entry)
-    return {"models": models, "roles": dict(ls.roles)}
+        models = await local_models(ls.engine, ls.roles)
+    return ModelList(models=models, roles=RoleModels.model_validate(dict(ls.roles)))
 
 
-async def load(ls: SidecarServer, params: Any) -> dict[str, Any]:
+async def load(ls: SidecarServer, params: Any) -> LoadedModelStatus:
     p = parse(LoadParams, params)
     with rpc_errors():
         loaded = await ls.engine.load(p.model, pin=p.pin)
-    notify.models_changed(ls, "loaded", loaded.id)
-    return loaded.to_dict()
+        await notify.models_changed(ls, "loaded", loaded.id)
+    return LoadedModelStatus(**loaded.to_dict())
 
 
-async def unload(ls: SidecarServer, params: Any) -> dict[str, Any]:
+async def unload(ls: SidecarServer, params: Any) -> UnloadResult:
     p = parse(ModelParams, params)
     with rpc_errors():
         model_id = await asyncio.to_thread(ls.engine.store.resolve_id, p.model)
         unloaded = await ls.engine.unload(model_id)
-    if unloaded:
-        notify.models_changed(ls, "unloaded", model_id)
-    return {"model": model_id, "unloaded": bool(unloaded)}
+        if unloaded:
+            await notify.models_changed(ls, "unloaded", model_id)
+    return UnloadResult(model=model_id, unloaded=bool(unloaded))
 
 
-async def select(ls: SidecarServer, params: Any) -> dict[str, Any]:
+async def select(ls: SidecarServer, params: Any) -> SelectResult:
     """Make `model` serve `role`; it loads on first use."""
     p = parse(SelectParams, params)
     with rpc_errors():
@@ -84,5 +81,6 @@ async def select(ls: SidecarServer, params: Any) -> dict[str, Any]:
             f"needs {article(needed)} {needed} model"
         )
     ls.set_role(p.role, info.id)
-    notify.models_changed(ls, "selected", info.id)
-    return {"role": p.role, "model": info.id, "roles": dict(ls.roles)}
+    with rpc_errors():
+        await notify.models_changed(ls, "selected", info.id)
+    return SelectResult(role=p.role, model=info.id, roles=RoleModels.model_validate(dict(ls.roles)))

@@ -1,25 +1,28 @@
-"""Notifications the sidecar sends the editor; call from the asyncio loop (pygls' transport is
-not thread-safe: from another thread, go through `loop.call_soon_threadsafe`)."""
+"""Notifications the sidecar sends the editor (their shapes are in `sidecar.wire`). Call from
+the asyncio loop (pygls' transport is not thread-safe: from another thread, go through
+`loop.call_soon_threadsafe`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from pydantic import BaseModel
 from pygls.lsp.server import LanguageServer
+
+from sidecar.lsp.session import SidecarServer
+from sidecar.wire import ChangeReason, ChatDelta, ModelsChanged, local_models
 
 MODELS_CHANGED = "mlx/models/changed"
 CHAT_DELTA = "mlx/chat/delta"
 
 
-def notify(ls: LanguageServer, method: str, params: dict[str, Any]) -> None:
+def notify(ls: LanguageServer, method: str, params: BaseModel) -> None:
     ls.protocol.notify(method, params)
 
 
-def models_changed(ls: LanguageServer, reason: str, model: str | None = None) -> None:
-    """Tell the editor to refresh its model list (`reason`: downloaded, deleted, loaded,
-    unloaded, selected)."""
-    notify(ls, MODELS_CHANGED, {"reason": reason, "model": model})
+async def models_changed(ls: SidecarServer, reason: ChangeReason, model: str | None) -> None:
+    """Tell the editor the local models changed, with the list as it is now."""
+    models = await local_models(ls.engine, ls.roles)
+    notify(ls, MODELS_CHANGED, ModelsChanged(reason=reason, model=model, models=models))
 
 
 def chat_delta(ls: LanguageServer, stream_token: str | int, delta: str) -> None:
-    notify(ls, CHAT_DELTA, {"stream_token": stream_token, "delta": delta})
+    notify(ls, CHAT_DELTA, ChatDelta(stream_token=stream_token, delta=delta))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from lsprotocol import types
 
@@ -50,7 +52,7 @@ def build_server(engine: Engine, settings: Settings, roles: Roles | None = None)
     ) -> types.InlineCompletionList | None:
         return await inline.inline_completion(ls, params)
 
-    custom = {
+    custom: dict[str, Callable[..., Any]] = {
         "mlx/chat": chat.chat,
         "mlx/embed": embed.embed,
         "mlx/models/list": models.list_models,

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from lsprotocol import types
+from pydantic import BaseModel
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import (
     JsonRPCNotification,
@@ -81,6 +82,13 @@ class SidecarProtocol(LanguageServerProtocol):
             data = {k: v for k, v in error.data.items() if k != "traceback"} or None
             error = types.ResponseError(code=error.code, message=error.message, data=data)
         super()._send_response(msg_id, result, error)
+
+    def _serialize_message(self, data: Any) -> Any:
+        """Handlers return `sidecar.wire` models: JSON them as pydantic would (pygls knows attrs
+        classes only, and falls back to `__dict__`, which leaves nested values unconverted)."""
+        if isinstance(data, BaseModel):
+            return data.model_dump(mode="json")
+        return super()._serialize_message(data)
 
     def handle_message(self, message: Any) -> None:
         method = getattr(message, "method", None)

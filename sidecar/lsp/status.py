@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar.completion.options import CompletionOptions
 from sidecar.lsp.session import SidecarServer
+from sidecar.wire import CompletionSessionStats, EngineStatus, RoleModels
 
 
-async def status(ls: SidecarServer, params: Any) -> dict[str, Any]:
-    data = ls.engine.status()
-    data["http_url"] = ls.http_url
-    data["roles"] = dict(ls.roles)
-    data["completion"] = ls.options.completion.model_dump()
+# Here rather than in sidecar.wire: it carries the editor's completion options, which live with
+# the completion code (and that imports the engine, which imports sidecar.wire).
+class EditorStatus(EngineStatus):
+    """`mlx/status`: the engine's state, and the editor's roles, options and open documents."""
+
+    http_url: str | None  # the OpenAI port, when the editor asked for one
+    roles: RoleModels
+    completion: CompletionOptions
+    completion_session: CompletionSessionStats
+    open_documents: int
+
+
+async def status(ls: SidecarServer, params: Any) -> EditorStatus:
     workspace = getattr(ls.protocol, "_workspace", None)  # None before initialize
-    data["open_documents"] = len(workspace.text_documents) if workspace is not None else 0
-    return data
+    return EditorStatus(
+        **dict(ls.engine.status()),
+        http_url=ls.http_url,
+        roles=RoleModels.model_validate(dict(ls.roles)),
+        completion=ls.options.completion,
+        completion_session=CompletionSessionStats.model_validate(ls.completions.stats()),
+        open_documents=len(workspace.text_documents) if workspace is not None else 0,
+    )

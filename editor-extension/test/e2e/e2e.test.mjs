@@ -77,7 +77,13 @@ async function runCommand(title) {
 async function chatFrame() {
   for (let i = 0; i < 120; i++) {
     for (const f of page.frames()) {
-      if ((await f.locator("#input").count().catch(() => 0)) > 0) return f;
+      if (
+        (await f
+          .locator("#input")
+          .count()
+          .catch(() => 0)) > 0
+      )
+        return f;
     }
     await page.waitForTimeout(500);
   }
@@ -126,8 +132,22 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
     const port = await freePort();
     server = spawn(
       node,
-      [entry, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--user-data-dir", userData, "--extensions-dir", extDir,
-        "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override", workspace],
+      [
+        entry,
+        "--auth",
+        "none",
+        "--bind-addr",
+        `127.0.0.1:${port}`,
+        "--user-data-dir",
+        userData,
+        "--extensions-dir",
+        extDir,
+        "--disable-telemetry",
+        "--disable-update-check",
+        "--disable-workspace-trust",
+        "--disable-getting-started-override",
+        workspace,
+      ],
       // Its own process group, so `after` ends code-server's helpers and the sidecar with it.
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MLX_SIDECAR_MODELS_DIR: modelsDir }, detached: true },
     );
@@ -141,7 +161,11 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
       server.on("exit", (code) => reject(new Error(`code-server exited (${code}): ${serverLog.join("")}`)));
     });
     await ready;
-    browser = await chromium.launch({ executablePath: browserPath, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
+    browser = await chromium.launch({
+      executablePath: browserPath,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu"],
+    });
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`);
     await page.locator(".monaco-workbench").waitFor({ timeout: 120_000 });
@@ -172,7 +196,10 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
     await step("inline", async () => {
       await page.keyboard.press("Control+P");
       await page.locator(".quick-input-widget input").fill("calc.py");
-      await page.locator(".quick-input-list .monaco-list-row", { hasText: "calc.py" }).first().waitFor({ timeout: 30_000 });
+      await page
+        .locator(".quick-input-list .monaco-list-row", { hasText: "calc.py" })
+        .first()
+        .waitFor({ timeout: 30_000 });
       await page.keyboard.press("Enter");
       const editor = page.locator(".monaco-editor .view-lines").first();
       await editor.waitFor({ timeout: 30_000 });
@@ -235,7 +262,10 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
   test("MLX: Switch Model… changes the chat model", async () => {
     await step("switch", async () => {
       await runCommand("MLX: Switch Model");
-      await page.locator(".quick-input-list .monaco-list-row", { hasText: "chat" }).first().waitFor({ timeout: 20_000 });
+      await page
+        .locator(".quick-input-list .monaco-list-row", { hasText: "chat" })
+        .first()
+        .waitFor({ timeout: 20_000 });
       await page.locator(".quick-input-widget input").fill("chat");
       await page.keyboard.press("Enter");
       const row = page.locator(".quick-input-list .monaco-list-row", { hasText: "SmolLM2-135M-Instruct" }).first();
@@ -243,7 +273,9 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
       await shot("05-switch-model-picker");
       await page.locator(".quick-input-widget input").fill("SmolLM2-135M-Instruct");
       await page.keyboard.press("Enter");
-      await page.locator(".notifications-toasts", { hasText: "chat model is now SmolLM2-135M-Instruct" }).waitFor({ timeout: 120_000 });
+      await page
+        .locator(".notifications-toasts", { hasText: "chat model is now SmolLM2-135M-Instruct" })
+        .waitFor({ timeout: 120_000 });
       await shot("06-switched");
       const settings = JSON.parse(fs.readFileSync(path.join(userData, "User", "settings.json"), "utf8"));
       assert.equal(settings["mlxSidecar.chatModel"], "SmolLM2-135M-Instruct");
@@ -252,9 +284,15 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
 
   test("clicking the status bar item opens the status page", async () => {
     await step("status", async () => {
-      await page.locator(".statusbar-item", { hasText: /SmolLM2-135M-Instruct · idle/ }).first().click();
+      await page
+        .locator(".statusbar-item", { hasText: /SmolLM2-135M-Instruct · idle/ })
+        .first()
+        .click();
       await page.locator(".tab", { hasText: "MLX Sidecar Status" }).first().waitFor({ timeout: 30_000 });
-      await page.locator(".monaco-editor .view-lines", { hasText: "state: **running**" }).first().waitFor({ timeout: 30_000 });
+      await page
+        .locator(".monaco-editor .view-lines", { hasText: "state: **running**" })
+        .first()
+        .waitFor({ timeout: 30_000 });
       await shot("07-status");
     });
   });

@@ -29,7 +29,10 @@ test("a sidecar that keeps dying is restarted with backoff, then reported once",
   assert.ok(states.includes("restarting"), `restarting in ${states.join(",")}`);
   assert.ok(elapsed >= 3000, `two restarts take at least 1 s + 2 s of backoff (took ${elapsed} ms)`);
   assert.ok(!states.includes("running"), `never claims to be running: ${states.join(",")}\n${log.lines.join("\n")}`);
-  assert.ok(log.lines.some((l) => /restarting in 1 s/.test(l)), log.lines.join("\n"));
+  assert.ok(
+    log.lines.some((l) => /restarting in 1 s/.test(l)),
+    log.lines.join("\n"),
+  );
   await sidecar.stop();
   assert.equal(sidecar.state, "stopped");
   assert.ok(ui.shown.length <= 3, `not a flood of messages: ${JSON.stringify(ui.shown)}`);

@@ -1,7 +1,6 @@
 // A small fake of the `vscode` module: enough host API for vscode-languageclient and this
 // extension to run under node:test. Unknown namespace members are harmless no-ops; tests
 // script the UI through `ui` (quick pick / message answers) and read what was shown.
-/* eslint-disable @typescript-eslint/no-explicit-any */
 import * as path from "node:path";
 
 type Listener<T> = (e: T) => any;
@@ -59,7 +58,13 @@ export class Uri {
     return this.path;
   }
   with(c: Partial<{ scheme: string; authority: string; path: string; query: string; fragment: string }>): Uri {
-    return new Uri(c.scheme ?? this.scheme, c.authority ?? this.authority, c.path ?? this.path, c.query ?? this.query, c.fragment ?? this.fragment);
+    return new Uri(
+      c.scheme ?? this.scheme,
+      c.authority ?? this.authority,
+      c.path ?? this.path,
+      c.query ?? this.query,
+      c.fragment ?? this.fragment,
+    );
   }
   toString(): string {
     const p = this.path.split("/").map(encodeURIComponent).join("/");
@@ -277,7 +282,8 @@ export const workspace = namespace("workspace", {
     registered.contentProviders.set(scheme, provider);
     return new Disposable();
   },
-  openTextDocument: async (u: any) => textDocuments.find((d) => d.uri.toString() === String(u)) ?? new FakeTextDocument(u, "markdown", ""),
+  openTextDocument: async (u: any) =>
+    textDocuments.find((d) => d.uri.toString() === String(u)) ?? new FakeTextDocument(u, "markdown", ""),
   fs: {},
 });
 
@@ -330,7 +336,8 @@ function outputChannel(name: string): any {
     hide: () => undefined,
     dispose: () => undefined,
   };
-  for (const lvl of ["trace", "debug", "info", "warn", "error"]) ch[lvl] = (s: any) => lines.push(`[${lvl}] ${String(s)}`);
+  for (const lvl of ["trace", "debug", "info", "warn", "error"])
+    ch[lvl] = (s: any) => lines.push(`[${lvl}] ${String(s)}`);
   return ch;
 }
 
@@ -354,18 +361,39 @@ export const window = namespace("window", {
     const accept = new EventEmitter<void>();
     const hide = new EventEmitter<void>();
     const qp: any = {
-      items: [], selectedItems: [], value: "", busy: false, title: "", placeholder: "",
-      onDidChangeValue: change.event, onDidAccept: accept.event, onDidHide: hide.event,
-      show: () => undefined, hide: () => hide.fire(), dispose: () => undefined,
+      items: [],
+      selectedItems: [],
+      value: "",
+      busy: false,
+      title: "",
+      placeholder: "",
+      onDidChangeValue: change.event,
+      onDidAccept: accept.event,
+      onDidHide: hide.event,
+      show: () => undefined,
+      hide: () => hide.fire(),
+      dispose: () => undefined,
       // test drivers
-      type: (v: string) => { qp.value = v; change.fire(v); },
-      accept: (item: any) => { qp.selectedItems = [item]; accept.fire(); },
+      type: (v: string) => {
+        qp.value = v;
+        change.fire(v);
+      },
+      accept: (item: any) => {
+        qp.selectedItems = [item];
+        accept.fire();
+      },
     };
     ui.quickPicks.push(qp);
     return qp;
   },
   createStatusBarItem: () => {
-    const item: any = { history: [] as string[], tooltip: "", show: () => undefined, hide: () => undefined, dispose: () => undefined };
+    const item: any = {
+      history: [] as string[],
+      tooltip: "",
+      show: () => undefined,
+      hide: () => undefined,
+      dispose: () => undefined,
+    };
     let text = "";
     Object.defineProperty(item, "text", {
       get: () => text,
@@ -400,12 +428,19 @@ export const languages = namespace("languages", {
   match: (selector: any, doc: FakeTextDocument): number => {
     const filters = Array.isArray(selector) ? selector : [selector];
     return filters.some((f: any) =>
-      typeof f === "string" ? f === doc.languageId : (!f.scheme || f.scheme === doc.uri.scheme) && (!f.language || f.language === doc.languageId),
+      typeof f === "string"
+        ? f === doc.languageId
+        : (!f.scheme || f.scheme === doc.uri.scheme) && (!f.language || f.language === doc.languageId),
     )
       ? 10
       : 0;
   },
-  createDiagnosticCollection: () => ({ set: () => undefined, delete: () => undefined, clear: () => undefined, dispose: () => undefined }),
+  createDiagnosticCollection: () => ({
+    set: () => undefined,
+    delete: () => undefined,
+    clear: () => undefined,
+    dispose: () => undefined,
+  }),
 });
 
 export const commands = namespace("commands", {
@@ -421,14 +456,97 @@ export const extensions = namespace("extensions", { all: [], getExtension: () =>
 export const version = "1.95.0";
 
 const known: Record<string, any> = {
-  Disposable, EventEmitter, Uri, Position, Range, Selection, CancellationTokenSource, InlineCompletionItem,
-  InlineCompletionList, SnippetString, MarkdownString, ThemeIcon, InlineCompletionTriggerKind, ProgressLocation,
-  StatusBarAlignment, ConfigurationTarget, ViewColumn, EndOfLine, workspace, window, languages, commands, env,
-  extensions, version,
+  Disposable,
+  EventEmitter,
+  Uri,
+  Position,
+  Range,
+  Selection,
+  CancellationTokenSource,
+  InlineCompletionItem,
+  InlineCompletionList,
+  SnippetString,
+  MarkdownString,
+  ThemeIcon,
+  InlineCompletionTriggerKind,
+  ProgressLocation,
+  StatusBarAlignment,
+  ConfigurationTarget,
+  ViewColumn,
+  EndOfLine,
+  workspace,
+  window,
+  languages,
+  commands,
+  env,
+  extensions,
+  version,
 };
 
 // Modules compiled with __importStar copy own keys, so every name used must exist up front.
-for (const name of ["CallHierarchyIncomingCall", "CallHierarchyItem", "CallHierarchyOutgoingCall", "CancellationError", "CodeAction", "CodeActionKind", "CodeActionTriggerKind", "CodeLens", "Color", "ColorInformation", "ColorPresentation", "CompletionItem", "CompletionItemKind", "CompletionItemTag", "CompletionList", "CompletionTriggerKind", "Diagnostic", "DiagnosticRelatedInformation", "DiagnosticSeverity", "DiagnosticTag", "DocumentHighlight", "DocumentHighlightKind", "DocumentLink", "DocumentSymbol", "FileType", "FoldingRange", "FoldingRangeKind", "Hover", "InlayHint", "InlayHintKind", "InlayHintLabelPart", "InlineValueEvaluatableExpression", "InlineValueText", "InlineValueVariableLookup", "LinkedEditingRanges", "Location", "LogLevel", "NotebookCellKind", "ParameterInformation", "RelativePattern", "SelectionRange", "SemanticTokens", "SemanticTokensEdit", "SemanticTokensEdits", "SemanticTokensLegend", "SignatureHelp", "SignatureHelpTriggerKind", "SignatureInformation", "SnippetTextEdit", "SymbolInformation", "SymbolKind", "SymbolTag", "TabInputCustom", "TabInputNotebook", "TabInputText", "TabInputTextDiff", "TextDocumentSaveReason", "TextEdit", "TypeHierarchyItem", "WorkspaceEdit"]) known[name] = genericClass(name);
+for (const name of [
+  "CallHierarchyIncomingCall",
+  "CallHierarchyItem",
+  "CallHierarchyOutgoingCall",
+  "CancellationError",
+  "CodeAction",
+  "CodeActionKind",
+  "CodeActionTriggerKind",
+  "CodeLens",
+  "Color",
+  "ColorInformation",
+  "ColorPresentation",
+  "CompletionItem",
+  "CompletionItemKind",
+  "CompletionItemTag",
+  "CompletionList",
+  "CompletionTriggerKind",
+  "Diagnostic",
+  "DiagnosticRelatedInformation",
+  "DiagnosticSeverity",
+  "DiagnosticTag",
+  "DocumentHighlight",
+  "DocumentHighlightKind",
+  "DocumentLink",
+  "DocumentSymbol",
+  "FileType",
+  "FoldingRange",
+  "FoldingRangeKind",
+  "Hover",
+  "InlayHint",
+  "InlayHintKind",
+  "InlayHintLabelPart",
+  "InlineValueEvaluatableExpression",
+  "InlineValueText",
+  "InlineValueVariableLookup",
+  "LinkedEditingRanges",
+  "Location",
+  "LogLevel",
+  "NotebookCellKind",
+  "ParameterInformation",
+  "RelativePattern",
+  "SelectionRange",
+  "SemanticTokens",
+  "SemanticTokensEdit",
+  "SemanticTokensEdits",
+  "SemanticTokensLegend",
+  "SignatureHelp",
+  "SignatureHelpTriggerKind",
+  "SignatureInformation",
+  "SnippetTextEdit",
+  "SymbolInformation",
+  "SymbolKind",
+  "SymbolTag",
+  "TabInputCustom",
+  "TabInputNotebook",
+  "TabInputText",
+  "TabInputTextDiff",
+  "TextDocumentSaveReason",
+  "TextEdit",
+  "TypeHierarchyItem",
+  "WorkspaceEdit",
+])
+  known[name] = genericClass(name);
 for (const name of ["debug", "tasks", "notebooks", "scm", "tests", "authentication", "l10n", "lm", "chat"]) {
   known[name] = namespace(name, {});
 }

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { backoffMs } from "../../src/client";
 import { userContent } from "../../src/chat-view";
-import { asList, hubItem, modelItem } from "../../src/commands";
+import { hubItem, modelItem } from "../../src/commands";
 import { formatBytes } from "../../src/protocol";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -12,7 +12,14 @@ import * as vscode from "vscode";
 import { commandFromSettings, ensureManagedVenv, findOnPath } from "../../src/sidecar-path";
 import { summarize } from "../../src/status-bar";
 
-const launch = { serverPath: "", pythonPath: "", pipPackage: "mlx-sidecar", modelsDir: "", httpPort: 0, logLevel: "INFO" };
+const launch = {
+  serverPath: "",
+  pythonPath: "",
+  pipPackage: "mlx-sidecar",
+  modelsDir: "",
+  httpPort: 0,
+  logLevel: "INFO",
+};
 
 test("serverPath wins over pythonPath; pythonPath runs the module", () => {
   assert.deepEqual(commandFromSettings({ ...launch, serverPath: "/opt/mlx-sidecar", pythonPath: "/usr/bin/python3" }), {
@@ -39,26 +46,37 @@ test("restart backoff doubles and is capped", () => {
 });
 
 test("attached context goes before the question as fenced blocks", () => {
-  const text = userContent("What does it do?", [{ label: "calc.py:1-2", language: "python", text: "def f():\n    pass" }]);
+  const text = userContent("What does it do?", [
+    { label: "calc.py:1-2", language: "python", text: "def f():\n    pass" },
+  ]);
   assert.equal(text, "calc.py:1-2:\n```python\ndef f():\n    pass\n```\n\nWhat does it do?");
   assert.equal(userContent("hi", []), "hi");
 });
 
-test("sizes and list shapes", () => {
+test("sizes and list items", () => {
   assert.equal(formatBytes(538_000_000), "538 MB");
   assert.equal(formatBytes(1_500_000_000), "1.5 GB");
   assert.equal(formatBytes(undefined), "");
-  assert.deepEqual(asList({ models: [1, 2] }), [1, 2]);
-  assert.deepEqual(asList([3]), [3]);
-  assert.deepEqual(asList(null), []);
-  const item = modelItem({ id: "m", kind: "text", size_bytes: 2_000_000, loaded: true });
+  const item = modelItem({
+    id: "m",
+    kind: "text",
+    size_bytes: 2_000_000,
+    quantization: null,
+    loaded: true,
+    roles: ["chat"],
+  });
   assert.equal(item.description, "text · 2.0 MB · loaded");
-  assert.equal(hubItem({ id: "org/m", size_bytes: 4_000_000_000, downloads: 1200 }).description, "4.0 GB · 1,200 downloads");
+  assert.equal(item.detail, "selected for chat");
+  assert.equal(
+    hubItem({ id: "org/m", kind: "text", size_bytes: 4_000_000_000, downloads: 1200 }).description,
+    "4.0 GB · text · 1,200 downloads",
+  );
 });
 
 test("status bar summary reads the completion model and tokens/s", () => {
-  assert.deepEqual(summarize({ roles: { completion: "A" }, recent_tokens_per_s: 9.5 }), { model: "A", tokensPerS: 9.5 });
-  assert.deepEqual(summarize({}), { model: undefined, tokensPerS: undefined });
+  const roles = { completion: "A", chat: "B", embedding: "C" };
+  assert.deepEqual(summarize({ roles, recent_tokens_per_s: 9.5 }), { model: "A", tokensPerS: 9.5 });
+  assert.deepEqual(summarize({ roles, recent_tokens_per_s: null }), { model: "A", tokensPerS: undefined });
 });
 
 test("managed venv: reused when installed; a failed pip install says what to set", { timeout: 120_000 }, async () => {
@@ -71,7 +89,10 @@ test("managed venv: reused when installed; a failed pip install says what to set
     fs.writeFileSync(path.join(dir, "venv", ".mlx-sidecar-installed"), "mlx-sidecar");
     assert.equal(await ensureManagedVenv(vscode.Uri.file(dir), "mlx-sidecar", log), path.join(bin, "mlx-sidecar"));
     fs.rmSync(path.join(dir, "venv"), { recursive: true });
-    await assert.rejects(ensureManagedVenv(vscode.Uri.file(dir), "/nonexistent/mlx-sidecar", log), /pip could not install "\/nonexistent\/mlx-sidecar" \(python -m pip install failed: ERROR: Invalid requirement.*\)\. Set mlxSidecar\.pipPackage .* or mlxSidecar\.pythonPath/s);
+    await assert.rejects(
+      ensureManagedVenv(vscode.Uri.file(dir), "/nonexistent/mlx-sidecar", log),
+      /pip could not install "\/nonexistent\/mlx-sidecar" \(python -m pip install failed: ERROR: Invalid requirement.*\)\. Set mlxSidecar\.pipPackage .* or mlxSidecar\.pythonPath/s,
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

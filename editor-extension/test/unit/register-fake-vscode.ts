@@ -12,11 +12,16 @@ M._load = function (request: string, ...rest: unknown[]) {
 // vscode-languageclient 10 calls `void this.stop()` when initialize fails, which rejects while the
 // client is still "starting", and a dying server leaves "Pending response rejected" errors behind.
 // VS Code's extension host only logs such stray errors; so does this host (instead of failing).
-const HOST_LOGGED = /Client is not running and can't be stopped|Pending response rejected since connection got disposed/;
+const HOST_LOGGED =
+  /Client is not running and can't be stopped|Pending response rejected since connection got disposed/;
 const emit = process.emit.bind(process) as (event: string, ...args: unknown[]) => boolean;
 (process as unknown as { emit: typeof emit }).emit = (event: string, ...args: unknown[]): boolean => {
   const reason = args[0];
-  if ((event === "unhandledRejection" || event === "uncaughtException") && reason instanceof Error && HOST_LOGGED.test(reason.message)) {
+  if (
+    (event === "unhandledRejection" || event === "uncaughtException") &&
+    reason instanceof Error &&
+    HOST_LOGGED.test(reason.message)
+  ) {
     return true;
   }
   return emit(event, ...args);

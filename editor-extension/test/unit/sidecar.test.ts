@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as vscode from "vscode";
 import { activate, deactivate, type MlxSidecarApi } from "../../src/extension";
-import type { ModelInfo, Status } from "../../src/protocol";
+import type { EditorStatus, ModelList } from "../../src/protocol";
 import { openDocument, Position, registered, settings, ui } from "./fake-vscode";
 
 const root = path.resolve(__dirname, "../../..");
@@ -60,27 +60,35 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
   let hub: ChildProcess | undefined;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mlx-ext-test-"));
   const modelsDir = path.join(tmp, "models");
-  const context: any = { subscriptions: [], globalStorageUri: vscode.Uri.file(path.join(tmp, "storage")), extensionUri: vscode.Uri.file(root) };
+  const context: any = {
+    subscriptions: [],
+    globalStorageUri: vscode.Uri.file(path.join(tmp, "storage")),
+    extensionUri: vscode.Uri.file(root),
+  };
 
   const request = <R>(method: string, params: unknown = {}) => api.sidecar.request<R>(method, params);
-  const models = async () => (await request<{ models: ModelInfo[] }>("mlx/models/list")).models;
+  const models = async () => (await request<ModelList>("mlx/models/list")).models;
 
   before(async () => {
     // Own models dir (links to the shared defaults) so download/delete touch nothing shared.
     fs.mkdirSync(modelsDir);
-    for (const m of ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]) fs.symlinkSync(path.join(sharedModels, m), path.join(modelsDir, m));
+    for (const m of ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"])
+      fs.symlinkSync(path.join(sharedModels, m), path.join(modelsDir, m));
     // A local Hugging Face hub (the Python tests' server) serving a 16 MB model to download.
     const tinySrc = path.join(sharedModels, "tiny-fim-qwen");
     if (fs.existsSync(path.join(repo, "tests/hub_server.py")) && fs.existsSync(tinySrc)) {
       hub = spawn(
         python,
-        ["-c", [
-          "import sys; from pathlib import Path",
-          "from tests.hub_server import HubServer, repo_from_dir",
-          `s = HubServer([repo_from_dir(${JSON.stringify(TINY)}, Path(${JSON.stringify(tinySrc)}), downloads=7, tags=['mlx'])], token=None).start()`,
-          "s.delay_s = 0.01  # ~3 s per download: long enough to cancel one",
-          "print(s.url, flush=True); sys.stdin.read()",
-        ].join("\n")],
+        [
+          "-c",
+          [
+            "import sys; from pathlib import Path",
+            "from tests.hub_server import HubServer, repo_from_dir",
+            `s = HubServer([repo_from_dir(${JSON.stringify(TINY)}, Path(${JSON.stringify(tinySrc)}), downloads=7, tags=['mlx'])], token=None).start()`,
+            "s.delay_s = 0.01  # ~3 s per download: long enough to cancel one",
+            "print(s.url, flush=True); sys.stdin.read()",
+          ].join("\n"),
+        ],
         { cwd: repo, stdio: ["pipe", "pipe", "inherit"] },
       );
       const url = await new Promise<string>((resolve, reject) => {
@@ -119,7 +127,10 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     const cts = new vscode.CancellationTokenSource();
     const t0 = Date.now();
     const result = await registered.inlineProviders[0].provideInlineCompletionItems(
-      doc, new Position(2, 12), { triggerKind: 1, selectedCompletionInfo: undefined }, cts.token,
+      doc,
+      new Position(2, 12),
+      { triggerKind: 1, selectedCompletionInfo: undefined },
+      cts.token,
     );
     const items = Array.isArray(result) ? result : result.items;
     assert.ok(items.length >= 1, "one suggestion");
@@ -133,14 +144,23 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     await vscode.workspace.getConfiguration("mlxSidecar").update("completion.enabled", false);
     const doc = vscode.workspace.textDocuments[0];
     const cts = new vscode.CancellationTokenSource();
-    const off = await registered.inlineProviders[0].provideInlineCompletionItems(doc, new Position(2, 12), { triggerKind: 1 }, cts.token);
+    const off = await registered.inlineProviders[0].provideInlineCompletionItems(
+      doc,
+      new Position(2, 12),
+      { triggerKind: 1 },
+      cts.token,
+    );
     assert.equal(off, null);
     await vscode.workspace.getConfiguration("mlxSidecar").update("completion.maxTokens", 5);
-    await until("options pushed", async () => {
-      const s = await request<Status>("mlx/status");
-      const c = s.completion as { enabled: boolean; max_tokens: number };
-      return c.enabled === false && c.max_tokens === 5;
-    }, 10_000);
+    await until(
+      "options pushed",
+      async () => {
+        const s = await request<EditorStatus>("mlx/status");
+        const c = s.completion;
+        return c.enabled === false && c.max_tokens === 5;
+      },
+      10_000,
+    );
     await vscode.workspace.getConfiguration("mlxSidecar").update("completion.enabled", true);
   });
 
@@ -163,7 +183,10 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     const modelsMsg = posted.find((m) => m.type === "models");
     assert.ok(modelsMsg.models.includes("SmolLM2-135M-Instruct"));
     assert.ok(!modelsMsg.models.includes("all-MiniLM-L6-v2"), "no embedding model in the chat picker");
-    assert.ok(bar.history.some((t: string) => /SmolLM2-135M-Instruct · busy/.test(t)), bar.history.join("\n"));
+    assert.ok(
+      bar.history.some((t: string) => /SmolLM2-135M-Instruct · busy/.test(t)),
+      bar.history.join("\n"),
+    );
     await until("idle with tokens/s", () => /SmolLM2-135M-Instruct · idle · [\d.]+ tok\/s/.test(bar.text), 10_000);
   });
 
@@ -218,15 +241,22 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     settings.set("mlxSidecar.chat.maxTokens", 8);
     assert.equal(done.finish_reason, "cancelled", JSON.stringify(done));
     assert.ok(Date.now() - t0 < 10_000, "stopped promptly");
-    await until("engine idle", async () => {
-      const s = await request<Status>("mlx/status");
-      return s.running === 0 && s.queue_depth === 0;
-    }, 30_000);
+    await until(
+      "engine idle",
+      async () => {
+        const s = await request<EditorStatus>("mlx/status");
+        return s.running === 0 && s.queue_depth === 0;
+      },
+      30_000,
+    );
   });
 
   test("MLX: Switch Model… selects the chat model on the sidecar and in settings", async () => {
     ui.quickPickAnswers.push((items) => {
-      assert.ok(items.every((i: any) => i.id !== "all-MiniLM-L6-v2"), "embedding models are not offered for chat");
+      assert.ok(
+        items.every((i: any) => i.id !== "all-MiniLM-L6-v2"),
+        "embedding models are not offered for chat",
+      );
       return items.find((i: any) => i.id === "SmolLM2-135M-Instruct");
     });
     await vscode.commands.executeCommand("mlxSidecar.switchModel", "chat");
@@ -247,8 +277,14 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     await until("some progress", () => ui.progress.some((p) => typeof p.message === "string"), 30_000);
     notification.cancel();
     await done;
-    assert.ok(ui.shown.some((m) => m.message === `MLX: download of ${TINY} cancelled.`), JSON.stringify(ui.shown.slice(-2)));
-    assert.ok(!(await models()).some((m) => m.id.includes("tiny-fim-qwen-ext-test")), "nothing half-downloaded is listed");
+    assert.ok(
+      ui.shown.some((m) => m.message === `MLX: download of ${TINY} cancelled.`),
+      JSON.stringify(ui.shown.slice(-2)),
+    );
+    assert.ok(
+      !(await models()).some((m) => m.id.includes("tiny-fim-qwen-ext-test")),
+      "nothing half-downloaded is listed",
+    );
     ui.progress.length = 0;
   });
 
@@ -261,8 +297,14 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     assert.match(item.description, /MB/, "size shown");
     qp.accept(item);
     await done;
-    assert.ok(ui.shown.some((m) => m.message === `MLX: downloaded ${TINY}.`), JSON.stringify(ui.shown.slice(-3)));
-    assert.ok(ui.progress.some((p) => typeof p.message === "string"), "progress reported");
+    assert.ok(
+      ui.shown.some((m) => m.message === `MLX: downloaded ${TINY}.`),
+      JSON.stringify(ui.shown.slice(-3)),
+    );
+    assert.ok(
+      ui.progress.some((p) => typeof p.message === "string"),
+      "progress reported",
+    );
     const local = (await models()).find((m) => m.id.includes("tiny-fim-qwen-ext-test"));
     assert.ok(local, "downloaded model is listed");
 

@@ -1,0 +1,285 @@
+"""What the sidecar sends: the results and notifications of its JSON-RPC methods and the shapes the
+HTTP port shares with them (model list entries, usage), as pydantic models.
+
+Both edges build these and nothing else, so a field exists in one place; the editor extension's
+TypeScript types in `editor-extension/src/protocol.ts` are generated from them
+(`python -m sidecar.wire_ts --write`) and `tests/test_wire.py` fails when the two differ.
+Neutral ground: the engine, the LSP edge and the HTTP edge all import it, it imports none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from sidecar.models.kinds import ModelKind
+from sidecar.models.store import ModelInfo
+from sidecar.roles import Role
+
+if TYPE_CHECKING:
+    from sidecar.engine.engine import Engine
+    from sidecar.models.pool import LoadedModel
+
+ModelRole = Role  # one role set: sidecar.roles
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+ChangeReason = Literal["downloaded", "deleted", "loaded", "unloaded", "selected"]
+
+
+class Wire(BaseModel):
+    """A message the sidecar sends. Unknown fields are refused, so a key added where one is built
+    but not here fails at once instead of reaching the editor untyped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def __getitem__(self, name: str) -> Any:
+        # Readers of Engine.status() (sidecar/http/metrics.py, tests) index it like the dict it
+        # used to be; attribute access is the typed way.
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+class Usage(Wire):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int = 0) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+class ModelEntry(Wire):
+    """A local model, as `/v1/models`, `mlx/models/list` and `mlx/models/changed` list it (the
+    OpenAI fields first)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int  # the model directory's mtime
+    owned_by: Literal["local"] = "local"
+    kind: ModelKind
+    path: str
+    source: Literal["store", "hf-cache"]
+    size_bytes: int
+    quantization: str | None
+    fim: str | None  # the FIM token family ("qwen", "starcoder", ...), None without FIM tokens
+    loaded: bool
+    pinned: bool
+    roles: list[ModelRole]  # the roles it serves in the editor (none on the HTTP port)
+
+    @classmethod
+    def of(
+        cls,
+        info: ModelInfo,
+        loaded: Mapping[str, LoadedModel],
+        roles: Mapping[ModelRole, str] | None = None,
+    ) -> ModelEntry:
+        held = loaded.get(info.id)
+        return cls(
+            id=info.id,
+            created=int(info.path.stat().st_mtime),
+            kind=info.kind,
+            path=str(info.path),
+            source=info.source,  # type: ignore[arg-type]  # ModelInfo.source is one of the two
+            size_bytes=info.size_bytes,
+            quantization=info.quantization,
+            fim=info.fim,
+            loaded=held is not None,
+            pinned=bool(held is not None and held.pinned),
+            roles=[role for role, mid in (roles or {}).items() if mid == info.id],
+        )
+
+
+def model_entries(
+    infos: Iterable[ModelInfo],
+    loaded: Mapping[str, LoadedModel],
+    roles: Mapping[ModelRole, str] | None = None,
+) -> list[ModelEntry]:
+    return [ModelEntry.of(info, loaded, roles) for info in infos]
+
+
+async def local_models(
+    engine: Engine, roles: Mapping[ModelRole, str] | None = None
+) -> list[ModelEntry]:
+    """The local model list, read off the event loop (it walks the model directories)."""
+    loaded = dict(engine.pool.models)  # a snapshot taken on the loop, which owns the pool
+    return await asyncio.to_thread(lambda: model_entries(engine.store.list(), loaded, roles))
+
+
+class RoleModels(Wire):
+    """The model serving each role in the editor."""
+
+    completion: str
+    chat: str
+    embedding: str
+
+
+class CompletionSessionStats(Wire):
+    """The editor's inline completions: prompt reuse of recent generations and where the
+    answers came from (`sidecar.completion.session.CompletionSession.stats`)."""
+
+    generations: int
+    reuse_share_median: float | None
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    recent: list[list[int]]  # [cached, prompt] tokens of each recent generation
+    answers: dict[str, int]  # cache, adopted, model, empty, cut_short
+    warm_prefilled_tokens: int
+    context_chunks: int
+    ring_chunks: int
+
+
+class ModelList(Wire):
+    """`mlx/models/list`."""
+
+    models: list[ModelEntry]
+    roles: RoleModels
+
+
+class LoadedModelStatus(Wire):
+    """A model in memory (`mlx/models/load`, `mlx/status` `loaded`)."""
+
+    id: str
+    kind: ModelKind
+    size_bytes: int
+    pinned: bool
+    idle_s: float
+    busy: bool
+
+
+class UnloadResult(Wire):
+    model: str
+    unloaded: bool
+
+
+class SelectResult(Wire):
+    role: ModelRole
+    model: str
+    roles: RoleModels
+
+
+class DownloadResult(Wire):
+    """`mlx/models/download`."""
+
+    model: ModelEntry
+    transferred_bytes: int
+    resumed_bytes: int
+
+
+class DeleteResult(Wire):
+    deleted: str
+    path: str
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+class Memory(Wire):
+    active_bytes: int
+    cache_bytes: int
+    peak_bytes: int
+    budget_bytes: int
+    models_bytes: int
+
+
+class RunnerStatus(Wire):
+    """One loaded model's work (the engine's RunnerStats)."""
+
+    model_id: str
+    kind: str
+    waiting: dict[str, int]  # not started, by priority class
+    prefilling: int
+    running: int
+    max_batch_seen: int
+    reused_prompt_tokens: int
+    prefilled_tokens: int
+    queue_depth: int
+
+
+class QueueWait(Wire):
+    """Time requests of one priority class waited before they started."""
+
+    count: int
+    sum_s: float
+    recent_max_s: float | None
+
+
+class TokenGaps(Wire):
+    """Seconds between two tokens of one stream, over recent tokens."""
+
+    recent_max: float | None
+    recent_median: float | None
+
+
+class EngineStatus(Wire):
+    """`Engine.status()`: `/health` adds `status: "ok"`, `mlx/status` the editor's state."""
+
+    loaded: list[LoadedModelStatus]
+    memory: Memory
+    device: str
+    blas: str | None  # the OpenBLAS library loaded, None without it
+    prefill_chunk: int
+    queue_depth: int
+    running: int
+    runners: list[RunnerStatus]
+    queue_wait_s: dict[str, QueueWait]  # by priority class
+    token_gap_s: TokenGaps
+    max_batch_seen: int
+    reused_prompt_tokens: int
+    prefilled_tokens: int
+    max_embed_batch_seen: int
+    recent_tokens_per_s: float | None
+    requests: dict[str, int]  # finished requests by finish reason
+    completion_tokens: int
+    prompt_tokens: int
+    uptime_s: float
+
+
+# -- chat and embeddings -------------------------------------------------------------------------
+
+
+class ChatResult(Wire):
+    """`mlx/chat`."""
+
+    text: str
+    finish_reason: FinishReason
+    model: str
+    usage: Usage
+    time_to_first_token_s: float | None
+    tokens_per_s: float | None
+
+
+class EmbedResult(Wire):
+    """`mlx/embed`: one vector per input, in order."""
+
+    data: list[list[float]]
+    model: str
+    usage: Usage
+
+
+# -- notifications -------------------------------------------------------------------------------
+
+
+class ChatDelta(Wire):
+    """`mlx/chat/delta`: text of the `mlx/chat` request that gave `stream_token`, as it is made."""
+
+    stream_token: str | int
+    delta: str
+
+
+class ModelsChanged(Wire):
+    """`mlx/models/changed`: the local models after a download, delete, load, unload or select."""
+
+    reason: ChangeReason
+    model: str | None
+    models: list[ModelEntry]
