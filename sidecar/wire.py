@@ -203,6 +203,8 @@ class RunnerStatus(Wire):
     max_batch_seen: int
     reused_prompt_tokens: int
     prefilled_tokens: int
+    drafted_tokens: int  # prompt-lookup draft tokens checked (speculative decoding)
+    accepted_tokens: int  # of those, the ones the model agreed with
     queue_depth: int
 
 
@@ -221,6 +223,13 @@ class TokenGaps(Wire):
     recent_median: float | None
 
 
+class DraftTokens(Wire):
+    """Prompt-lookup speculative decoding since start: draft tokens checked and accepted."""
+
+    drafted: int
+    accepted: int
+
+
 class EngineStatus(Wire):
     """`Engine.status()`: `/health` adds `status: "ok"`, `mlx/status` the editor's state."""
 
@@ -237,6 +246,7 @@ class EngineStatus(Wire):
     max_batch_seen: int
     reused_prompt_tokens: int
     prefilled_tokens: int
+    draft_tokens: DraftTokens
     max_embed_batch_seen: int
     recent_tokens_per_s: float | None
     requests: dict[str, int]  # finished requests by finish reason

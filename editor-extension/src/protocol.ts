@@ -82,6 +82,12 @@ export interface DownloadResult {
   resumed_bytes: number;
 }
 
+/** Prompt-lookup speculative decoding since start: draft tokens checked and accepted. */
+export interface DraftTokens {
+  drafted: number;
+  accepted: number;
+}
+
 /** `mlx/status`: the engine's state, and the editor's roles, options and open documents. */
 export interface EditorStatus {
   loaded: LoadedModelStatus[];
@@ -97,6 +103,7 @@ export interface EditorStatus {
   max_batch_seen: number;
   reused_prompt_tokens: number;
   prefilled_tokens: number;
+  draft_tokens: DraftTokens;
   max_embed_batch_seen: number;
   recent_tokens_per_s: number | null;
   requests: Record<string, number>;
@@ -205,6 +212,8 @@ export interface RunnerStatus {
   max_batch_seen: number;
   reused_prompt_tokens: number;
   prefilled_tokens: number;
+  drafted_tokens: number;
+  accepted_tokens: number;
   queue_depth: number;
 }
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from typing import Any
 import httpx
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pygls.lsp.client import LanguageClient
+
+from sidecar.benchmarks.rpc_client import SidecarClient
 
 CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return "
 DOC_URI = "file:///soak/example.py"
@@ -88,75 +88,44 @@ class Soak:
         self.rng = rng
         self.max_tokens = max_tokens
         self.timeout = answer_timeout_s
-        self.lsp = LanguageClient("mlx-sidecar-soak", "1")
+        self.client = SidecarClient("mlx-sidecar-soak")
+        self.lsp = self.client.lsp
         self.report = SoakReport()
         self.url = ""
         self._ids = 0
-        self._stderr: list[bytes] = []
 
         @self.lsp.feature("mlx/chat/delta")
         def on_delta(params: Any) -> None:  # deltas arrive; the replies are what is checked
             pass
 
-        @self.lsp.feature("mlx/models/changed")
-        def on_models_changed(params: Any) -> None:
-            pass
-
     # -- process --
 
     async def start(self, env: dict[str, str]) -> None:
-        args = ("-m", "sidecar", "stdio", "--http-port", "0")
-        await self.lsp.start_io(sys.executable, *args, env=env)
-        server = self.lsp._server  # pygls keeps the process here; its stderr must be drained
-        assert server is not None and server.stderr is not None
-        self.pid = server.pid
-        self._drain = asyncio.create_task(self._read_stderr(server.stderr))
-        await self.lsp.initialize_async(
-            types.InitializeParams(
-                capabilities=types.ClientCapabilities(),
-                initialization_options={"completion": {"maxTokens": self.max_tokens}},
-            )
-        )
-        self.lsp.initialized(types.InitializedParams())
-        self.lsp.text_document_did_open(
-            types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(
-                    uri=DOC_URI, language_id="python", version=0, text=CODE
-                )
-            )
-        )
+        options = {"completion": {"maxTokens": self.max_tokens}}
+        await self.client.start(env, "--http-port", "0", init_options=options)
+        self.pid = self.client.pid
+        self.client.open(DOC_URI, CODE, "python")
         status = await self.rpc("mlx/status", {})
         self.url = status.http_url
         self.http = httpx.AsyncClient(base_url=f"{self.url}/v1", timeout=self.timeout)
 
-    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            self._stderr = [*self._stderr[-500:], line]
-
     def stderr_text(self) -> str:
-        return b"".join(self._stderr).decode(errors="replace")
+        return self.client.stderr_text()
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.http.aclose()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.lsp.shutdown_async(None), 10)
-        with contextlib.suppress(Exception):
-            self.lsp.exit(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.lsp.stop(), 10)
-        self._drain.cancel()
+        await self.client.stop()
 
     def next_id(self, kind: str) -> str:
         self._ids += 1
         return f"{kind}-{self._ids}"
 
     async def rpc(self, method: str, params: Any, msg_id: str | None = None) -> Any:
-        future = self.lsp.protocol.send_request_async(method, params, msg_id=msg_id)
-        return await asyncio.wait_for(future, self.timeout)
+        return await self.client.request(method, params, msg_id, self.timeout)
 
     def cancel(self, msg_id: str) -> None:
-        self.lsp.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+        self.client.cancel(msg_id)
 
     # -- requests --
 

@@ -23,16 +23,15 @@ import asyncio
 import contextlib
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls.lsp.client import LanguageClient
 
 from sidecar.benchmarks.prompt_reuse import padded_session
+from sidecar.benchmarks.rpc_client import SidecarClient
 
 PAUSE_MS = 450
 CHAT_PROMPT = "Explain in detail how a hash map works, with examples."
@@ -72,17 +71,12 @@ class ChatLog:
         return max(gaps) if gaps else None
 
 
-class Client:
-    """A LanguageClient on a `mlx-sidecar stdio` subprocess."""
+class Client(SidecarClient):
+    """The sidecar under test, recording the chat stream's delta times."""
 
     def __init__(self) -> None:
-        self.lsp = LanguageClient("mlx-sidecar-bench", "1")
+        super().__init__("mlx-sidecar-bench")
         self.chat_logs: dict[str, ChatLog] = {}
-        self.stderr: list[bytes] = []
-
-        @self.lsp.feature("mlx/models/changed")
-        def on_models_changed(params: Any) -> None:  # the benchmark does not track models
-            pass
 
         @self.lsp.feature("mlx/chat/delta")
         def on_delta(params: Any) -> None:
@@ -91,44 +85,10 @@ class Client:
             if log is not None and log.times:
                 log.times[-1].append(time.perf_counter())
 
-    async def start(self, env: dict[str, str], uri: str, text: str, language: str) -> None:
-        await self.lsp.start_io(sys.executable, "-m", "sidecar", "stdio", env=env)
-        server = self.lsp._server  # pygls keeps the process here; its stderr must be drained
-        assert server is not None and server.stderr is not None
-        self._drain = asyncio.create_task(self._read_stderr(server.stderr))
-        await self.lsp.initialize_async(
-            types.InitializeParams(
-                capabilities=types.ClientCapabilities(),
-                initialization_options={"completion": {"maxTimeMs": BUDGET_OUT_OF_THE_WAY_MS}},
-            )
-        )
-        self.lsp.initialized(types.InitializedParams())
-        self.lsp.text_document_did_open(
-            types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(
-                    uri=uri, language_id=language, version=0, text=text
-                )
-            )
-        )
-
-    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            self.stderr = [*self.stderr[-200:], line]
-
-    async def request(self, method: str, params: Any, msg_id: str) -> Any:
-        return await self.lsp.protocol.send_request_async(method, params, msg_id=msg_id)
-
-    def cancel(self, msg_id: str) -> None:
-        self.lsp.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
-
-    async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.lsp.shutdown_async(None), 10)
-        with contextlib.suppress(Exception):
-            self.lsp.exit(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.lsp.stop(), 10)
-        self._drain.cancel()
+    async def open_session(self, env: dict[str, str], uri: str, text: str, language: str) -> None:
+        options = {"completion": {"maxTimeMs": BUDGET_OUT_OF_THE_WAY_MS}}
+        await self.start(env, init_options=options)
+        self.open(uri, text, language)
 
 
 async def chat_until(client: Client, stop: asyncio.Event, log: ChatLog, name: str) -> ChatLog:
@@ -341,7 +301,9 @@ async def typing_benchmark(
         """A new server (empty completion and KV caches), warmed up: both models loaded and
         first-call costs paid before anything is measured."""
         client = Client()
-        await client.start(env, session["uri"], session["initial_text"], session["language_id"])
+        await client.open_session(
+            env, session["uri"], session["initial_text"], session["language_id"]
+        )
         await client.request(
             "mlx/chat",
             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
