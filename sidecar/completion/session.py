@@ -141,16 +141,20 @@ class CompletionSession:
         typed = gen.serves(place) if gen is not None else None
         if gen is not None and typed is None:
             gen.abandon()
+        budget_from = started
         if gen is None or typed is None:
             typed = ""
             gen = await self._start(model, place)
             if gen is None:
                 return self._counted(Completion("", model, "empty", latency_s=_since(started)))
             source: Source = "model"
+            # The budget is the generation's: a model that had to load first (the editor's
+            # first request) does not spend it, or the first ghost text would always be empty.
+            budget_from = time.perf_counter()
         else:
             gen.adoptions += 1
             source = "adopted"
-        ended = await gen.wait(budget_s - _since(started))
+        ended = await gen.wait(budget_s - _since(budget_from))
         if gen.error is not None and not gen.abandoned:
             raise gen.error
         text = gen.ghost_text()
