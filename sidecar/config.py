@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # Prompt tokens per prefill chunk (None: 64 on a CPU, 512 on Metal/CUDA): a running stream
     # waits at most one chunk for another request's prompt.
     prefill_chunk: int | None = Field(default=None, ge=8)
+    # Seconds of quiet after which a text model keeps only its newest prompt caches' KV.
+    prompt_cache_idle_s: float = Field(default=60.0, ge=0)
     # Prompt-lookup speculative decoding for a greedy completion decoding alone.
     speculative: bool = True
     embed_slice_texts: int = Field(default=16, ge=1)  # texts per embedding forward pass

@@ -84,8 +84,11 @@ def rss_of(pid: int) -> int | None:
 
 
 class Soak:
-    def __init__(self, rng: random.Random, max_tokens: int, answer_timeout_s: float) -> None:
+    def __init__(
+        self, rng: random.Random, max_tokens: int, answer_timeout_s: float, rest_s: float
+    ) -> None:
         self.rng = rng
+        self.rest_s = rest_s  # the server's prompt_cache_idle_s: quiet before memory is at rest
         self.max_tokens = max_tokens
         self.timeout = answer_timeout_s
         self.client = SidecarClient("mlx-sidecar-soak")
@@ -282,7 +285,7 @@ class Soak:
         self.report.rss_bytes["peak_after_load"] = rss_of(self.pid) or 0
 
         self.report.idle_after_s = await self.wait_idle(60)
-        await asyncio.sleep(1.5)  # one idle pass of the worker
+        await asyncio.sleep(self.rest_s + 1.5)  # the worker's idle passes: caches handed back
         after = await self.memory()
         self.report.memory |= {"idle_active": after["active"], "idle_cache": after["cache"]}
         self.report.rss_bytes["idle"] = rss_of(self.pid) or 0
@@ -298,8 +301,11 @@ async def soak(
     seed: int = 0,
     answer_timeout_s: float = 120.0,
 ) -> tuple[SoakReport, str]:
-    """Run a soak on a fresh sidecar; return the report and the server's stderr."""
-    s = Soak(random.Random(seed), max_tokens, answer_timeout_s)
+    """Run a soak on a fresh sidecar; return the report and the server's stderr. Memory at
+    rest is read after the server's `prompt_cache_idle_s` (2 s here unless `env` sets it)."""
+    env = {"MLX_SIDECAR_PROMPT_CACHE_IDLE_S": "2", **env}
+    rest_s = float(env["MLX_SIDECAR_PROMPT_CACHE_IDLE_S"])
+    s = Soak(random.Random(seed), max_tokens, answer_timeout_s, rest_s)
     await s.start(env)
     try:
         report = await s.run(requests, concurrency)

@@ -52,6 +52,7 @@ from sidecar.wire import EngineStatus
 
 Event = Delta | Result
 RECENT = 50
+PROMPT_CACHES_AT_REST = 2  # per text model, once idle for `Settings.prompt_cache_idle_s`
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Engine:
         self.waits = WaitTimes()
         self.prefill_chunk = self.settings.prefill_chunk or default_prefill_chunk()
         self._caches_released = True
+        self._idle_since = time.monotonic()
+        self._kv_trimmed = True
         self.metrics = Metrics()
         self._active: dict[str, Sequence] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,12 +163,22 @@ class Engine:
         )
 
     def _on_idle(self) -> None:
-        """Worker thread, nothing to run: unload what idled past its TTL, and hand MLX's
-        buffer cache back once per busy spell (what a burst of requests grew stays otherwise)."""
+        """Worker thread, nothing to run: unload what idled past its TTL, hand MLX's buffer
+        cache back once per busy spell (what a burst of requests grew stays otherwise), and
+        after `prompt_cache_idle_s` of quiet keep only the newest prompt caches' KV (the next
+        keystroke's reuse), so memory at rest comes back near what the models hold."""
         self.pool.unload_idle()
+        now = time.monotonic()
         if not self._caches_released:
             mx.clear_cache()
             self._caches_released = True
+            self._idle_since, self._kv_trimmed = now, False
+        if not self._kv_trimmed and now - self._idle_since >= self.settings.prompt_cache_idle_s:
+            for runner in self._runners():
+                if isinstance(runner, TextRunner):
+                    runner.prompt_cache.trim_to(n_sequences=PROMPT_CACHES_AT_REST)
+            mx.clear_cache()
+            self._kv_trimmed = True
 
     async def _on_worker(self, fn: Any) -> Any:
         return await asyncio.wrap_future(self.worker.call(fn))
