@@ -22,7 +22,7 @@ import mlx_embeddings
 
 from sidecar.engine.requests import EmbedResult, Priority
 from sidecar.engine.runner import RunnerStats
-from sidecar.engine.scheduler import WaitQueue, WaitTimes
+from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 
 log = logging.getLogger(__name__)
 MAX_LENGTH = 512
@@ -70,10 +70,7 @@ class EmbedRunner:
         self.max_batch_seen = 0
 
     def urgency(self) -> Priority | None:
-        classes = [c.priority for c in self.current]
-        if (best := self.pending.best_class()) is not None:
-            classes.append(best)
-        return min(classes) if classes else None
+        return most_urgent([c.priority for c in self.current], self.pending)
 
     def stats(self) -> RunnerStats:
         return RunnerStats(

@@ -20,7 +20,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sidecar.engine.requests import Priority
 
@@ -73,6 +73,13 @@ class WaitQueue(Generic[T]):
             name = Priority(priority).name.lower()
             out[name] = out.get(name, 0) + 1
         return out
+
+
+def most_urgent(started: list[Priority], waiting: WaitQueue[Any]) -> Priority | None:
+    """A runner's urgency: the most urgent class among its started work and its queue."""
+    best = waiting.best_class()
+    classes = started if best is None else [*started, best]
+    return min(classes) if classes else None
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sidecar.engine.prefill import Prefilled, PrefillJob
 from sidecar.engine.requests import FinishReason, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
-from sidecar.engine.scheduler import WaitQueue, WaitTimes
+from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence
 from sidecar.engine.speculative import SoloSpeculator
 
@@ -102,13 +102,10 @@ class TextRunner:
     # -- what the worker and the engine read --
 
     def urgency(self) -> Priority | None:
-        classes = [s.priority for s in self.running.values()]
+        started = [s.priority for s in self.running.values()] + [j.priority for j in self.jobs]
         if self.solo is not None:
-            classes.append(self.solo[0].priority)
-        classes += [j.priority for j in self.jobs]
-        if (best := self.waiting.best_class()) is not None:
-            classes.append(best)
-        return min(classes) if classes else None
+            started.append(self.solo[0].priority)
+        return most_urgent(started, self.waiting)
 
     def stats(self) -> RunnerStats:
         return RunnerStats(

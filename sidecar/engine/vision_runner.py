@@ -32,7 +32,7 @@ from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.requests import EngineError, GenerateRequest, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
-from sidecar.engine.scheduler import WaitQueue, WaitTimes
+from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.text_runner import stop_token_ids
 
@@ -226,10 +226,7 @@ class VisionRunner:
     # -- what the engine and the worker read --
 
     def urgency(self) -> Priority | None:
-        classes = [job.seq.priority for job in self.active]
-        if (best := self.waiting.best_class()) is not None:
-            classes.append(best)
-        return min(classes) if classes else None
+        return most_urgent([job.seq.priority for job in self.active], self.waiting)
 
     def stats(self) -> RunnerStats:
         return RunnerStats(
