@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse
 from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
 from sidecar.engine.engine import Engine, check_token_ids, vocab_size
 from sidecar.engine.requests import EngineError, GenerateRequest, Priority
+from sidecar.engine.response_format import constraint_of, with_json_instruction
 from sidecar.engine.vision_runner import message_images
 from sidecar.http import errors, metrics
 from sidecar.http.errors import JSON, OpenAIError, from_validation
@@ -115,6 +116,7 @@ def add_routes(app: FastAPI) -> None:
         engine = engine_of(request)
         loaded = await named_model(engine, body.model, default_model(request, "chat"))
         messages = [m.to_template() for m in body.messages]
+        messages = with_json_instruction(messages, body.response_format)
         try:
             prompt = await engine.chat_prompt(messages, loaded.id)
         except Exception as e:
@@ -126,6 +128,7 @@ def add_routes(app: FastAPI) -> None:
             max_tokens=body.max_completion_tokens or body.max_tokens,  # None: the default
             logprobs=body.engine_logprobs(),
             priority=Priority.CHAT,
+            constraint=constraint_of(body.response_format),
             **body.sampling(),
         )
         fmt = ChatFormat(loaded.id, body.include_usage)
@@ -160,6 +163,7 @@ def add_routes(app: FastAPI) -> None:
             max_tokens=body.max_tokens or 16,
             logprobs=body.logprobs,
             priority=priority,
+            constraint=constraint_of(body.response_format),
             **sampling,
         )
         fmt = CompletionFormat(loaded.id, body.include_usage, text if body.echo else None)
