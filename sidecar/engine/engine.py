@@ -19,6 +19,7 @@ from sidecar import blas
 from sidecar.config import Settings
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
+from sidecar.engine.memory import MemoryGovernor, apply_mlx_limits
 from sidecar.engine.messages import encode, render_chat
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
@@ -87,7 +88,14 @@ class Engine:
             self._make_runner,
             idle_ttl_s=self.settings.idle_ttl_s,
         )
-        self.worker = Worker(self._runners, self._on_idle)
+        self.governor = MemoryGovernor(
+            self.pool.budget_bytes,
+            lambda: self.pool.used_bytes + self.pool.reserved_bytes,
+            self._prompt_caches,
+        )
+        self.pool.held_bytes = self.governor.kv_bytes
+        self.pool.before_load = self.governor.make_room
+        self.worker = Worker(self._runners, self._on_idle, self.settings.watchdog_step_s)
         self.waits = WaitTimes()
         self.prefill_chunk = self.settings.prefill_chunk or default_prefill_chunk()
         self._caches_released = True
@@ -102,6 +110,7 @@ class Engine:
 
     async def start(self) -> Engine:
         self._loop = asyncio.get_running_loop()
+        apply_mlx_limits(self.pool.budget_bytes)
         self.worker.start()
         return self
 
@@ -131,6 +140,7 @@ class Engine:
                 self.prefill_chunk,
                 self.waits,
                 self.settings.speculative,
+                self.governor,
             )
         if info.kind == "embedding":
             return EmbedRunner(
@@ -155,6 +165,9 @@ class Engine:
 
     def _runners(self) -> list[Runner]:
         return [m.runner for m in list(self.pool.models.values()) if m.runner is not None]
+
+    def _prompt_caches(self) -> list[Any]:
+        return [r.prompt_cache for r in self._runners() if isinstance(r, TextRunner)]
 
     def _generating(self) -> bool:
         """Whether a text or vision runner has work (worker thread)."""
@@ -387,7 +400,12 @@ class Engine:
         embed = [r for r in stats if r.kind == "embedding"]
         recent_tps = self.metrics.tokens_per_s[-1] if self.metrics.tokens_per_s else None
         gaps = self.metrics.token_gaps_s
+        health_reason = self.worker.health_reason()
+        governor = self.governor
+        kv, prompt_cache = governor.kv_bytes(), governor.prompt_cache_bytes()
         status = {
+            "healthy": health_reason is None,
+            "health_reason": health_reason,
             "loaded": [m.to_dict() for m in self.pool.models.values()],
             "memory": {
                 "active_bytes": mx.get_active_memory(),
@@ -395,6 +413,11 @@ class Engine:
                 "peak_bytes": mx.get_peak_memory(),
                 "budget_bytes": self.pool.budget_bytes,
                 "models_bytes": self.pool.used_bytes,
+                "kv_bytes": kv,
+                "prompt_cache_bytes": prompt_cache,
+                "used_bytes": self.pool.used_bytes + kv + prompt_cache,
+                "refused_requests": governor.refused,
+                "evicted_prompt_cache_bytes": governor.evicted_prompt_cache_bytes,
             },
             "device": str(mx.default_device()),
             "blas": blas.loaded_path,

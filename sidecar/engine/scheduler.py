@@ -48,6 +48,9 @@ class WaitQueue(Generic[T]):
     def best_class(self) -> Priority | None:
         return Priority(self._heap[0][0]) if self._heap else None
 
+    def peek(self) -> T | None:
+        return self._heap[0][2] if self._heap else None
+
     def pop(self) -> T:
         return heapq.heappop(self._heap)[2]
 

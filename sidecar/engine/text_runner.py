@@ -19,9 +19,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
+from sidecar.engine.memory import (
+    Admission,
+    MemoryGovernor,
+    error_code,
+    failure_message,
+    kv_bytes_per_token,
+)
+from sidecar.engine.memory import kv_tokens as kv_token_count
 from sidecar.engine.prefill import Prefilled, PrefillJob
 from sidecar.engine.requests import FinishReason, Priority
 from sidecar.engine.runner import RunnerStats
@@ -62,8 +71,11 @@ class TextRunner:
         prefill_chunk: int,
         waits: WaitTimes | None = None,
         speculative: bool = True,
+        governor: MemoryGovernor | None = None,
     ) -> None:
         self.model_id = model_id
+        self.governor = governor
+        self.kv_bytes_per_token = kv_bytes_per_token(model) if governor is not None else 0
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -105,7 +117,19 @@ class TextRunner:
         started = [s.priority for s in self.running.values()] + [j.priority for j in self.jobs]
         if self.solo is not None:
             started.append(self.solo[0].priority)
+        if not self._head_admissible():  # it waits for memory: nothing to do for it now
+            return min(started) if started else None
         return most_urgent(started, self.waiting)
+
+    def kv_need(self, seq: Sequence) -> int:
+        """KV bytes `seq` can grow to (its reservation in the memory governor)."""
+        return self.kv_bytes_per_token * kv_token_count(len(seq.prompt_tokens), seq.max_tokens)
+
+    def _head_admissible(self) -> bool:
+        head = self.waiting.peek()
+        if head is None or self.governor is None or head.cancelled or head.done:
+            return True
+        return self.governor.would_admit(self.kv_need(head))
 
     def stats(self) -> RunnerStats:
         return RunnerStats(
@@ -133,10 +157,12 @@ class TextRunner:
             self._prefill_chunk()
         except Exception as e:
             log.exception("prefill failed for %s", self.model_id)
+            message = failure_message(e, "prompt processing")
             for job in self.jobs:
                 for seq in job.seqs:
-                    seq.finish("error", "", error=f"prompt processing failed: {e}")
+                    seq.finish("error", "", error=message, error_code=error_code(e))
             self.jobs.clear()
+            mx.clear_cache()
         if self.solo is not None:
             if not self.waiting and not self.jobs and not self.running:
                 self._solo_step()
@@ -181,7 +207,7 @@ class TextRunner:
             tokens = spec.step()
         except Exception as e:
             log.exception("speculative step failed for %s", seq.request_id)
-            seq.finish("error", error=f"generation failed: {e}")
+            seq.finish("error", error=failure_message(e, "generation"), error_code=error_code(e))
             self.solo = None
             return
         self.drafted_tokens += spec.drafted - drafted
@@ -245,12 +271,38 @@ class TextRunner:
             room = self._room(head)
             if room == 0:
                 break
-            job = self._start(head, self.waiting.pop_class(head, min(room, PREFILL_BATCH)))
+            admitted = self._admit(head, min(room, PREFILL_BATCH))
+            if not admitted and self.waiting.best_class() == head:
+                break  # the head waits for memory
+            job = self._start(head, admitted)
             if job is not None:
                 self.jobs.append(job)
                 return job
             head = self.waiting.best_class()
         return best_job
+
+    def _admit(self, priority: Priority, limit: int) -> list[Sequence]:
+        """Up to `limit` waiting sequences of class `priority` whose KV the memory governor
+        reserves, in arrival order; stops at one that must wait for memory, answers one that
+        could never fit."""
+        if self.governor is None:
+            return self.waiting.pop_class(priority, limit)
+        out: list[Sequence] = []
+        while len(out) < limit and self.waiting.best_class() == priority:
+            seq = self.waiting.peek()
+            assert seq is not None
+            need = self.kv_need(seq)
+            verdict = self.governor.admit(seq, need)
+            if verdict is Admission.WAIT:
+                break
+            self.waiting.pop()
+            if verdict is Admission.REFUSE:
+                error = self.governor.refusal(need, len(seq.prompt_tokens), seq.max_tokens)
+                log.warning("request %s refused: %s", seq.request_id, error)
+                seq.finish("error", "", error=str(error), error_code=error.code)
+                continue
+            out.append(seq)
+        return out
 
     def _start(self, priority: Priority, seqs: list[Sequence]) -> PrefillJob | None:
         """Claim `seqs` and find their reusable KV; those with nothing left to prefill join
@@ -329,7 +381,8 @@ class TextRunner:
             _prompt_responses, responses = self.generator.next()
         except Exception as e:
             log.exception("batch step failed for %s", self.model_id)
-            self.fail_all(f"generation failed: {e}")
+            self.fail_running(failure_message(e, "generation"), error_code(e))
+            mx.clear_cache()
             return
         finished = []
         for r in responses:
@@ -361,6 +414,8 @@ class TextRunner:
     def _keep_kv(self, tokens: list[int], cache: list[Any]) -> None:
         if cache and len(tokens) > 1:
             self.prompt_cache.insert_cache(self.model_id, tokens, cache)
+            if self.governor is not None:
+                self.governor.settle()
 
     def _remember(self, uids: list[int]) -> None:
         """Take sequences out of the batch, keeping their KV caches for reuse."""
@@ -370,16 +425,21 @@ class TextRunner:
 
     # -- ending --
 
-    def fail_all(self, message: str) -> None:
-        self._drop_solo("error", message)
+    def fail_running(self, message: str, code: str | None = None) -> None:
+        """End the decode batch's sequences with an error (a failed batch step); the queued
+        and prefilling ones keep their turn."""
         for seq in list(self.running.values()):
-            seq.finish("error", error=message)
+            seq.finish("error", error=message, error_code=code)
         if self.running:
             try:
                 self.generator.remove(list(self.running))
             except Exception:
                 log.exception("could not reset batch for %s", self.model_id)
         self.running.clear()
+
+    def fail_all(self, message: str) -> None:
+        self._drop_solo("error", message)
+        self.fail_running(message)
         for job in self.jobs:
             for seq in job.seqs:
                 seq.finish("error", "", error=message)
