@@ -44,7 +44,7 @@ from sidecar.engine.vision_runner import (
     text_only_messages,
 )
 from sidecar.engine.worker import Worker
-from sidecar.mlx_cleanup import clear_thread_streams
+from sidecar.mlx_cleanup import clear_thread_streams, release_memory
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
@@ -183,14 +183,14 @@ class Engine:
         self.pool.unload_idle()
         now = time.monotonic()
         if not self._caches_released:
-            mx.clear_cache()
+            release_memory()
             self._caches_released = True
             self._idle_since, self._kv_trimmed = now, False
         if not self._kv_trimmed and now - self._idle_since >= self.settings.prompt_cache_idle_s:
             for runner in self._runners():
                 if isinstance(runner, TextRunner):
                     runner.prompt_cache.trim_to(n_sequences=PROMPT_CACHES_AT_REST)
-            mx.clear_cache()
+            release_memory()
             self._kv_trimmed = True
 
     async def _on_worker(self, fn: Any) -> Any:

@@ -37,7 +37,17 @@ MiB = 2**20
 # MLX keeps freed buffers for reuse; keep at most this share of the budget so (with
 # `mx.clear_cache()` when idle) memory goes back to the OS.
 CACHE_LIMIT_SHARE = 0.1
-ALLOCATION_FAILURE_MARKS = ("bad_alloc", "unable to allocate", "out of memory", "outofmemory")
+# What MLX says when memory runs out: "[metal::malloc] Attempting to allocate N bytes ...",
+# "[METAL] Command buffer execution failed: Insufficient Memory (...ErrorOutOfMemory)", CUDA's
+# "out of memory", the allocator's std::bad_alloc.
+ALLOCATION_FAILURE_MARKS = (
+    "bad_alloc",
+    "attempting to allocate",
+    "unable to allocate",
+    "insufficient memory",
+    "out of memory",
+    "outofmemory",
+)
 
 
 # Refused by the budget: HTTP 400 `insufficient_memory`, JSON-RPC -32602; the others run on.

@@ -25,6 +25,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from sidecar.errors import LoadFailed, Unavailable
+from sidecar.mlx_cleanup import release_memory
 from sidecar.models.kinds import ModelKind
 from sidecar.models.loader import load_model, load_tokenizer
 from sidecar.models.store import ModelInfo, ModelStore, dir_size
@@ -344,8 +345,7 @@ class ModelPool:
 
     @staticmethod
     def _cleanup() -> None:
-        gc.collect()
-        mx.clear_cache()
+        release_memory()
 
 
 def parameters(model: Any) -> list[tuple[str, mx.array]]:
