@@ -8,7 +8,8 @@ ratios measured in one run. This module only parses the command line and picks t
   $/cancelRequest, inlineCompletion), alone and while a chat streams over mlx/chat: pause
   latency, chat tokens/s and longest gap, as ratios;
 - soak: mixed traffic over both edges with random disconnects and cancels; lost, unexpected
-  errors, memory after idle.
+  errors, memory after idle;
+- memory: RSS, MLX and memory-governor figures before load, loaded, busy, at rest, unloaded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from sidecar.config import Settings
 
-SUITES = ("engine", "http", "typing", "soak", "speculative")
+SUITES = ("engine", "http", "typing", "soak", "speculative", "memory")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suite",
         default="engine",
-        help="comma-separated: engine, http, typing, soak, speculative, or all",
+        help="comma-separated: engine, http, typing, soak, speculative, memory, or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
@@ -148,6 +149,14 @@ async def speculative_suite(args: argparse.Namespace, settings: Settings) -> dic
     )
 
 
+async def memory_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import memory
+
+    return await memory.suite(
+        settings, args.model or settings.chat_model, max(levels(args.concurrency)), args.max_tokens
+    )
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     suites = {
         "engine": engine_suite,
@@ -155,6 +164,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "typing": typing_suite,
         "soak": soak_suite,
         "speculative": speculative_suite,
+        "memory": memory_suite,
     }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):

@@ -160,6 +160,7 @@ class Engine:
                 self.waits,
                 self.prefill_chunk,
                 self.worker.step_others,
+                self.governor,
             )
         return None
 
