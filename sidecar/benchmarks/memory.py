@@ -62,7 +62,7 @@ async def suite(settings: Settings, model: str, concurrency: int, max_tokens: in
             for i in range(concurrency)
         ]
         busy = asyncio.gather(*requests)
-        while not engine.status().running and not busy.done():
+        while engine.status().running < concurrency and not busy.done():
             await asyncio.sleep(0.01)
         stages.append(snapshot(engine, f"{concurrency} running"))
         await busy
