@@ -237,3 +237,31 @@ async def test_idle_unload_gives_memory_back(settings: Settings, tmp_path: Path)
     assert mx.get_cache_memory() < size * 0.1
     # glibc keeps freed heap unless trimmed: without malloc_trim only ~20 % came back
     assert rss_loaded - rss_after > (rss_loaded - rss_before) * 0.8
+
+
+async def test_kept_prompt_caches_hold_only_what_they_count(engine: Engine) -> None:
+    """A cache taken out of a batch used to be a lazy slice pinning the whole batch's KV: after
+    8 concurrent chats MLX held 243 MiB where the prompt cache counted 12. What the budget
+    counts is what is held now."""
+    loaded = engine.pool.get(CHAT_MODEL)
+    assert loaded is not None
+    runner: Any = loaded.runner
+
+    def forget() -> None:
+        runner.prompt_cache.trim_to(n_sequences=0)
+        gc.collect()
+        mx.clear_cache()
+
+    await engine._on_worker(forget)
+    before = mx.get_active_memory()
+    await asyncio.gather(
+        *(
+            engine.complete(GenerateRequest(prompt=f"Note {i} about caches:", max_tokens=24))
+            for i in range(8)
+        )
+    )
+    await engine._on_worker(lambda: mx.clear_cache())
+    held = mx.get_active_memory() - before
+    counted = runner.prompt_cache.nbytes
+    assert len(runner.prompt_cache) == 8 and counted > 0
+    assert held <= counted * 1.5 + 4 * MiB, (held / MiB, counted / MiB)
