@@ -63,11 +63,15 @@ async def test_a_stuck_worker_step_turns_health_to_503_and_back(
         assert f"watchdog_step_s {WATCHDOG_S:g}" in body["health_reason"]
         status_now = watched.status()  # what `mlx/status` carries
         assert not status_now.healthy and status_now.health_reason
+        _, _, metrics = await asyncio.to_thread(request, port.port, "GET", "/metrics")
+        assert "\nmlx_sidecar_healthy 0\n" in metrics.decode()
     finally:
         release.set()
     assert await asyncio.wrap_future(stuck) is True
     status, body = await health(port)
     assert status == 200 and body["healthy"] is True and body["health_reason"] is None
+    _, _, metrics = await asyncio.to_thread(request, port.port, "GET", "/metrics")
+    assert "\nmlx_sidecar_healthy 1\n" in metrics.decode()
 
 
 async def test_a_healthy_engine_keeps_answering_while_a_short_call_runs(
