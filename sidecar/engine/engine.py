@@ -19,7 +19,7 @@ from sidecar import blas
 from sidecar.config import Settings
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
-from sidecar.engine.memory import MemoryGovernor, apply_mlx_limits
+from sidecar.engine.memory import MemoryGovernor, apply_mlx_limits, restore_mlx_limits
 from sidecar.engine.messages import encode, render_chat
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
@@ -104,13 +104,14 @@ class Engine:
         self.metrics = Metrics()
         self._active: dict[str, Sequence] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._mlx_limits: tuple[int, int] | None = None  # MLX's limits before start
         self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> Engine:
         self._loop = asyncio.get_running_loop()
-        apply_mlx_limits(self.pool.budget_bytes)
+        self._mlx_limits = apply_mlx_limits(self.pool.budget_bytes)
         self.worker.start()
         return self
 
@@ -119,6 +120,8 @@ class Engine:
             seq.cancel()
         await self._on_worker(self._unload_all)
         self.worker.stop()
+        if self._mlx_limits is not None:
+            restore_mlx_limits(self._mlx_limits)
 
     async def __aenter__(self) -> Engine:
         return await self.start()

@@ -62,10 +62,15 @@ class Admission(Enum):
 
 def kv_bytes_per_token(model: Any) -> int:
     """KV cache bytes one token costs in `model`, measured: one token through a fresh prompt
-    cache, whose buffers then hold one `KV_STEP` (any architecture, cache kind and dtype)."""
-    cache = make_prompt_cache(model)
-    mx.eval(model(mx.array([[0]]), cache=cache))
-    nbytes = sum(int(getattr(c, "nbytes", 0)) for c in cache)
+    cache, whose buffers then hold one `KV_STEP` (any architecture, cache kind and dtype).
+    0 when the model cannot be measured so (its requests are then not governed; logged)."""
+    try:
+        cache = make_prompt_cache(model)
+        mx.eval(model(mx.array([[0]]), cache=cache))
+        nbytes = sum(int(getattr(c, "nbytes", 0)) for c in cache)
+    except Exception as e:
+        log.warning("KV size of %s not measurable, its KV is not budgeted: %s", type(model), e)
+        return 0
     del cache
     return max(1, -(-nbytes // KV_STEP))
 
@@ -183,8 +188,15 @@ class MemoryGovernor:
         self.make_room(0)
 
 
-def apply_mlx_limits(budget_bytes: int) -> None:
+def apply_mlx_limits(budget_bytes: int) -> tuple[int, int]:
     """MLX's own limits from the budget: the memory limit (Metal waits or fails past it; the
-    CPU backend takes it as a guideline) and the buffer cache cap."""
-    mx.set_memory_limit(budget_bytes)
-    mx.set_cache_limit(int(budget_bytes * CACHE_LIMIT_SHARE))
+    CPU backend takes it as a guideline) and the buffer cache cap. Returns the previous limits
+    (they are process-wide: `restore_mlx_limits` puts them back when the engine closes)."""
+    memory = mx.set_memory_limit(budget_bytes)
+    cache = mx.set_cache_limit(int(budget_bytes * CACHE_LIMIT_SHARE))
+    return memory, cache
+
+
+def restore_mlx_limits(previous: tuple[int, int]) -> None:
+    mx.set_memory_limit(previous[0])
+    mx.set_cache_limit(previous[1])

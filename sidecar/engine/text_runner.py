@@ -129,6 +129,8 @@ class TextRunner:
         head = self.waiting.peek()
         if head is None or self.governor is None or head.cancelled or head.done:
             return True
+        if not self.kv_bytes_per_token:  # not measurable: not governed
+            return True
         return self.governor.would_admit(self.kv_need(head))
 
     def stats(self) -> RunnerStats:
@@ -285,7 +287,7 @@ class TextRunner:
         """Up to `limit` waiting sequences of class `priority` whose KV the memory governor
         reserves, in arrival order; stops at one that must wait for memory, answers one that
         could never fit."""
-        if self.governor is None:
+        if self.governor is None or not self.kv_bytes_per_token:
             return self.waiting.pop_class(priority, limit)
         out: list[Sequence] = []
         while len(out) < limit and self.waiting.best_class() == priority:

@@ -222,12 +222,10 @@ class VisionRunner:
         # unloaded model alive.
         self.between_chunks = between_chunks
         self.governor = governor
-        self.kv_bytes_per_token = 0
-        if governor is not None:
-            try:  # the language model's KV, measured as for text models
-                self.kv_bytes_per_token = kv_bytes_per_token(model.language_model)
-            except Exception as e:
-                log.warning("%s: KV size not measurable, not governed: %s", model_id, e)
+        language = getattr(model, "language_model", None)  # its KV, measured as for text
+        self.kv_bytes_per_token = (
+            kv_bytes_per_token(language) if governor is not None and language is not None else 0
+        )
         self.waiting: WaitQueue[VisionJob] = WaitQueue()
         self.active: list[VisionJob] = []
         self._turn = 0
