@@ -69,7 +69,7 @@ async def test_the_budget_counts_weights_kv_and_prompt_cache(tight: Engine) -> N
     args = runner.model.args
     per_token = args.num_hidden_layers * args.num_key_value_heads * 2 * 4
     per_token *= args.hidden_size // args.num_attention_heads
-    assert runner.kv_bytes_per_token == per_token
+    assert runner.admission.per_token == per_token
     first = asyncio.create_task(
         tight.complete(GenerateRequest(prompt=await prompt_of(tight, 20), max_tokens=200))
     )

@@ -15,6 +15,9 @@ starts, evicting least recently used prompt caches first when they are in the wa
 a speed-up). One that does not fit waits in its queue until memory frees; one that does not fit
 even with nothing else running is refused with `InsufficientMemoryError`, alone.
 
+`KVAdmission` is a text runner's side of it; the vision runner asks the governor directly
+(its prompt's length is known only once the images are processed).
+
 Runs only on the engine's worker thread, except the read-only figures for status.
 """
 
@@ -29,6 +32,8 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
+from sidecar.engine.requests import Priority
+from sidecar.engine.scheduler import WaitQueue
 from sidecar.errors import OutOfMemory, OverMemoryBudget
 
 log = logging.getLogger(__name__)
@@ -186,6 +191,53 @@ class MemoryGovernor:
     def settle(self) -> None:
         """After a prompt cache grew: trim prompt caches back inside the budget."""
         self.make_room(0)
+
+
+class KVAdmission:
+    """A text runner's side of the governor: its model's KV bytes per token, and which waiting
+    sequences may start. Without a governor (or a measurable model) everything is admitted."""
+
+    def __init__(self, governor: MemoryGovernor | None, model: Any) -> None:
+        self.governor = governor
+        self.per_token = kv_bytes_per_token(model) if governor is not None else 0
+
+    def need(self, seq: Any) -> int:
+        """KV bytes `seq` can grow to (its reservation)."""
+        return self.per_token * kv_tokens(len(seq.prompt_tokens), seq.max_tokens)
+
+    def head_waits(self, waiting: WaitQueue[Any]) -> bool:
+        """Whether the queue's head is waiting for memory (so the runner has nothing to do)."""
+        head = waiting.peek()
+        if head is None or self.governor is None or not self.per_token:
+            return False
+        if head.cancelled or head.done:
+            return False
+        return not self.governor.would_admit(self.need(head))
+
+    def take(self, waiting: WaitQueue[Any], priority: Priority, limit: int) -> list[Any]:
+        """Up to `limit` waiting sequences of class `priority` whose KV is reserved, in arrival
+        order; stops at one that must wait for memory, answers one that could never fit."""
+        if self.governor is None or not self.per_token:
+            return waiting.pop_class(priority, limit)
+        out: list[Any] = []
+        while len(out) < limit and waiting.best_class() == priority:
+            seq: Any = waiting.peek()
+            need = self.need(seq)
+            verdict = self.governor.admit(seq, need)
+            if verdict is Admission.WAIT:
+                break
+            waiting.pop()
+            if verdict is Admission.REFUSE:
+                error = self.governor.refusal(need, len(seq.prompt_tokens), seq.max_tokens)
+                log.warning("request %s refused: %s", seq.request_id, error)
+                seq.finish("error", "", error=str(error), error_code=error.code)
+                continue
+            out.append(seq)
+        return out
+
+    def settle(self) -> None:
+        if self.governor is not None:
+            self.governor.settle()
 
 
 def apply_mlx_limits(budget_bytes: int) -> tuple[int, int]:

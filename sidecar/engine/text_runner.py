@@ -23,14 +23,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
-from sidecar.engine.memory import (
-    Admission,
-    MemoryGovernor,
-    error_code,
-    failure_message,
-    kv_bytes_per_token,
-)
-from sidecar.engine.memory import kv_tokens as kv_token_count
+from sidecar.engine.memory import KVAdmission, MemoryGovernor, error_code, failure_message
 from sidecar.engine.prefill import Prefilled, PrefillJob
 from sidecar.engine.requests import FinishReason, Priority
 from sidecar.engine.runner import RunnerStats
@@ -74,8 +67,7 @@ class TextRunner:
         governor: MemoryGovernor | None = None,
     ) -> None:
         self.model_id = model_id
-        self.governor = governor
-        self.kv_bytes_per_token = kv_bytes_per_token(model) if governor is not None else 0
+        self.admission = KVAdmission(governor, model)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -117,21 +109,9 @@ class TextRunner:
         started = [s.priority for s in self.running.values()] + [j.priority for j in self.jobs]
         if self.solo is not None:
             started.append(self.solo[0].priority)
-        if not self._head_admissible():  # it waits for memory: nothing to do for it now
+        if self.admission.head_waits(self.waiting):  # for memory: nothing to do for it now
             return min(started) if started else None
         return most_urgent(started, self.waiting)
-
-    def kv_need(self, seq: Sequence) -> int:
-        """KV bytes `seq` can grow to (its reservation in the memory governor)."""
-        return self.kv_bytes_per_token * kv_token_count(len(seq.prompt_tokens), seq.max_tokens)
-
-    def _head_admissible(self) -> bool:
-        head = self.waiting.peek()
-        if head is None or self.governor is None or head.cancelled or head.done:
-            return True
-        if not self.kv_bytes_per_token:  # not measurable: not governed
-            return True
-        return self.governor.would_admit(self.kv_need(head))
 
     def stats(self) -> RunnerStats:
         return RunnerStats(
@@ -273,7 +253,7 @@ class TextRunner:
             room = self._room(head)
             if room == 0:
                 break
-            admitted = self._admit(head, min(room, PREFILL_BATCH))
+            admitted = self.admission.take(self.waiting, head, min(room, PREFILL_BATCH))
             if not admitted and self.waiting.best_class() == head:
                 break  # the head waits for memory
             job = self._start(head, admitted)
@@ -282,29 +262,6 @@ class TextRunner:
                 return job
             head = self.waiting.best_class()
         return best_job
-
-    def _admit(self, priority: Priority, limit: int) -> list[Sequence]:
-        """Up to `limit` waiting sequences of class `priority` whose KV the memory governor
-        reserves, in arrival order; stops at one that must wait for memory, answers one that
-        could never fit."""
-        if self.governor is None or not self.kv_bytes_per_token:
-            return self.waiting.pop_class(priority, limit)
-        out: list[Sequence] = []
-        while len(out) < limit and self.waiting.best_class() == priority:
-            seq = self.waiting.peek()
-            assert seq is not None
-            need = self.kv_need(seq)
-            verdict = self.governor.admit(seq, need)
-            if verdict is Admission.WAIT:
-                break
-            self.waiting.pop()
-            if verdict is Admission.REFUSE:
-                error = self.governor.refusal(need, len(seq.prompt_tokens), seq.max_tokens)
-                log.warning("request %s refused: %s", seq.request_id, error)
-                seq.finish("error", "", error=str(error), error_code=error.code)
-                continue
-            out.append(seq)
-        return out
 
     def _start(self, priority: Priority, seqs: list[Sequence]) -> PrefillJob | None:
         """Claim `seqs` and find their reusable KV; those with nothing left to prefill join
@@ -420,8 +377,7 @@ class TextRunner:
             # (measured: 243 MiB held where the entries counted 12 MiB).
             mx.eval([c.state for c in cache])
             self.prompt_cache.insert_cache(self.model_id, tokens, cache)
-            if self.governor is not None:
-                self.governor.settle()
+            self.admission.settle()
 
     def _remember(self, uids: list[int]) -> None:
         """Take sequences out of the batch, keeping their KV caches for reuse."""
