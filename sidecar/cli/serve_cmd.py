@@ -37,16 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cors-origin",
         action="append",
-        default=[],
         metavar="ORIGIN",
-        help="allow browser requests from this origin (repeatable; CORS is off by default)",
+        help="allow browser requests from this origin (repeatable; CORS is off by default; "
+        "setting cors_origins)",
     )
     p.add_argument(
         "--allow-host",
         action="append",
-        default=[],
         metavar="NAME",
-        help="also accept this Host header (besides the bound host and localhost)",
+        help="also accept this Host header (besides the bound host and localhost; "
+        "setting allowed_hosts)",
     )
     p.set_defaults(run=run)
 
@@ -59,16 +59,12 @@ async def preload(engine: Engine, model_id: str) -> None:
         log.warning("could not preload %s: %s", model_id, e)
 
 
-def api_key_of(args: argparse.Namespace, settings: Settings) -> str | None:
-    """Flag, then environment; a key given directly wins over a key file."""
-    return read_api_key(
-        args.api_key or settings.api_key, args.api_key_file or settings.api_key_file
-    )
+def api_key_of(settings: Settings) -> str | None:
+    """Flag, environment or file (the settings); a key given directly wins over a key file."""
+    return read_api_key(settings.api_key, settings.api_key_file)
 
 
-async def serve(
-    args: argparse.Namespace, settings: Settings, host: str, port: int, api_key: str | None
-) -> int:
+async def serve(settings: Settings, host: str, port: int, api_key: str | None) -> int:
     async with Engine(settings) as engine:
         try:
             server = await serve_http(
@@ -76,8 +72,8 @@ async def serve(
                 host,
                 port,
                 api_key,
-                allowed_hosts=args.allow_host,
-                cors_origins=args.cors_origin,
+                allowed_hosts=settings.allowed_hosts,
+                cors_origins=settings.cors_origins,
             )
         except OSError as e:
             print(f"error: cannot serve on {host}:{port}: {e}", file=sys.stderr)
@@ -101,12 +97,12 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    host = args.host or settings.http_host
-    port = args.port if args.port is not None else (settings.http_port or 8080)
+    host = settings.http_host
+    port = settings.http_port if settings.http_port is not None else 8080
     try:
-        api_key = api_key_of(args, settings)
+        api_key = api_key_of(settings)
         check_bind(host, api_key)
     except (InsecureBindError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_loop(serve(args, settings, host, port, api_key))
+    return run_loop(serve(settings, host, port, api_key))

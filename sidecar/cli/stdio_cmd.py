@@ -47,7 +47,15 @@ async def serve(
         from sidecar.http.server import serve_http
 
         api_key = read_api_key(settings.api_key, settings.api_key_file)
-        http = await serve_http(engine, settings.http_host, port, api_key=api_key, roles=roles)
+        http = await serve_http(
+            engine,
+            settings.http_host,
+            port,
+            api_key=api_key,
+            roles=roles,
+            allowed_hosts=settings.allowed_hosts,
+            cors_origins=settings.cors_origins,
+        )
         http_servers.append(http)
         return http.url
 
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.cli.serve_cmd import run_loop
     from sidecar.lsp.stdio import claim_stdout, quiet_pygls
 
-    port = args.http_port if args.http_port is not None else settings.http_port
+    port = settings.http_port  # --http-port, the environment or the configuration file
     transport = claim_stdout()
     quiet_pygls()
     code = 1
