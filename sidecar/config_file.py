@@ -104,7 +104,9 @@ def mapped_model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def unknown_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+def unknown_keys(
+    data: Mapping[str, Any], model: type[BaseModel], prefix: str = ""
+) -> Iterator[str]:
     """Dotted keys in `data` that `model` has no field for, each with a close match if any."""
     fields = model.model_fields
     names = {name: name for name in fields} | {

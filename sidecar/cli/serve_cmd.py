@@ -15,6 +15,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.http.security import InsecureBindError, check_bind, read_api_key
 from sidecar.http.server import serve_http
+from sidecar.usage.store import open_usage
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,18 @@ def api_key_of(settings: Settings) -> str | None:
 
 
 async def serve(settings: Settings, host: str, port: int, api_key: str | None) -> int:
-    async with Engine(settings) as engine:
+    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
+    try:
+        return await serve_engine(Engine(settings, usage=usage), settings, host, port, api_key)
+    finally:
+        if usage is not None:
+            usage.close()
+
+
+async def serve_engine(
+    engine: Engine, settings: Settings, host: str, port: int, api_key: str | None
+) -> int:
+    async with engine:
         try:
             server = await serve_http(
                 engine,

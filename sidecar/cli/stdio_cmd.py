@@ -34,8 +34,10 @@ async def serve(
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
     from sidecar.roles import Roles
+    from sidecar.usage.store import open_usage
 
-    engine = Engine(settings)
+    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
+    engine = Engine(settings, usage=usage)
     await engine.start()
     roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
     http_servers: list[Any] = []
@@ -75,6 +77,8 @@ async def serve(
                 await asyncio.wait_for(http.stop(), CLOSE_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
+        if usage is not None:
+            usage.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

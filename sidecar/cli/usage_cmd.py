@@ -33,7 +33,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print(f"no usage recorded yet ({path})", file=sys.stderr)
         return 0
-    header = ("model", "upstream", "requests", "errors", "tokens in", "tokens out", "latency", "cost")
+    header = (
+        "model",
+        "upstream",
+        "requests",
+        "errors",
+        "tokens in",
+        "tokens out",
+        "latency",
+        "cost",
+    )
     table = [header] + [
         (
             r.model,
@@ -49,7 +58,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     priced = [r.cost for r in rows if r.cost is not None]
     if priced:
         print(f"total cost: {sum(priced):.6f} (prices per million tokens from the configuration)")

@@ -48,6 +48,8 @@ from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_default
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
 from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
+from sidecar.usage.events import UsageEvent
+from sidecar.usage.store import UsageStore
 from sidecar.wire import EngineStatus
 
 Event = Delta | Result
@@ -78,8 +80,15 @@ class Metrics:
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        store: ModelStore | None = None,
+        usage: UsageStore | None = None,
+    ) -> None:
         self.settings = settings or Settings()
+        # The usage ledger (opened by the command line on `Settings.usage_db`); None: not kept.
+        self.usage = usage
         self.store = store or ModelStore(self.settings.models_dir, self.settings.use_hf_cache)
         self.pool = ModelPool(
             self.store,
@@ -180,6 +189,11 @@ class Engine:
             mx.clear_cache()
             self._kv_trimmed = True
 
+    def record_usage(self, event: UsageEvent) -> None:
+        """The `UsageSink` for everything this process serves (local here, upstreams too)."""
+        if self.usage is not None:
+            self.usage.record(event)
+
     async def _on_worker(self, fn: Any) -> Any:
         return await asyncio.wrap_future(self.worker.call(fn))
 
@@ -262,10 +276,12 @@ class Engine:
         assert self._loop is not None, "engine not started"
         queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = self._loop
+        started = time.monotonic()
 
         def deliver(event: Event) -> None:
             if isinstance(event, Result):  # counted even when nobody reads the stream anymore
                 self.metrics.record(event)
+                self.record_usage(local_usage(request, event, time.monotonic() - started))
             queue.put_nowait(event)
 
         def sink(event: Event) -> None:
@@ -373,8 +389,18 @@ class Engine:
 
         self._caches_released = False
         call = EmbedCall(list(texts), done, priority)
+        started = time.monotonic()
         self.worker.call(lambda: runner.submit(call))
-        result = await fut
+        try:
+            result = await fut
+        except EngineError:
+            self.record_usage(
+                UsageEvent(loaded.id, "embedding", latency_s=time.monotonic() - started, error=True)
+            )
+            raise
+        self.record_usage(
+            UsageEvent(loaded.id, "embedding", result.prompt_tokens, 0, time.monotonic() - started)
+        )
         self.metrics.embed_texts += len(texts)
         loaded.last_used = time.monotonic()
         return result
@@ -420,8 +446,23 @@ class Engine:
             "completion_tokens": self.metrics.completion_tokens,
             "prompt_tokens": self.metrics.prompt_tokens,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "usage": [t.to_wire() for t in self.usage.totals()] if self.usage else [],
         }
         return EngineStatus.model_validate(status)  # a key missing from sidecar/wire.py raises
+
+
+def local_usage(request: GenerateRequest, result: Result, latency_s: float) -> UsageEvent:
+    endpoint = request.endpoint or (
+        "completion" if request.priority == Priority.COMPLETION else "chat"
+    )
+    return UsageEvent(
+        model=result.model,
+        endpoint=endpoint,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        latency_s=latency_s,
+        error=result.finish_reason == "error",
+    )
 
 
 def default_prefill_chunk() -> int:

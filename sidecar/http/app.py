@@ -160,6 +160,7 @@ def add_routes(app: FastAPI) -> None:
             max_tokens=body.max_tokens or 16,
             logprobs=body.logprobs,
             priority=priority,
+            endpoint="completion",
             **sampling,
         )
         fmt = CompletionFormat(loaded.id, body.include_usage, text if body.echo else None)

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.engine.engine import Engine
+from sidecar.wire import ModelUsage
 
 ROUTES = {
     "/v1/models",
@@ -170,4 +171,28 @@ def render(engine: Engine, http_counts: Counter[tuple[str, int]]) -> str:
     out.metric(
         "uptime_seconds", "gauge", "Seconds since the engine started.", [({}, status["uptime_s"])]
     )
+    usage_metrics(out, status.usage)
     return out.text()
+
+
+def usage_metrics(out: Exposition, usage: list[ModelUsage]) -> None:
+    """The usage ledger per model and upstream ("local" for the engine), across restarts."""
+    labelled = [({"model": u.model, "upstream": u.upstream or "local"}, u) for u in usage]
+    for name, field, help_ in (
+        ("usage_requests_total", "requests", "Requests served, from the usage ledger."),
+        ("usage_errors_total", "errors", "Requests that failed, from the usage ledger."),
+        ("usage_prompt_tokens_total", "prompt_tokens", "Prompt tokens, from the usage ledger."),
+        ("usage_completion_tokens_total", "completion_tokens", "Completion tokens, ledger."),
+    ):
+        out.metric(name, "counter", help_, [(lab, getattr(u, field)) for lab, u in labelled])
+    out.summary(
+        "usage_latency_seconds",
+        "Request latency (submission to last token) per model, from the usage ledger.",
+        [(lab, u.latency_sum_s, u.latency_count) for lab, u in labelled],
+    )
+    out.metric(
+        "usage_cost_total",
+        "counter",
+        "Cost from the configured prices per million tokens (priced models only).",
+        [(lab, u.cost) for lab, u in labelled if u.cost is not None],
+    )
