@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from sidecar import tracing
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.http.security import InsecureBindError, check_bind, read_api_key
@@ -117,4 +118,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (InsecureBindError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_loop(serve(settings, host, port, api_key))
+    tracing.configure(settings)
+    try:
+        return run_loop(serve(settings, host, port, api_key))
+    finally:
+        tracing.shutdown()

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, BinaryIO
 
+from sidecar import tracing
 from sidecar.config import Settings
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     transport = claim_stdout()
     quiet_pygls()
     code = 1
+    tracing.configure(settings)
     try:
         code = run_loop(serve(settings, port, sys.stdin.buffer, transport))
     except KeyboardInterrupt:
         code = 130
     finally:
+        tracing.shutdown()
         sys.stderr.flush()
     # The stdin reader thread may be blocked in read(); it must not keep the process alive.
     os._exit(code)

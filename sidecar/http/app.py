@@ -250,6 +250,7 @@ def create_app(
         cors_origins=origins,
     )
     app.add_middleware(metrics.RequestCounter, counts=app.state.http_counts)
+    app.add_middleware(metrics.Traced)
     if origins:
         app.add_middleware(
             CORSMiddleware,

@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sidecar import tracing
 from sidecar.engine.engine import Engine
 from sidecar.wire import ModelUsage
 
@@ -20,6 +21,37 @@ ROUTES = {
 }
 
 
+def route_of(path: str) -> str:
+    if path in ROUTES:
+        return path
+    return "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+
+
+class Traced:
+    """ASGI middleware: one span per request (`POST /v1/chat/completions`) when tracing is on,
+    current while the route runs and its stream is sent, so the engine's spans nest under it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not tracing.enabled():
+            await self.app(scope, receive, send)
+            return
+        route = route_of(scope.get("path", ""))
+        attributes = {"http.request.method": scope["method"], "http.route": route}
+        with tracing.span(f"{scope['method']} {route}", attributes) as span:
+
+            async def traced_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    tracing.set_attributes(
+                        span, {"http.response.status_code": int(message["status"])}
+                    )
+                await send(message)
+
+            await self.app(scope, receive, traced_send)
+
+
 class RequestCounter:
     """ASGI middleware counting responses by (route, status); streams count when they start."""
 
@@ -31,14 +63,7 @@ class RequestCounter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        route = (
-            path
-            if path in ROUTES
-            else "/v1/models/{id}"
-            if path.startswith("/v1/models/")
-            else "other"
-        )
+        route = route_of(scope.get("path", ""))
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
