@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NAME = "mlx-sidecar"
 Attributes = Mapping[str, str | int | float | bool]
+_PERF_TO_WALL_NS = time.time_ns() - time.perf_counter_ns()
 
 
 class _State:
@@ -108,13 +109,23 @@ def span(name: str, attributes: Attributes | None = None) -> Iterator[Span | Non
         yield current
 
 
-def start(name: str, attributes: Attributes | None = None) -> Span | None:
+def wall_ns(perf_s: float) -> int:
+    """A `time.perf_counter()` reading as the epoch nanoseconds spans carry (one offset per
+    process, so the phases of a request line up to the nanosecond)."""
+    return _PERF_TO_WALL_NS + int(perf_s * 1e9)
+
+
+def start(
+    name: str, attributes: Attributes | None = None, start_s: float | None = None
+) -> Span | None:
     """A span under the current one that is not made current, for code that cannot keep a
-    context open across its awaits (the engine's async generator); end it with `finish`."""
+    context open across its awaits (the engine's async generator); end it with `finish`.
+    `start_s`: when it began, as a `time.perf_counter()` reading (default now)."""
     tracer = state.tracer
     if tracer is None:
         return None
-    return tracer.start_span(name, attributes=attributes)
+    begin = wall_ns(start_s) if start_s is not None else None
+    return tracer.start_span(name, attributes=attributes, start_time=begin)
 
 
 def set_attributes(target: Span | None, attributes: Mapping[str, Any]) -> None:
@@ -146,8 +157,7 @@ def child(
         return
     from opentelemetry import trace
 
-    offset_ns = time.time_ns() - time.perf_counter_ns()
-    begin = offset_ns + int(start_s * 1e9)
-    end = max(begin, offset_ns + int(end_s * 1e9))
+    begin = wall_ns(start_s)
+    end = max(begin, wall_ns(end_s))
     context = trace.set_span_in_context(parent)
     tracer.start_span(name, context=context, start_time=begin, attributes=attributes or {}).end(end)

@@ -470,6 +470,7 @@ def generation_span(loaded: LoadedModel, request: GenerateRequest, seq: Sequence
             "gen_ai.request.max_tokens": seq.max_tokens,
             "gen_ai.usage.input_tokens": len(seq.prompt_tokens),
         },
+        start_s=seq.submitted_at,
     )
     if tracing.include_prompts():
         prompt = request.prompt
