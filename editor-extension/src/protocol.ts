@@ -38,6 +38,8 @@ export interface ChatResult {
   usage: Usage;
   time_to_first_token_s: number | null;
   tokens_per_s: number | null;
+  served_by: string | null;
+  fallback_reason: string | null;
 }
 
 export interface CompletionOptions {
@@ -122,6 +124,7 @@ export interface EmbedResult {
   data: number[][];
   model: string;
   usage: Usage;
+  served_by: string | null;
 }
 
 export interface HubModel {
@@ -179,6 +182,7 @@ export interface ModelEntry {
 export interface ModelList {
   models: ModelEntry[];
   roles: RoleModels;
+  remote: RemoteModel[];
 }
 
 /** `mlx/models/changed`: the local models after a download, delete, load, unload or select. */
@@ -193,6 +197,16 @@ export interface QueueWait {
   count: number;
   sum_s: number;
   recent_max_s: number | null;
+}
+
+/** A model an upstream lists (`/v1/models` of the upstream), named `UPSTREAM/MODEL` here. */
+export interface RemoteModel {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: string;
+  upstream: string;
+  model: string;
 }
 
 /** The model serving each role in the editor. */

@@ -15,6 +15,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.http.security import InsecureBindError, check_bind, read_api_key
 from sidecar.http.server import serve_http
+from sidecar.upstreams.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ async def serve(
     args: argparse.Namespace, settings: Settings, host: str, port: int, api_key: str | None
 ) -> int:
     async with Engine(settings) as engine:
+        router = Router(engine, settings)
         try:
             server = await serve_http(
                 engine,
@@ -78,9 +80,11 @@ async def serve(
                 api_key,
                 allowed_hosts=args.allow_host,
                 cors_origins=args.cors_origin,
+                router=router,
             )
         except OSError as e:
             print(f"error: cannot serve on {host}:{port}: {e}", file=sys.stderr)
+            await router.close()
             return 1
         loading = asyncio.create_task(preload(engine, settings.chat_model))
         loop = asyncio.get_running_loop()
@@ -89,6 +93,7 @@ async def serve(
         print(f"mlx-sidecar: OpenAI API at {server.url}/v1", file=sys.stderr, flush=True)
         await server.wait()
         loading.cancel()
+        await router.close()
     return 0
 
 

@@ -34,10 +34,12 @@ async def serve(
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
     from sidecar.roles import Roles
+    from sidecar.upstreams.router import Router
 
     engine = Engine(settings)
     await engine.start()
     roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
+    router = Router(engine, settings)  # the editor's keys and endpoints, shared with the port
     http_servers: list[Any] = []
 
     async def start_http(port: int) -> str:
@@ -47,12 +49,14 @@ async def serve(
         from sidecar.http.server import serve_http
 
         api_key = read_api_key(settings.api_key, settings.api_key_file)
-        http = await serve_http(engine, settings.http_host, port, api_key=api_key, roles=roles)
+        http = await serve_http(
+            engine, settings.http_host, port, api_key=api_key, roles=roles, router=router
+        )
         http_servers.append(http)
         return http.url
 
     try:
-        server = build_server(engine, settings, roles)
+        server = build_server(engine, settings, roles, router)
         server.start_http = start_http  # for the editor's `httpPort` setting
         if http_port is not None:
             try:
@@ -65,6 +69,8 @@ async def serve(
         for http in http_servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(http.stop(), CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
 

@@ -48,7 +48,9 @@ def article(word: str) -> str:
 async def list_models(ls: SidecarServer, params: Any) -> ModelList:
     with rpc_errors():
         models = await local_models(ls.engine, ls.roles)
-    return ModelList(models=models, roles=RoleModels.model_validate(dict(ls.roles)))
+        remote = await ls.router.models()  # grouped by upstream, in the upstreams' order
+    roles = RoleModels.model_validate(dict(ls.roles))
+    return ModelList(models=models, roles=roles, remote=remote)
 
 
 async def load(ls: SidecarServer, params: Any) -> LoadedModelStatus:
