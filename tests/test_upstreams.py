@@ -335,6 +335,18 @@ async def test_chat_falls_back_to_the_upstream_when_the_local_queue_waits_too_lo
     assert r.json()["model"] == CHAT_MODEL and "x_served_by" not in r.json()
 
 
+async def test_a_request_over_the_local_context_falls_back(local: HttpServer) -> None:
+    """8,190 new tokens do not fit SmolLM2's 8,192-token context after the prompt: the request
+    goes to the fallback, whose engine (the same model) refuses it with its own 400, named."""
+    async with client_of(local) as c:
+        fits = await c.post("/chat/completions", json={"messages": MESSAGES, "max_tokens": 2})
+        over = await c.post("/chat/completions", json={"messages": MESSAGES, "max_tokens": 8190})
+    assert fits.status_code == 200 and "x-mlx-upstream" not in fits.headers
+    assert over.status_code == 400
+    error = over.json()["error"]
+    assert "upstream 'team'" in error["message"] and error["code"] == "context_length_exceeded"
+
+
 async def test_a_wrong_key_gives_the_upstreams_401_naming_the_upstream(local: HttpServer) -> None:
     async with client_of(local) as c:
         r = await c.post(
@@ -512,7 +524,7 @@ async def test_the_editor_adds_an_endpoint_and_hands_over_its_key(
     assert EDITOR_KEY not in stderr
 
 
-def test_no_log_line_holds_a_key(records: RecordAll, local: HttpServer) -> None:
+async def test_no_log_line_holds_a_key(records: RecordAll, local: HttpServer) -> None:
     """Runs last in the module: every record the tests above made, at DEBUG (httpx, httpcore,
     uvicorn, the router) holds neither key."""
     assert any(line.startswith("httpx") for line in records.lines)  # DEBUG was on
