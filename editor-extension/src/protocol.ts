@@ -253,6 +253,23 @@ export interface UnloadResult {
   unloaded: boolean;
 }
 
+/** One configured upstream: where it is and how it fares; never its key. */
+export interface UpstreamStatus {
+  name: string;
+  base_url: string;
+  key_source: "editor" | "env" | "keyring" | "none";
+  breaker: "closed" | "open" | "half_open";
+  consecutive_failures: number;
+  in_flight: number;
+  models: number;
+  error: string | null;
+}
+
+/** `mlx/upstreams/add|setKey|list`: every upstream's status. */
+export interface UpstreamsResult {
+  upstreams: UpstreamStatus[];
+}
+
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
@@ -273,6 +290,9 @@ export const METHODS = {
   select: "mlx/models/select",
   changed: "mlx/models/changed",
   status: "mlx/status",
+  upstreamsList: "mlx/upstreams/list",
+  upstreamsAdd: "mlx/upstreams/add",
+  upstreamsSetKey: "mlx/upstreams/setKey",
 } as const;
 
 export function formatBytes(n: number | null | undefined): string {

@@ -150,10 +150,10 @@ class Router:
     ) -> Remote | None:
         """Where a request for `model` (None: the role's `default`) goes; None: the local
         engine. Raises what the local engine raises when there is no fallback."""
-        named = self.named(model)
+        local = model or default  # the role's model may be remote too (the editor picked one)
+        named = self.named(local)
         if named is not None or not getattr(self.fallback, role):
             return named
-        local = model or default
         bound = self.fallback.max_queue_wait_s
         if bound is not None and role in PRIORITY:
             waited = self.engine.oldest_wait_s(PRIORITY[role])
