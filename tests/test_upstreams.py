@@ -490,6 +490,14 @@ async def test_the_editor_adds_an_endpoint_and_hands_over_its_key(
         reply = await call("mlx/chat", chat)
         assert reply.served_by == "team" and reply.model == REMOTE_CHAT and reply.text
         assert "".join(d.delta for d in deltas if d.stream_token == "s1") == reply.text
+        # the editor picks the remote model for chat: requests naming no model go there
+        selected = await call("mlx/models/select", {"role": "chat", "model": REMOTE_CHAT})
+        assert selected.roles.chat == REMOTE_CHAT
+        reply = await call("mlx/chat", {"messages": MESSAGES, "maxTokens": 4})
+        assert reply.served_by == "team" and reply.fallback_reason is None
+        with pytest.raises(JsonRpcException) as local_only:
+            await call("mlx/models/select", {"role": "completion", "model": REMOTE_CHAT})
+        assert "inline completion runs on local models" in str(local_only.value)
         with pytest.raises(JsonRpcException) as unknown:
             await call("mlx/upstreams/setKey", {"upstream": "nope", "key": EDITOR_KEY})
         assert EDITOR_KEY not in str(unknown.value)
