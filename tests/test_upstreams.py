@@ -21,6 +21,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import keyring
+import keyring.backend
+import keyring.backends.fail
 import orjson
 import pytest
 import pytest_asyncio
@@ -34,6 +37,7 @@ from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.http.server import HttpServer, serve_http
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
 from sidecar.upstreams.breaker import Breaker
+from sidecar.upstreams.keys import KeyringUnavailable, Keys
 from sidecar.upstreams.router import Router
 from sidecar.upstreams.settings import FallbackSettings, UpstreamSettings
 from sidecar.usage.events import UsageEvent
@@ -239,7 +243,7 @@ async def test_a_streamed_chat_relays_the_upstreams_own_deltas(
     assert contents(relayed) == contents(direct)
     assert "".join(contents(relayed))  # it did say something
     assert all(e["x_served_by"] == "team" and e["model"] == REMOTE_CHAT for e in relayed)
-    assert not any(e.get("usage") for e in relayed)  # asked of the upstream, not passed on
+    assert not any("usage" in e for e in relayed)  # asked of the upstream, not passed on
     event = usage_events[before]
     assert (event.upstream, event.model, event.endpoint, event.error) == (
         "team",
@@ -413,6 +417,48 @@ async def test_the_breaker_lets_one_probe_through_after_its_open_time() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.state() == "closed" and breaker.allow()
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.kept.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.kept[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.kept.pop((service, username), None)
+
+
+async def test_keys_come_from_the_editor_the_environment_or_the_keyring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = Keys()
+    settings = upstream("http://x/v1", "SOME_KEY", api_key_keyring="mlx-sidecar/team")
+    previous = keyring.get_keyring()
+    try:
+        keyring.set_keyring(keyring.backends.fail.Keyring())
+        monkeypatch.delenv("SOME_KEY", raising=False)
+        with pytest.raises(KeyringUnavailable, match="no keyring backend"):
+            keys.get("team", settings)  # said, not sent without a key
+        backend = MemoryKeyring()
+        backend.set_password("mlx-sidecar", "team", "from-keyring")
+        keyring.set_keyring(backend)
+        assert keys.get("team", settings).get_secret_value() == "from-keyring"  # type: ignore[union-attr]
+        monkeypatch.setenv("SOME_KEY", "from-env")
+        assert keys.get("team", settings).get_secret_value() == "from-env"  # type: ignore[union-attr]
+        keys.set("team", "from-editor")
+        assert keys.get("team", settings).get_secret_value() == "from-editor"  # type: ignore[union-attr]
+        assert keys.source("team", settings) == "editor"
+        assert "from-editor" not in repr(keys)
+    finally:
+        keyring.set_keyring(previous)
 
 
 @pytest.fixture(scope="module")

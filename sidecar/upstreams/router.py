@@ -246,6 +246,8 @@ class Router:
                         usage = event["usage"]
                         if not event.get("choices") and not include_usage:
                             continue
+                    if not include_usage:  # the client did not ask for usage: no "usage" key
+                        event.pop("usage", None)
                     if event.get("choices"):
                         deltas += 1
                     if "model" in event:
