@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from sidecar.limits import Limits
+from sidecar.upstreams.settings import FallbackSettings, UpstreamSettings
 
 # The one sampling temperature for a request that names none, on JSON-RPC (`mlx/chat`), HTTP and
 # in the editor (which sends none unless the user sets one). Greedy: an editor wants the same
@@ -112,6 +113,11 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=512, ge=1)
     # The largest JSON-RPC message accepted on stdio; a longer Content-Length is refused.
     max_message_bytes: int = 64 << 20
+    # Remote upstreams and fallback (issue 13, sidecar/upstreams/): OpenAI-compatible endpoints
+    # by name, whose models are "NAME/MODEL", and per role the upstream model that serves what
+    # the local engine cannot (env: MLX_SIDECAR_UPSTREAMS__TEAM__BASE_URL=...).
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    fallback: FallbackSettings = Field(default_factory=FallbackSettings)
 
     # -- configuration file, usage ledger, tracing (issue 13 part A) -----------------------------
     log_level: LogLevel = "warning"  # stderr; the editor's `logLevel` passes --log-level

@@ -139,11 +139,42 @@ class CompletionSessionStats(Wire):
     ring_chunks: int
 
 
+class RemoteModel(Wire):
+    """A model an upstream lists (`/v1/models` of the upstream), named `UPSTREAM/MODEL` here."""
+
+    id: str  # "UPSTREAM/MODEL": the id to send
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str  # the upstream's name
+    upstream: str
+    model: str  # the upstream's own id
+
+
+class UpstreamStatus(Wire):
+    """One configured upstream: where it is and how it fares; never its key."""
+
+    name: str
+    base_url: str
+    key_source: Literal["editor", "env", "keyring", "none"]
+    breaker: Literal["closed", "open", "half_open"]
+    consecutive_failures: int
+    in_flight: int
+    models: int  # listed at the last successful listing
+    error: str | None  # the last listing's error
+
+
+class UpstreamsResult(Wire):
+    """`mlx/upstreams/add|setKey|list`: every upstream's status."""
+
+    upstreams: list[UpstreamStatus]
+
+
 class ModelList(Wire):
     """`mlx/models/list`."""
 
     models: list[ModelEntry]
     roles: RoleModels
+    remote: list[RemoteModel] = []  # upstreams' models, "UPSTREAM/MODEL" (grouped by upstream)
 
 
 class LoadedModelStatus(Wire):
@@ -284,6 +315,8 @@ class ChatResult(Wire):
     usage: Usage
     time_to_first_token_s: float | None
     tokens_per_s: float | None
+    served_by: str | None = None  # the upstream that answered; None: the local engine
+    fallback_reason: str | None = None  # why an upstream served a local request
 
 
 class EmbedResult(Wire):
@@ -292,6 +325,7 @@ class EmbedResult(Wire):
     data: list[list[float]]
     model: str
     usage: Usage
+    served_by: str | None = None  # the upstream that answered; None: the local engine
 
 
 # -- notifications -------------------------------------------------------------------------------

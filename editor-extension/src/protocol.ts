@@ -38,6 +38,8 @@ export interface ChatResult {
   usage: Usage;
   time_to_first_token_s: number | null;
   tokens_per_s: number | null;
+  served_by: string | null;
+  fallback_reason: string | null;
 }
 
 export interface CompletionOptions {
@@ -123,6 +125,7 @@ export interface EmbedResult {
   data: number[][];
   model: string;
   usage: Usage;
+  served_by: string | null;
 }
 
 export interface HubModel {
@@ -180,6 +183,7 @@ export interface ModelEntry {
 export interface ModelList {
   models: ModelEntry[];
   roles: RoleModels;
+  remote: RemoteModel[];
 }
 
 /**
@@ -211,6 +215,16 @@ export interface QueueWait {
   count: number;
   sum_s: number;
   recent_max_s: number | null;
+}
+
+/** A model an upstream lists (`/v1/models` of the upstream), named `UPSTREAM/MODEL` here. */
+export interface RemoteModel {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: string;
+  upstream: string;
+  model: string;
 }
 
 /** The model serving each role in the editor. */
@@ -257,6 +271,23 @@ export interface UnloadResult {
   unloaded: boolean;
 }
 
+/** One configured upstream: where it is and how it fares; never its key. */
+export interface UpstreamStatus {
+  name: string;
+  base_url: string;
+  key_source: "editor" | "env" | "keyring" | "none";
+  breaker: "closed" | "open" | "half_open";
+  consecutive_failures: number;
+  in_flight: number;
+  models: number;
+  error: string | null;
+}
+
+/** `mlx/upstreams/add|setKey|list`: every upstream's status. */
+export interface UpstreamsResult {
+  upstreams: UpstreamStatus[];
+}
+
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
@@ -277,6 +308,9 @@ export const METHODS = {
   select: "mlx/models/select",
   changed: "mlx/models/changed",
   status: "mlx/status",
+  upstreamsList: "mlx/upstreams/list",
+  upstreamsAdd: "mlx/upstreams/add",
+  upstreamsSetKey: "mlx/upstreams/setKey",
 } as const;
 
 export function formatBytes(n: number | null | undefined): string {

@@ -16,6 +16,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.http.security import InsecureBindError, check_bind, read_api_key
 from sidecar.http.server import serve_http
+from sidecar.upstreams.router import Router
 from sidecar.usage.store import open_usage
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ async def serve_engine(
     engine: Engine, settings: Settings, host: str, port: int, api_key: str | None
 ) -> int:
     async with engine:
+        # Upstream requests go to the same usage ledger as the local engine's.
+        router = Router(engine, settings, usage=engine.record_usage)
         try:
             server = await serve_http(
                 engine,
@@ -87,9 +90,11 @@ async def serve_engine(
                 api_key,
                 allowed_hosts=settings.allowed_hosts,
                 cors_origins=settings.cors_origins,
+                router=router,
             )
         except OSError as e:
             print(f"error: cannot serve on {host}:{port}: {e}", file=sys.stderr)
+            await router.close()
             return 1
         loading = asyncio.create_task(preload(engine, settings.chat_model))
         loop = asyncio.get_running_loop()
@@ -98,6 +103,7 @@ async def serve_engine(
         print(f"mlx-sidecar: OpenAI API at {server.url}/v1", file=sys.stderr, flush=True)
         await server.wait()
         loading.cancel()
+        await router.close()
     return 0
 
 

@@ -35,12 +35,15 @@ async def serve(
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
     from sidecar.roles import Roles
+    from sidecar.upstreams.router import Router
     from sidecar.usage.store import open_usage
 
     usage = open_usage(settings.usage_db, settings.prices, settings.usage)
     engine = Engine(settings, usage=usage)
     await engine.start()
     roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
+    # The editor's keys and endpoints, shared with the port; upstream usage goes to the ledger.
+    router = Router(engine, settings, usage=engine.record_usage)
     http_servers: list[Any] = []
 
     async def start_http(port: int) -> str:
@@ -56,6 +59,7 @@ async def serve(
             port,
             api_key=api_key,
             roles=roles,
+            router=router,
             allowed_hosts=settings.allowed_hosts,
             cors_origins=settings.cors_origins,
         )
@@ -63,7 +67,7 @@ async def serve(
         return http.url
 
     try:
-        server = build_server(engine, settings, roles)
+        server = build_server(engine, settings, roles, router)
         server.start_http = start_http  # for the editor's `httpPort` setting
         if http_port is not None:
             try:
@@ -76,6 +80,8 @@ async def serve(
         for http in http_servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(http.stop(), CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
         if usage is not None:

@@ -409,6 +409,18 @@ class Engine:
         loaded.last_used = time.monotonic()
         return result
 
+    def oldest_wait_s(self, priority: Priority) -> float:
+        """How long the oldest text request at least as urgent as `priority` has waited so far
+        without starting (0 when none waits): a new request of that class waits at least as
+        long, so the router falls back to an upstream past a bound (sidecar/upstreams/router)."""
+        now = time.perf_counter()
+        waits = [
+            now - seq.submitted_at
+            for seq in list(self._active.values())
+            if seq.started_at is None and seq.request.priority <= priority and not seq.done
+        ]
+        return max(waits, default=0.0)
+
     # -- status ------------------------------------------------------------------------------
 
     def status(self) -> EngineStatus:

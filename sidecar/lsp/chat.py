@@ -12,7 +12,7 @@ from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
 from sidecar.errors import result_error
-from sidecar.lsp import notify
+from sidecar.lsp import notify, upstreams
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
 from sidecar.wire import ChatResult, Usage
@@ -54,10 +54,17 @@ class ChatParams(Params):
 async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     p = parse(ChatParams, params, ls.engine.settings.limits)
     model = p.model or ls.roles["chat"]
+    messages = [m.to_template() for m in p.messages]
+    with rpc_errors():
+        remote = await ls.router.route(
+            "chat", p.model, ls.roles["chat"], messages=messages, max_tokens=p.max_tokens
+        )
+    if remote is not None:
+        return await upstreams.remote_chat(ls, remote, p)
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
     result: Result | None = None
     with rpc_errors():
-        prompt = await ls.engine.chat_prompt([m.to_template() for m in p.messages], model)
+        prompt = await ls.engine.chat_prompt(messages, model)
         request = GenerateRequest(
             prompt=prompt,
             model=model,

@@ -16,9 +16,10 @@ from lsprotocol import types
 from sidecar import tracing
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
-from sidecar.lsp import chat, documents, embed, inline, lifecycle, models, status
+from sidecar.lsp import chat, documents, embed, inline, lifecycle, models, status, upstreams
 from sidecar.lsp.session import SidecarServer
 from sidecar.roles import Roles
+from sidecar.upstreams.router import Router
 
 log = logging.getLogger(__name__)
 PLUGINS = ("sidecar.lsp.downloads",)
@@ -38,8 +39,10 @@ def traced(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def build_server(engine: Engine, settings: Settings, roles: Roles | None = None) -> SidecarServer:
-    server = SidecarServer(engine, settings, roles)
+def build_server(
+    engine: Engine, settings: Settings, roles: Roles | None = None, router: Router | None = None
+) -> SidecarServer:
+    server = SidecarServer(engine, settings, roles, router)
 
     @server.feature(types.INITIALIZE)
     async def on_initialize(ls: SidecarServer, params: types.InitializeParams) -> None:
@@ -80,6 +83,9 @@ def build_server(engine: Engine, settings: Settings, roles: Roles | None = None)
         "mlx/status": status.status,
         "mlx/completion/stats": inline.completion_stats,
         "mlx/context/viewed": documents.viewed,
+        "mlx/upstreams/list": upstreams.list_upstreams,
+        "mlx/upstreams/add": upstreams.add,
+        "mlx/upstreams/setKey": upstreams.set_key,
     }
     for method, handler in custom.items():
         server.feature(method)(traced(method, handler))
