@@ -175,6 +175,25 @@ def flag_name(setting: str, flags: Mapping[str, str]) -> str:
     return flags.get(setting, setting)
 
 
+def sets(layer: Mapping[str, Any], dotted: str) -> bool:
+    """Whether `layer` gives `dotted`, a key under it, or a whole value above it."""
+    flat = flatten(layer)
+    if dotted in flat or any(k.startswith(dotted + ".") for k in flat):
+        return True
+    parts = dotted.split(".")
+    return any(".".join(parts[:i]) in flat for i in range(1, len(parts)))
+
+
+def source_of(
+    dotted: str, cli: Mapping[str, Any], env: Mapping[str, Any], file: Mapping[str, Any]
+) -> Source:
+    if sets(cli, dotted):
+        return "cli"
+    if sets(env, dotted):
+        return "env"
+    return "file" if sets(file, dotted) else "default"
+
+
 @dataclass
 class Loaded:
     settings: Settings
@@ -184,14 +203,7 @@ class Loaded:
     cli: dict[str, Any]
 
     def source(self, dotted: str) -> Source:
-        for name, layer in (("cli", self.cli), ("env", self.env), ("file", self.file)):
-            flat = flatten(layer)
-            if dotted in flat or any(k.startswith(dotted + ".") for k in flat):
-                return name  # type: ignore[return-value]
-            top = dotted.split(".")[0]
-            if top in layer and not isinstance(layer[top], Mapping):
-                return name  # type: ignore[return-value]
-        return "default"
+        return source_of(dotted, self.cli, self.env, self.file)
 
     def effective(self) -> list[tuple[str, Any, Source]]:
         """(dotted key, value with secrets masked, source), in the model's field order."""
@@ -217,9 +229,11 @@ def describe(
     got = error.get("input")
     shown = MASK if SECRET_NAMES.search(dotted.split(".")[-1] if dotted else "") else got
     detail = f"{error['msg']} (got {shown!r})" if not isinstance(got, dict) else error["msg"]
-    if top in cli:
-        return f"{cli.get('__flags__', {}).get(top, '--' + top.replace('_', '-'))}: {detail}"
-    if top in env:
+    flags = cli.get("__flags__", {})
+    source = source_of(dotted, {k: v for k, v in cli.items() if k != "__flags__"}, env, file)
+    if source == "cli":
+        return f"{flags.get(top, '--' + top.replace('_', '-'))}: {detail}"
+    if source == "env":
         return f"environment {env_name(dotted)}: {detail}"
     line = line_of(text, dotted)
     at = f":{line}" if line else ""

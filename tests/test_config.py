@@ -204,3 +204,31 @@ def test_log_level_cors_and_allowed_hosts_from_the_file(
         assert flagged.raw("GET", "/health", headers={"Origin": "http://evil.test"})[0] == 200
     finally:
         stop_server(flagged)
+
+
+def test_the_issue_form_with_upstreams_and_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        'log_level = "info"\n[upstreams.team]\nbase_url = "http://127.0.0.1:9000/v1"\n'
+        'api_key_env = "TEAM_KEY"        # or api_key_keyring = "service/user"\n'
+        '[fallback]\nchat = "team/SmolLM2-135M-Instruct"\n'
+    )
+    monkeypatch.setenv("MLX_SIDECAR_UPSTREAMS__TEAM__MAX_CONCURRENCY", "4")
+    loaded = load_settings(write(tmp_path, text))
+    team = loaded.settings.upstreams["team"]
+    assert (team.base_url, team.api_key_env) == ("http://127.0.0.1:9000/v1", "TEAM_KEY")
+    assert team.max_concurrency == 4  # env over the file, inside a named table
+    assert loaded.settings.fallback.chat == "team/SmolLM2-135M-Instruct"
+    sources = {k: src for k, _, src in loaded.effective()}
+    assert sources["upstreams.team.base_url"] == "file"
+    assert sources["upstreams.team.max_concurrency"] == "env"
+    assert sources["fallback.chat"] == "file" and sources["fallback.embedding"] == "default"
+    bad = write(tmp_path, text.replace("api_key_env", "api_key_evn"), "bad.toml")
+    with pytest.raises(ConfigError) as error:
+        load_settings(bad)
+    assert "bad.toml:4: unknown key 'upstreams.team.api_key_evn'" in str(error.value)
+    assert "did you mean 'upstreams.team.api_key_env'" in str(error.value)
+    wrong = write(tmp_path, text.replace("http://127", "ftp://127"), "wrong.toml")
+    with pytest.raises(ConfigError, match=r"wrong.toml:3: key 'upstreams.team.base_url'"):
+        load_settings(wrong)

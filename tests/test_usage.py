@@ -17,6 +17,7 @@ from sidecar.http.metrics import render
 from sidecar.usage.events import UsageEvent
 from sidecar.usage.store import UsageStore
 from tests.helpers.cli import cli
+from tests.helpers.http_server import start_server, stop_server
 from tests.tiny_models import tiny_fim_model
 
 
@@ -114,3 +115,44 @@ def test_usage_with_no_ledger_yet_says_so(tmp_path: Path, models_dir: Path) -> N
     shown = cli(models_dir, "--config", str(config), "usage")
     assert shown.returncode == 0
     assert "no usage recorded yet" in shown.stderr and "Traceback" not in shown.stderr
+
+
+def test_upstream_from_the_issue_config_form_is_listed_routed_and_priced(
+    tmp_path: Path, tiny: str, sidecar_env: dict[str, str], models_dir: Path
+) -> None:
+    """The issue's TOML (`[upstreams.team]` with `api_key_env`, `[fallback]`) in front of a
+    second `serve` standing in for the cluster; the upstream's requests land in the same
+    ledger, priced by `[prices.team]`, and are still there after the front sidecar exits."""
+    db = tmp_path / "usage.sqlite3"
+    cluster_env = {**sidecar_env, "MLX_SIDECAR_CHAT_MODEL": tiny, "MLX_SIDECAR_USAGE": "false"}
+    cluster = start_server(cluster_env, tmp_path / "cluster.log")
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'log_level = "info"\nchat_model = "{tiny}"\nusage_db = "{db}"\n'
+            f'[upstreams.team]\nbase_url = "{cluster.url}/v1"\napi_key_env = "TEAM_KEY"\n'
+            f'[fallback]\nchat = "team/{tiny}"\n'
+            "[prices.team]\ninput = 3.0\noutput = 7.0\n"
+        )
+        env = {**sidecar_env, "MLX_SIDECAR_CONFIG": str(config), "TEAM_KEY": "sk-unused-here"}
+        front = start_server(env, tmp_path / "front.log")
+        try:
+            status, listed = front.raw("GET", "/v1/models")
+            assert status == 200 and f"team/{tiny}" in {m["id"] for m in listed["data"]}
+            body = json.dumps({"model": f"team/{tiny}", "prompt": "def f(", "max_tokens": 3})
+            status, reply = front.raw(
+                "POST", "/v1/completions", body.encode(), {"content-type": "application/json"}
+            )
+            assert status == 200, reply
+        finally:
+            stop_server(front)  # SIGTERM: the ledger's writer flushes on the way out
+    finally:
+        stop_server(cluster)
+    shown = cli(models_dir, "--config", str(config), "usage", "--json")
+    assert shown.returncode == 0, shown.stderr
+    row = next(r for r in json.loads(shown.stdout) if r["model"] == f"team/{tiny}")
+    assert row["upstream"] == "team" and row["requests"] == 1 and row["errors"] == 0
+    assert row["prompt_tokens"] == reply["usage"]["prompt_tokens"]
+    assert row["completion_tokens"] == reply["usage"]["completion_tokens"]
+    expected = (row["prompt_tokens"] * 3.0 + row["completion_tokens"] * 7.0) / 1e6
+    assert row["cost"] == pytest.approx(expected)
