@@ -171,10 +171,6 @@ def env_name(dotted: str) -> str:
     return "MLX_SIDECAR_" + dotted.replace(".", "__").upper()
 
 
-def flag_name(setting: str, flags: Mapping[str, str]) -> str:
-    return flags.get(setting, setting)
-
-
 def sets(layer: Mapping[str, Any], dotted: str) -> bool:
     """Whether `layer` gives `dotted`, a key under it, or a whole value above it."""
     flat = flatten(layer)
