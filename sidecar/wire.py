@@ -261,6 +261,22 @@ class DraftTokens(Wire):
     accepted: int
 
 
+class ModelUsage(Wire):
+    """The usage ledger's totals for one model (local, or `UPSTREAM/MODEL`), all days, as
+    `mlx/status`, `/health` and `mlx-sidecar usage --json` report them (sidecar/usage/store.py)."""
+
+    model: str
+    upstream: str | None  # None: the local engine
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_sum_s: float
+    latency_count: int
+    latency_mean_s: float | None
+    cost: float | None  # from `[prices]` per million tokens; None: no price configured
+
+
 class EngineStatus(Wire):
     """`Engine.status()`: `/health` adds `status: "ok"`, `mlx/status` the editor's state."""
 
@@ -284,6 +300,7 @@ class EngineStatus(Wire):
     completion_tokens: int
     prompt_tokens: int
     uptime_s: float
+    usage: list[ModelUsage]  # the usage ledger; empty when none is kept
 
 
 # -- chat and embeddings -------------------------------------------------------------------------

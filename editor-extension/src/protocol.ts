@@ -112,6 +112,7 @@ export interface EditorStatus {
   completion_tokens: number;
   prompt_tokens: number;
   uptime_s: number;
+  usage: ModelUsage[];
   http_url: string | null;
   roles: RoleModels;
   completion: CompletionOptions;
@@ -183,6 +184,23 @@ export interface ModelList {
   models: ModelEntry[];
   roles: RoleModels;
   remote: RemoteModel[];
+}
+
+/**
+ * The usage ledger's totals for one model (local, or `UPSTREAM/MODEL`), all days, as `mlx/status`,
+ * `/health` and `mlx-sidecar usage --json` report them (sidecar/usage/store.py).
+ */
+export interface ModelUsage {
+  model: string;
+  upstream: string | null;
+  requests: number;
+  errors: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  latency_sum_s: number;
+  latency_count: number;
+  latency_mean_s: number | null;
+  cost: number | null;
 }
 
 /** `mlx/models/changed`: the local models after a download, delete, load, unload or select. */

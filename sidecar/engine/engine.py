@@ -15,7 +15,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from sidecar import blas
+from sidecar import blas, tracing
 from sidecar.config import Settings
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
@@ -48,6 +48,8 @@ from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_default
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
 from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
+from sidecar.usage.events import UsageEvent
+from sidecar.usage.store import UsageStore
 from sidecar.wire import EngineStatus
 
 Event = Delta | Result
@@ -78,8 +80,15 @@ class Metrics:
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        store: ModelStore | None = None,
+        usage: UsageStore | None = None,
+    ) -> None:
         self.settings = settings or Settings()
+        # The usage ledger (opened by the command line on `Settings.usage_db`); None: not kept.
+        self.usage = usage
         self.store = store or ModelStore(self.settings.models_dir, self.settings.use_hf_cache)
         self.pool = ModelPool(
             self.store,
@@ -180,6 +189,11 @@ class Engine:
             mx.clear_cache()
             self._kv_trimmed = True
 
+    def record_usage(self, event: UsageEvent) -> None:
+        """The `UsageSink` for everything this process serves (local here, upstreams too)."""
+        if self.usage is not None:
+            self.usage.record(event)
+
     async def _on_worker(self, fn: Any) -> Any:
         return await asyncio.wrap_future(self.worker.call(fn))
 
@@ -262,10 +276,12 @@ class Engine:
         assert self._loop is not None, "engine not started"
         queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = self._loop
+        started = time.monotonic()
 
         def deliver(event: Event) -> None:
             if isinstance(event, Result):  # counted even when nobody reads the stream anymore
                 self.metrics.record(event)
+                self.record_usage(local_usage(request, event, time.monotonic() - started))
             queue.put_nowait(event)
 
         def sink(event: Event) -> None:
@@ -281,24 +297,26 @@ class Engine:
             seq = self._text_sequence(loaded, request, sink)
             text: TextRunner = loaded.runner
             submit = functools.partial(text.submit, seq)
+        span = generation_span(loaded, request, seq)
         self._active[request.request_id] = seq
         self._caches_released = False
         self.worker.call(submit)
-        finished = False
+        finished: Result | None = None
         try:
             while True:
                 event = await queue.get()
                 if isinstance(event, Result):
-                    finished = True
+                    finished = event
                     loaded.last_used = time.monotonic()
                     yield event
                     return
                 yield event
         finally:
             self._active.pop(request.request_id, None)
-            if not finished:
+            if finished is None:
                 seq.cancel()
                 self.worker.wake()
+            end_generation_span(span, seq, finished)
 
     def _text_sequence(self, loaded: LoadedModel, request: GenerateRequest, sink: Any) -> Sequence:
         tokenizer = loaded.tokenizer
@@ -373,8 +391,20 @@ class Engine:
 
         self._caches_released = False
         call = EmbedCall(list(texts), done, priority)
+        started = time.monotonic()
         self.worker.call(lambda: runner.submit(call))
-        result = await fut
+        try:
+            with tracing.span("engine.embed", embed_attributes(loaded.id, texts)) as span:
+                result = await fut
+                tracing.set_attributes(span, {"gen_ai.usage.input_tokens": result.prompt_tokens})
+        except EngineError:
+            self.record_usage(
+                UsageEvent(loaded.id, "embedding", latency_s=time.monotonic() - started, error=True)
+            )
+            raise
+        self.record_usage(
+            UsageEvent(loaded.id, "embedding", result.prompt_tokens, 0, time.monotonic() - started)
+        )
         self.metrics.embed_texts += len(texts)
         loaded.last_used = time.monotonic()
         return result
@@ -432,8 +462,92 @@ class Engine:
             "completion_tokens": self.metrics.completion_tokens,
             "prompt_tokens": self.metrics.prompt_tokens,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "usage": [t.to_wire() for t in self.usage.totals()] if self.usage else [],
         }
         return EngineStatus.model_validate(status)  # a key missing from sidecar/wire.py raises
+
+
+def generation_span(loaded: LoadedModel, request: GenerateRequest, seq: Sequence) -> Any:
+    """`engine.generate` under the edge's span (None when tracing is off)."""
+    if not tracing.enabled():
+        return None
+    span = tracing.start(
+        "engine.generate",
+        {
+            "mlx_sidecar.model": loaded.id,
+            "mlx_sidecar.upstream": "local",
+            "mlx_sidecar.priority": request.priority.name.lower(),
+            "mlx_sidecar.request_id": request.request_id,
+            "gen_ai.request.model": loaded.id,
+            "gen_ai.request.max_tokens": seq.max_tokens,
+            "gen_ai.usage.input_tokens": len(seq.prompt_tokens),
+        },
+        start_s=seq.submitted_at,
+    )
+    if tracing.include_prompts():
+        prompt = request.prompt
+        text = prompt if isinstance(prompt, str) else loaded.tokenizer.decode(seq.prompt_tokens)
+        tracing.set_attributes(span, {"mlx_sidecar.prompt": text})
+    return span
+
+
+def end_generation_span(span: Any, seq: Sequence, result: Result | None) -> None:
+    """Its attributes from the result and its queue wait, prefill and decode children from
+    the sequence's timestamps (taken on the worker)."""
+    if span is None:
+        return
+    now = time.perf_counter()
+    started, first = seq.started_at, seq.first_token_at
+    if started is not None:
+        tracing.child(span, "queue_wait", seq.submitted_at, started)
+        tracing.child(span, "prefill", started, first or now, {"tokens": len(seq.prompt_tokens)})
+    if first is not None:
+        tokens = result.completion_tokens if result is not None else 0
+        tracing.child(span, "decode", first, seq.last_token_at or now, {"tokens": tokens})
+    if result is None:
+        tracing.set_attributes(span, {"mlx_sidecar.finish_reason": "cancelled"})
+        tracing.finish(span)
+        return
+    attributes: dict[str, Any] = {
+        "mlx_sidecar.finish_reason": result.finish_reason,
+        "gen_ai.usage.input_tokens": result.prompt_tokens,
+        "gen_ai.usage.output_tokens": result.completion_tokens,
+        "mlx_sidecar.cached_prompt_tokens": result.cached_prompt_tokens,
+        "mlx_sidecar.ttft_s": result.time_to_first_token_s,
+        "mlx_sidecar.tokens_per_s": result.tokens_per_s,
+        "mlx_sidecar.queue_wait_s": started - seq.submitted_at if started is not None else None,
+    }
+    if tracing.include_prompts():
+        attributes["mlx_sidecar.completion"] = result.text
+    tracing.set_attributes(span, attributes)
+    tracing.finish(span, result.error)
+
+
+def embed_attributes(model: str, texts: list[str]) -> dict[str, Any]:
+    if not tracing.enabled():
+        return {}
+    attributes: dict[str, Any] = {
+        "mlx_sidecar.model": model,
+        "mlx_sidecar.upstream": "local",
+        "mlx_sidecar.texts": len(texts),
+    }
+    if tracing.include_prompts():
+        attributes["mlx_sidecar.inputs"] = list(texts)
+    return attributes
+
+
+def local_usage(request: GenerateRequest, result: Result, latency_s: float) -> UsageEvent:
+    endpoint = request.endpoint or (
+        "completion" if request.priority == Priority.COMPLETION else "chat"
+    )
+    return UsageEvent(
+        model=result.model,
+        endpoint=endpoint,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        latency_s=latency_s,
+        error=result.finish_reason == "error",
+    )
 
 
 def default_prefill_chunk() -> int:

@@ -64,6 +64,8 @@ class GenerateRequest:
     # of the prompt's image placeholders (see Engine.chat_prompt and message_images).
     images: list[str | bytes] = field(default_factory=list)
     request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+    # What the usage ledger counts it as; None: "completion" at COMPLETION priority, else "chat".
+    endpoint: Literal["chat", "completion"] | None = None
 
     def validate(self) -> None:
         if isinstance(self.prompt, str) and not self.prompt:

@@ -185,6 +185,7 @@ def add_routes(app: FastAPI) -> None:
             max_tokens=body.max_tokens or 16,
             logprobs=body.logprobs,
             priority=priority,
+            endpoint="completion",
             **sampling,
         )
         fmt = CompletionFormat(loaded.id, body.include_usage, text if body.echo else None)
@@ -280,6 +281,7 @@ def create_app(
         cors_origins=origins,
     )
     app.add_middleware(metrics.RequestCounter, counts=app.state.http_counts)
+    app.add_middleware(metrics.Traced)
     if origins:
         app.add_middleware(
             CORSMiddleware,

@@ -25,15 +25,20 @@ const launch = {
 test("serverPath wins over pythonPath; pythonPath runs the module", () => {
   assert.deepEqual(commandFromSettings({ ...launch, serverPath: "/opt/mlx-sidecar", pythonPath: "/usr/bin/python3" }), {
     command: "/opt/mlx-sidecar",
-    args: ["stdio"],
+    args: ["--log-level", "info", "stdio"],
     source: "serverPath",
   });
   assert.deepEqual(commandFromSettings({ ...launch, pythonPath: "/venv/bin/python", httpPort: 8080 }), {
     command: "/venv/bin/python",
-    args: ["-m", "sidecar", "stdio", "--http-port", "8080"],
+    args: ["-m", "sidecar", "--log-level", "info", "stdio", "--http-port", "8080"],
     source: "pythonPath",
   });
   assert.equal(commandFromSettings(launch), undefined);
+  assert.deepEqual(commandFromSettings({ ...launch, serverPath: "/s", logLevel: "DEBUG" })?.args, [
+    "--log-level",
+    "debug",
+    "stdio",
+  ]);
 });
 
 test("findOnPath finds executables only on the given PATH", () => {
