@@ -39,6 +39,8 @@ export interface ChatResult {
   usage: Usage;
   time_to_first_token_s: number | null;
   tokens_per_s: number | null;
+  served_by: string | null;
+  fallback_reason: string | null;
 }
 
 export interface CompletionOptions {
@@ -113,6 +115,7 @@ export interface EditorStatus {
   completion_tokens: number;
   prompt_tokens: number;
   uptime_s: number;
+  usage: ModelUsage[];
   http_url: string | null;
   roles: RoleModels;
   completion: CompletionOptions;
@@ -125,6 +128,7 @@ export interface EmbedResult {
   data: number[][];
   model: string;
   usage: Usage;
+  served_by: string | null;
 }
 
 export interface HubModel {
@@ -191,6 +195,24 @@ export interface ModelEntry {
 export interface ModelList {
   models: ModelEntry[];
   roles: RoleModels;
+  remote: RemoteModel[];
+}
+
+/**
+ * The usage ledger's totals for one model (local, or `UPSTREAM/MODEL`), all days, as `mlx/status`,
+ * `/health` and `mlx-sidecar usage --json` report them (sidecar/usage/store.py).
+ */
+export interface ModelUsage {
+  model: string;
+  upstream: string | null;
+  requests: number;
+  errors: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  latency_sum_s: number;
+  latency_count: number;
+  latency_mean_s: number | null;
+  cost: number | null;
 }
 
 /** `mlx/models/changed`: the local models after a download, delete, load, unload or select. */
@@ -205,6 +227,16 @@ export interface QueueWait {
   count: number;
   sum_s: number;
   recent_max_s: number | null;
+}
+
+/** A model an upstream lists (`/v1/models` of the upstream), named `UPSTREAM/MODEL` here. */
+export interface RemoteModel {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: string;
+  upstream: string;
+  model: string;
 }
 
 /**
@@ -260,6 +292,23 @@ export interface UnloadResult {
   unloaded: boolean;
 }
 
+/** One configured upstream: where it is and how it fares; never its key. */
+export interface UpstreamStatus {
+  name: string;
+  base_url: string;
+  key_source: "editor" | "env" | "keyring" | "none";
+  breaker: "closed" | "open" | "half_open";
+  consecutive_failures: number;
+  in_flight: number;
+  models: number;
+  error: string | null;
+}
+
+/** `mlx/upstreams/add|setKey|list`: every upstream's status. */
+export interface UpstreamsResult {
+  upstreams: UpstreamStatus[];
+}
+
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
@@ -280,6 +329,9 @@ export const METHODS = {
   select: "mlx/models/select",
   changed: "mlx/models/changed",
   status: "mlx/status",
+  upstreamsList: "mlx/upstreams/list",
+  upstreamsAdd: "mlx/upstreams/add",
+  upstreamsSetKey: "mlx/upstreams/setKey",
 } as const;
 
 export function formatBytes(n: number | null | undefined): string {

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, BinaryIO
 
+from sidecar import tracing
 from sidecar.config import Settings
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,15 @@ async def serve(
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
     from sidecar.roles import Roles
+    from sidecar.upstreams.router import Router
+    from sidecar.usage.store import open_usage
 
-    engine = Engine(settings)
+    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
+    engine = Engine(settings, usage=usage)
     await engine.start()
     roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
+    # The editor's keys and endpoints, shared with the port; upstream usage goes to the ledger.
+    router = Router(engine, settings, usage=engine.record_usage)
     http_servers: list[Any] = []
 
     async def start_http(port: int) -> str:
@@ -47,12 +53,21 @@ async def serve(
         from sidecar.http.server import serve_http
 
         api_key = read_api_key(settings.api_key, settings.api_key_file)
-        http = await serve_http(engine, settings.http_host, port, api_key=api_key, roles=roles)
+        http = await serve_http(
+            engine,
+            settings.http_host,
+            port,
+            api_key=api_key,
+            roles=roles,
+            router=router,
+            allowed_hosts=settings.allowed_hosts,
+            cors_origins=settings.cors_origins,
+        )
         http_servers.append(http)
         return http.url
 
     try:
-        server = build_server(engine, settings, roles)
+        server = build_server(engine, settings, roles, router)
         server.start_http = start_http  # for the editor's `httpPort` setting
         if http_port is not None:
             try:
@@ -66,22 +81,28 @@ async def serve(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(http.stop(), CLOSE_TIMEOUT_S)
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
+        if usage is not None:
+            usage.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.cli.serve_cmd import run_loop
     from sidecar.lsp.stdio import claim_stdout, quiet_pygls
 
-    port = args.http_port if args.http_port is not None else settings.http_port
+    port = settings.http_port  # --http-port, the environment or the configuration file
     transport = claim_stdout()
     quiet_pygls()
     code = 1
+    tracing.configure(settings)
     try:
         code = run_loop(serve(settings, port, sys.stdin.buffer, transport))
     except KeyboardInterrupt:
         code = 130
     finally:
+        tracing.shutdown()
         sys.stderr.flush()
     # The stdin reader thread may be blocked in read(); it must not keep the process alive.
     os._exit(code)

@@ -15,13 +15,19 @@ from typing import Any
 
 import mlx.core as mx
 
-from sidecar import blas
+from sidecar import blas, tracing
 from sidecar.config import Settings
 from sidecar.engine.constraints import ConstraintError, make_guide
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
 from sidecar.engine.memory import MemoryGovernor, apply_mlx_limits, restore_mlx_limits
 from sidecar.engine.messages import encode, render_chat
+from sidecar.engine.observe import (
+    embed_attributes,
+    end_generation_span,
+    generation_span,
+    local_usage,
+)
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
     Delta,
@@ -50,6 +56,8 @@ from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_default
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
 from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
+from sidecar.usage.events import UsageEvent
+from sidecar.usage.store import UsageStore
 from sidecar.wire import EngineStatus
 
 Event = Delta | Result
@@ -80,8 +88,15 @@ class Metrics:
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        store: ModelStore | None = None,
+        usage: UsageStore | None = None,
+    ) -> None:
         self.settings = settings or Settings()
+        # The usage ledger (opened by the command line on `Settings.usage_db`); None: not kept.
+        self.usage = usage
         self.store = store or ModelStore(self.settings.models_dir, self.settings.use_hf_cache)
         self.pool = ModelPool(
             self.store,
@@ -198,6 +213,11 @@ class Engine:
             release_memory()
             self._kv_trimmed = True
 
+    def record_usage(self, event: UsageEvent) -> None:
+        """The `UsageSink` for everything this process serves (local here, upstreams too)."""
+        if self.usage is not None:
+            self.usage.record(event)
+
     async def _on_worker(self, fn: Any) -> Any:
         return await asyncio.wrap_future(self.worker.call(fn))
 
@@ -291,10 +311,12 @@ class Engine:
         assert self._loop is not None, "engine not started"
         queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = self._loop
+        started = time.monotonic()
 
         def deliver(event: Event) -> None:
             if isinstance(event, Result):  # counted even when nobody reads the stream anymore
                 self.metrics.record(event)
+                self.record_usage(local_usage(request, event, time.monotonic() - started))
             queue.put_nowait(event)
 
         def sink(event: Event) -> None:
@@ -311,24 +333,26 @@ class Engine:
             seq.guide = guide
             text: TextRunner = loaded.runner
             submit = functools.partial(text.submit, seq)
+        span = generation_span(loaded, request, seq)
         self._active[request.request_id] = seq
         self._caches_released = False
         self.worker.call(submit)
-        finished = False
+        finished: Result | None = None
         try:
             while True:
                 event = await queue.get()
                 if isinstance(event, Result):
-                    finished = True
+                    finished = event
                     loaded.last_used = time.monotonic()
                     yield event
                     return
                 yield event
         finally:
             self._active.pop(request.request_id, None)
-            if not finished:
+            if finished is None:
                 seq.cancel()
                 self.worker.wake()
+            end_generation_span(span, seq, finished)
 
     def _text_sequence(self, loaded: LoadedModel, request: GenerateRequest, sink: Any) -> Sequence:
         tokenizer = loaded.tokenizer
@@ -403,11 +427,35 @@ class Engine:
 
         self._caches_released = False
         call = EmbedCall(list(texts), done, priority)
+        started = time.monotonic()
         self.worker.call(lambda: runner.submit(call))
-        result = await fut
+        try:
+            with tracing.span("engine.embed", embed_attributes(loaded.id, texts)) as span:
+                result = await fut
+                tracing.set_attributes(span, {"gen_ai.usage.input_tokens": result.prompt_tokens})
+        except EngineError:
+            self.record_usage(
+                UsageEvent(loaded.id, "embedding", latency_s=time.monotonic() - started, error=True)
+            )
+            raise
+        self.record_usage(
+            UsageEvent(loaded.id, "embedding", result.prompt_tokens, 0, time.monotonic() - started)
+        )
         self.metrics.embed_texts += len(texts)
         loaded.last_used = time.monotonic()
         return result
+
+    def oldest_wait_s(self, priority: Priority) -> float:
+        """How long the oldest text request at least as urgent as `priority` has waited so far
+        without starting (0 when none waits): a new request of that class waits at least as
+        long, so the router falls back to an upstream past a bound (sidecar/upstreams/router)."""
+        now = time.perf_counter()
+        waits = [
+            now - seq.submitted_at
+            for seq in list(self._active.values())
+            if seq.started_at is None and seq.request.priority <= priority and not seq.done
+        ]
+        return max(waits, default=0.0)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -460,6 +508,7 @@ class Engine:
             "completion_tokens": self.metrics.completion_tokens,
             "prompt_tokens": self.metrics.prompt_tokens,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "usage": [t.to_wire() for t in self.usage.totals()] if self.usage else [],
         }
         return EngineStatus.model_validate(status)  # a key missing from sidecar/wire.py raises
 

@@ -70,6 +70,8 @@ class GenerateRequest:
     # sequence ends with finish_reason "stop" when the grammar is complete.
     constraint: Constraint | None = None
     request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+    # What the usage ledger counts it as; None: "completion" at COMPLETION priority, else "chat".
+    endpoint: Literal["chat", "completion"] | None = None
 
     def validate(self) -> None:
         if isinstance(self.prompt, str) and not self.prompt:

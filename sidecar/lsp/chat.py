@@ -13,7 +13,7 @@ from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
 from sidecar.engine.response_format import ResponseFormat, constraint_of, with_json_instruction
 from sidecar.errors import result_error
-from sidecar.lsp import notify
+from sidecar.lsp import notify, upstreams
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
 from sidecar.wire import ChatResult, Usage
@@ -56,6 +56,13 @@ class ChatParams(Params):
 async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     p = parse(ChatParams, params, ls.engine.settings.limits)
     model = p.model or ls.roles["chat"]
+    messages = [m.to_template() for m in p.messages]
+    with rpc_errors():
+        remote = await ls.router.route(
+            "chat", p.model, ls.roles["chat"], messages=messages, max_tokens=p.max_tokens
+        )
+    if remote is not None:
+        return await upstreams.remote_chat(ls, remote, p)
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
     result: Result | None = None
     with rpc_errors():
