@@ -535,6 +535,10 @@ async def test_the_editor_adds_an_endpoint_and_hands_over_its_key(
         assert REMOTE_CHAT in remote and CHAT_MODEL in [m.id for m in listed.models]
         reply = await call("mlx/chat", chat)
         assert reply.served_by == "team" and reply.model == REMOTE_CHAT and reply.text
+        editor_status = await call("mlx/status", {})
+        assert [u.name for u in editor_status.upstreams] == ["team"]
+        assert editor_status.upstreams[0].breaker == "closed"
+        assert EDITOR_KEY not in repr(editor_status)
         assert "".join(d.delta for d in deltas if d.stream_token == "s1") == reply.text
         # the editor picks the remote model for chat: requests naming no model go there
         selected = await call("mlx/models/select", {"role": "chat", "model": REMOTE_CHAT})

@@ -230,6 +230,17 @@ export function statusMarkdown(
     for (const m of models)
       lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
   }
+  if (status?.upstreams?.length) {
+    lines.push(
+      "",
+      "## Remote upstreams",
+      "",
+      "| name | base URL | key from | breaker | listed |",
+      "|---|---|---|---|---|",
+    );
+    for (const u of status.upstreams)
+      lines.push(`| ${u.name} | ${u.base_url} | ${u.key_source} | ${u.breaker} | ${u.error ?? `${u.models} models`} |`);
+  }
   if (status) lines.push("", "## Engine", "", "```json", JSON.stringify(status, null, 2), "```");
   return lines.join("\n") + "\n";
 }

@@ -121,6 +121,7 @@ export interface EditorStatus {
   completion: CompletionOptions;
   completion_session: CompletionSessionStats;
   open_documents: number;
+  upstreams: UpstreamStatus[];
 }
 
 /** `mlx/embed`: one vector per input, in order. */
