@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sidecar.models.pool import LoadedModel
 
 ModelRole = Role  # one role set: sidecar.roles
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
 ChangeReason = Literal["downloaded", "deleted", "loaded", "unloaded", "selected"]
 
 

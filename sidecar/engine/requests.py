@@ -9,7 +9,8 @@ from typing import Literal
 
 from sidecar.errors import ErrorKind, InvalidRequest
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+# "tool_calls": a chat reply that ended with tool calls (sidecar/engine/chat.py)
+FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
 _ids = itertools.count(1)
 # Seeds are 64-bit: negative ones (int64, as some clients send -1) wrap to their unsigned value.
 SEED_MIN = -(2**63)
