@@ -43,7 +43,7 @@ class FunctionDef(Strict):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
-    def schema(self) -> dict[str, Any]:
+    def arguments_schema(self) -> dict[str, Any]:
         """The arguments' JSON schema (no parameters: an object of anything)."""
         return self.parameters or {"type": "object"}
 
@@ -250,7 +250,7 @@ def call_schema(tools: list[ToolDef]) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "name": {"const": t.function.name},
-                "arguments": t.function.schema(),
+                "arguments": t.function.arguments_schema(),
             },
             "required": ["name", "arguments"],
             "additionalProperties": False,
