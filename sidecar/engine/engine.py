@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from sidecar import blas
 from sidecar.config import Settings
+from sidecar.engine.constraints import ConstraintError, make_guide
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
 from sidecar.engine.messages import encode, render_chat
@@ -263,6 +264,17 @@ class Engine:
         loaded = await self._ensure(request.model, ("text", "vision"))
         if request.images and loaded.kind != "vision":
             raise EngineError(f"model {loaded.id!r} does not take images")
+        guide = None
+        if request.constraint is not None:
+            if loaded.kind == "vision":
+                raise ConstraintError(
+                    f"model {loaded.id!r} is a vision model: response_format and tool grammars "
+                    "are supported on text models only"
+                )
+            # Off the loop: the first grammar for a tokenizer builds its token trie (~0.4 s).
+            guide = await asyncio.to_thread(
+                make_guide, request.constraint, loaded.tokenizer, loaded.runner.stop_ids
+            )
         assert self._loop is not None, "engine not started"
         queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = self._loop
@@ -283,6 +295,7 @@ class Engine:
             submit = functools.partial(vision.submit, job)
         else:
             seq = self._text_sequence(loaded, request, sink)
+            seq.guide = guide
             text: TextRunner = loaded.runner
             submit = functools.partial(text.submit, seq)
         self._active[request.request_id] = seq

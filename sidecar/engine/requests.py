@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sidecar.errors import ErrorKind, InvalidRequest
+
+if TYPE_CHECKING:
+    from sidecar.engine.constraints import Constraint
 
 # "tool_calls": a chat reply that ended with tool calls (sidecar/engine/chat.py)
 FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
@@ -64,6 +67,9 @@ class GenerateRequest:
     # Images for a vision model: file paths, data: URLs, base64 text or raw bytes, in the order
     # of the prompt's image placeholders (see Engine.chat_prompt and message_images).
     images: list[str | bytes] = field(default_factory=list)
+    # The grammar the output must follow (structured output, constrained tool calls); the
+    # sequence ends with finish_reason "stop" when the grammar is complete.
+    constraint: Constraint | None = None
     request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
 
     def validate(self) -> None:

@@ -160,6 +160,7 @@ class TextRunner:
             seq.priority == Priority.COMPLETION
             and req.temperature == 0
             and req.logprobs is None
+            and seq.guide is None  # constrained: the draft would bypass the grammar's mask
             and seq.completion_tokens > 0  # in the decode batch, its KV complete
         )
 
@@ -315,6 +316,8 @@ class TextRunner:
                 caches=[part.cache],
                 all_tokens=[part.tokens],
                 samplers=[seq.sampler],
+                # A constrained sequence's guide masks its logits row; the others get none.
+                logits_processors=[[seq.guide] if seq.guide is not None else []],
                 stop_sequences=[self._stops],
             )
         except Exception as e:
