@@ -2,7 +2,7 @@
 the engine's text stream -> content, reasoning and tool-call deltas, then the whole reply.
 
     plan = await plan_chat(engine, messages, model, tools)
-    req = GenerateRequest(prompt=plan.prompt, model=plan.model, ...)  # plan.grammar: forced call
+    req = GenerateRequest(prompt=plan.prompt, model=plan.model, constraint=plan.constraint, ...)
     async for event in chat_stream(engine, req, plan, inline_reasoning=False):
         ...  # ReplyDelta (content / reasoning / tool_calls), then one ChatReply
 """
@@ -14,6 +14,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.engine.constraints import Constraint
 from sidecar.engine.messages import render_chat
 from sidecar.engine.reply import Markers, Piece, ReplySplitter, ToolCall
 from sidecar.engine.requests import (
@@ -41,7 +42,8 @@ class ChatPlan:
     prompt: list[int] | str
     markers: Markers
     in_reasoning: bool = False  # the prompt opened a think block
-    grammar: str | None = None  # Lark grammar of a forced tool call (tool_choice required/named)
+    # A forced tool call's grammar (tool_choice required or named): GenerateRequest.constraint
+    constraint: Constraint | None = None
 
 
 @dataclass
@@ -81,8 +83,9 @@ async def plan_chat(
     template_tools = tools.template_tools() if native and tools and tools.active else None
     prompt = render_chat(tokenizer, text, template_tools)
     markers = reply_markers(tokenizer, tools)
-    grammar = forced_call_grammar(markers, tools) if tools is not None else None
-    return ChatPlan(loaded.id, prompt, markers, prompt_opens_think(tokenizer, prompt), grammar)
+    grammar = forced_call_grammar(markers, tools, tokenizer) if tools is not None else None
+    constraint = Constraint.lark(grammar, name="tool call") if grammar else None
+    return ChatPlan(loaded.id, prompt, markers, prompt_opens_think(tokenizer, prompt), constraint)
 
 
 def reply_finish(result: Result, calls: list[ToolCall]) -> FinishReason:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sidecar.engine.messages import added_tokens
 from sidecar.engine.reply import Markers
 from sidecar.engine.requests import EngineError
 
@@ -264,7 +265,14 @@ def lark_string(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a Lark string literal
 
 
-def forced_call_grammar(markers: Markers, tools: ToolRequest) -> str | None:
+def lark_marker(marker: str, tokenizer: Any) -> str:
+    """A marker in the grammar: an added token (Qwen's `<tool_call>`) by its id, since
+    llguidance keeps added tokens apart from the text they spell; other markers as text."""
+    token = added_tokens(tokenizer).get(marker)
+    return f"<[{token}]>" if token is not None else lark_string(marker)
+
+
+def forced_call_grammar(markers: Markers, tools: ToolRequest, tokenizer: Any) -> str | None:
     """A Lark grammar (llguidance dialect) that holds the reply to one call of a forced tool
     (several when `parallel`), in the markup the parser reads. None when no call is forced, or
     for a family whose markup is not JSON inside start/end markers (only json_tools is)."""
@@ -274,7 +282,10 @@ def forced_call_grammar(markers: Markers, tools: ToolRequest) -> str | None:
     if getattr(markers.parser, "__module__", "").rsplit(".", 1)[-1] != FALLBACK_PARSER:
         return None
     start, end = markers.tool
-    call = f"{lark_string(start + chr(10))} body {lark_string(chr(10) + end)}"
+    open_, close = lark_marker(start, tokenizer), lark_marker(end, tokenizer)
+    call = f'{open_} "\\n" body "\\n" {close}'
     more = f" ({lark_string(chr(10))} call)*" if tools.parallel else ""
-    schema = json.dumps(call_schema(forced), ensure_ascii=False)
+    # compact JSON: with flexible whitespace a weak model can emit blanks forever
+    options = {"x-guidance": {"whitespace_flexible": False, "lenient": True}}
+    schema = json.dumps({**call_schema(forced), **options}, ensure_ascii=False)
     return f"start: call{more}\ncall: {call}\nbody: %json{schema}\n"
