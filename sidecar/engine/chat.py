@@ -32,6 +32,7 @@ from sidecar.engine.tools import (
     native_tools,
     prompt_opens_think,
     reply_markers,
+    template_messages,
 )
 from sidecar.engine.vision_runner import image_count, text_only_messages
 
@@ -76,7 +77,7 @@ async def plan_chat(
     tokenizer = loaded.tokenizer
     if image_count(messages):
         raise EngineError(f"model {loaded.id!r} does not take images")
-    text = text_only_messages(messages)
+    text = template_messages(text_only_messages(messages))
     native = native_tools(tokenizer)
     if not native:
         text = fallback_messages(text, tools)

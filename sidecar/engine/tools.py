@@ -146,6 +146,20 @@ def of_request(
     return ToolRequest(tools, choice or "auto", True if parallel is None else parallel)
 
 
+def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as templates take them: no None contents, earlier calls' arguments as objects
+    (either edge may hand them as OpenAI sends them: a JSON string)."""
+    out = []
+    for m in messages:
+        m = {**m, "content": m.get("content") or ""}
+        if m.get("tool_calls"):
+            m["tool_calls"] = [
+                ToolCallIn.model_validate(c, strict=False).to_template() for c in m["tool_calls"]
+            ]
+        out.append(m)
+    return out
+
+
 # -- markers, from the tokenizer mlx_lm loaded -------------------------------------------------
 
 
@@ -274,7 +288,7 @@ def lark_marker(marker: str, tokenizer: Any) -> str:
 
 def forced_call_grammar(markers: Markers, tools: ToolRequest, tokenizer: Any) -> str | None:
     """A Lark grammar (llguidance dialect) that holds the reply to one call of a forced tool
-    (several when `parallel`), in the markup the parser reads. None when no call is forced, or
+    (one or more for "required" with `parallel`), in the markup the parser reads. None when no call is forced, or
     for a family whose markup is not JSON inside start/end markers (only json_tools is)."""
     forced = tools.forced()
     if forced is None or markers.tool is None:
@@ -284,7 +298,9 @@ def forced_call_grammar(markers: Markers, tools: ToolRequest, tokenizer: Any) ->
     start, end = markers.tool
     open_, close = lark_marker(start, tokenizer), lark_marker(end, tokenizer)
     call = f'{open_} "\\n" body "\\n" {close}'
-    more = f" ({lark_string(chr(10))} call)*" if tools.parallel else ""
+    # a named function is called once; "required" with parallel calls allows more
+    several = tools.parallel and not isinstance(tools.choice, NamedToolChoice)
+    more = f" ({lark_string(chr(10))} call)*" if several else ""
     # compact JSON: with flexible whitespace a weak model can emit blanks forever
     options = {"x-guidance": {"whitespace_flexible": False, "lenient": True}}
     schema = json.dumps({**call_schema(forced), **options}, ensure_ascii=False)

@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
 from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
+from sidecar.engine.chat import chat_stream, plan_chat
 from sidecar.engine.engine import Engine, check_token_ids, vocab_size
 from sidecar.engine.requests import EngineError, GenerateRequest, Priority
 from sidecar.engine.vision_runner import message_images
@@ -114,22 +115,26 @@ def add_routes(app: FastAPI) -> None:
     ) -> Any:
         engine = engine_of(request)
         loaded = await named_model(engine, body.model, default_model(request, "chat"))
-        messages = [m.to_template() for m in body.messages]
         try:
-            prompt = await engine.chat_prompt(messages, loaded.id)
+            messages = [m.to_template() for m in body.messages]
+            plan = await plan_chat(engine, messages, loaded.id, body.tool_request())
         except Exception as e:
             raise errors.from_exception(e, param="messages") from e
         req = GenerateRequest(
-            prompt=prompt,
+            prompt=plan.prompt,
             model=loaded.id,
             images=message_images(messages),
             max_tokens=body.max_completion_tokens or body.max_tokens,  # None: the default
             logprobs=body.engine_logprobs(),
             priority=Priority.CHAT,
+            constraint=plan.constraint,
             **body.sampling(),
         )
+        events = chat_stream(engine, req, plan, body.reasoning_format == "inline")
         fmt = ChatFormat(loaded.id, body.include_usage)
-        return await respond(request, engine, req, fmt, body.stream, "messages", body.logprobs)
+        return await respond(
+            request, engine, req, fmt, body.stream, "messages", body.logprobs, events
+        )
 
     @app.post("/v1/completions", response_model=None, openapi_extra=request_body(CompletionRequest))
     async def completions(
