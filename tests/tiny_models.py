@@ -216,3 +216,31 @@ def tiny_qwen3_model(models_dir: Path) -> str:
     if not (dest / "model.safetensors").is_file():
         make_tiny_qwen3_model(dest)
     return TINY_QWEN3
+
+
+TINY_QWEN3_THINKING = "tiny-qwen3-thinking"
+
+
+def tiny_qwen3_thinking_model(models_dir: Path) -> str:
+    """The tiny Qwen3 with the template of Qwen3's thinking-only models (Qwen3-*-Thinking-2507,
+    like DeepSeek-R1): the generation prompt opens `<think>`, so the reply starts inside it."""
+    source = Path(models_dir) / tiny_qwen3_model(models_dir)
+    dest = Path(models_dir) / TINY_QWEN3_THINKING
+    if (dest / "model.safetensors").is_file():
+        return TINY_QWEN3_THINKING
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-qwen3-thinking-", dir=dest.parent))
+    try:
+        for name in ("config.json", "tokenizer.json", "model.safetensors"):
+            shutil.copy(source / name, tmp / name)
+        config = json.loads((source / "tokenizer_config.json").read_text())
+        opening = "{{- '<|im_start|>assistant\\n' }}"
+        assert opening in config["chat_template"]
+        config["chat_template"] = config["chat_template"].replace(
+            opening, "{{- '<|im_start|>assistant\\n<think>\\n' }}"
+        )
+        (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TINY_QWEN3_THINKING

@@ -84,9 +84,10 @@ async def plan_chat(
     template_tools = tools.template_tools() if native and tools and tools.active else None
     prompt = render_chat(tokenizer, text, template_tools)
     markers = reply_markers(tokenizer, tools)
-    grammar = forced_call_grammar(markers, tools, tokenizer) if tools is not None else None
+    thinking = prompt_opens_think(tokenizer, prompt)
+    grammar = forced_call_grammar(markers, tools, tokenizer, thinking) if tools else None
     constraint = Constraint.lark(grammar, name="tool call") if grammar else None
-    return ChatPlan(loaded.id, prompt, markers, prompt_opens_think(tokenizer, prompt), constraint)
+    return ChatPlan(loaded.id, prompt, markers, thinking, constraint)
 
 
 def reply_finish(result: Result, calls: list[ToolCall]) -> FinishReason:

@@ -286,10 +286,14 @@ def lark_marker(marker: str, tokenizer: Any) -> str:
     return f"<[{token}]>" if token is not None else lark_string(marker)
 
 
-def forced_call_grammar(markers: Markers, tools: ToolRequest, tokenizer: Any) -> str | None:
+def forced_call_grammar(
+    markers: Markers, tools: ToolRequest, tokenizer: Any, in_reasoning: bool = False
+) -> str | None:
     """A Lark grammar (llguidance dialect) that holds the reply to one call of a forced tool
     (one or more for "required" with `parallel`), in the markup the parser reads. None when no call is forced, or
-    for a family whose markup is not JSON inside start/end markers (only json_tools is)."""
+    for a family whose markup is not JSON inside start/end markers (only json_tools is).
+    `in_reasoning`: the prompt opened a think block, which the reply closes first (a forced
+    call skips thinking)."""
     forced = tools.forced()
     if forced is None or markers.tool is None:
         return None
@@ -304,4 +308,7 @@ def forced_call_grammar(markers: Markers, tools: ToolRequest, tokenizer: Any) ->
     # compact JSON: with flexible whitespace a weak model can emit blanks forever
     options = {"x-guidance": {"whitespace_flexible": False, "lenient": True}}
     schema = json.dumps({**call_schema(forced), **options}, ensure_ascii=False)
-    return f"start: call{more}\ncall: {call}\nbody: %json{schema}\n"
+    think = ""
+    if in_reasoning and markers.think is not None:
+        think = f'{lark_marker(markers.think[1], tokenizer)} "\\n\\n" '
+    return f"start: {think}call{more}\ncall: {call}\nbody: %json{schema}\n"
