@@ -258,8 +258,17 @@ class EngineStatus(Wire):
 # -- chat and embeddings -------------------------------------------------------------------------
 
 
+class ToolCall(Wire):
+    """A tool call the model made (issue 11): `arguments` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class ChatResult(Wire):
-    """`mlx/chat`."""
+    """`mlx/chat`. `text` is the answer, without the model's thinking (`reasoning`, unless the
+    request asked for `reasoning_format: "inline"`) or tool-call markup (`tool_calls`)."""
 
     text: str
     finish_reason: FinishReason
@@ -267,6 +276,8 @@ class ChatResult(Wire):
     usage: Usage
     time_to_first_token_s: float | None
     tokens_per_s: float | None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = []
 
 
 class EmbedResult(Wire):
@@ -281,10 +292,13 @@ class EmbedResult(Wire):
 
 
 class ChatDelta(Wire):
-    """`mlx/chat/delta`: text of the `mlx/chat` request that gave `stream_token`, as it is made."""
+    """`mlx/chat/delta`: text of the `mlx/chat` request that gave `stream_token`, as it is made;
+    `reasoning`: thinking made since the last delta; `tool_calls`: calls completed since."""
 
     stream_token: str | int
     delta: str
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ModelsChanged(Wire):
