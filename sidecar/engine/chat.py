@@ -14,7 +14,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.engine.constraints import Constraint
+from sidecar.engine.constraints import Constraint, ConstraintError
 from sidecar.engine.messages import render_chat
 from sidecar.engine.reply import Markers, Piece, ReplySplitter, ToolCall
 from sidecar.engine.requests import (
@@ -86,7 +86,10 @@ async def plan_chat(
     markers = reply_markers(tokenizer, tools)
     thinking = prompt_opens_think(tokenizer, prompt)
     grammar = forced_call_grammar(markers, tools, tokenizer, thinking) if tools else None
-    constraint = Constraint.lark(grammar, name="tool call") if grammar else None
+    try:
+        constraint = Constraint.lark(grammar, name="tool call") if grammar else None
+    except ConstraintError as e:
+        raise ToolsError(f"the tools' parameters cannot be enforced: {e}") from None
     return ChatPlan(loaded.id, prompt, markers, thinking, constraint)
 
 
