@@ -41,6 +41,7 @@ export interface ChatParams {
   seed?: number | null;
   stop?: string[] | string | null;
   stream_token?: string | number | null;
+  response_format?: ResponseFormat | null;
   tools?: ToolDef[] | null;
   tool_choice?: "auto" | "none" | "required" | NamedToolChoice | null;
   parallel_tool_calls?: boolean | null;
@@ -231,6 +232,15 @@ export interface QueueWait {
   count: number;
   sum_s: number;
   recent_max_s: number | null;
+}
+
+/**
+ * What the reply must be: `text`, any `json_object`, or JSON valid against `json_schema.schema`
+ * (`json_schema`: `{name, schema, strict?, description?}`).
+ */
+export interface ResponseFormat {
+  type?: "text" | "json_object" | "json_schema";
+  json_schema?: Record<string, unknown> | null;
 }
 
 /** The model serving each role in the editor. */

@@ -8,7 +8,8 @@ ratios measured in one run. This module only parses the command line and picks t
   $/cancelRequest, inlineCompletion), alone and while a chat streams over mlx/chat: pause
   latency, chat tokens/s and longest gap, as ratios;
 - soak: mixed traffic over both edges with random disconnects and cancels; lost, unexpected
-  errors, memory after idle.
+  errors, memory after idle;
+- structured: json_schema constrained vs free decoding tokens/s at 1 and 8 streams.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from sidecar.config import Settings
 
-SUITES = ("engine", "http", "typing", "soak", "speculative")
+SUITES = ("engine", "http", "typing", "soak", "speculative", "structured")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -33,12 +34,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suite",
         default="engine",
-        help="comma-separated: engine, http, typing, soak, speculative, or all",
+        help="comma-separated: engine, http, typing, soak, speculative, structured, or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
     p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated stream counts")
     p.add_argument("--http-concurrency", default="1,8", help="stream counts for --suite http")
+    p.add_argument(
+        "--structured-concurrency", default="1,8", help="stream counts for --suite structured"
+    )
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2, help="runs per level for --suite http")
     p.add_argument(
@@ -148,6 +152,17 @@ async def speculative_suite(args: argparse.Namespace, settings: Settings) -> dic
     )
 
 
+async def structured_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import structured
+
+    return await structured.suite(
+        settings,
+        args.model or settings.chat_model,
+        levels(args.structured_concurrency),
+        args.max_tokens,
+    )
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     suites = {
         "engine": engine_suite,
@@ -155,6 +170,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "typing": typing_suite,
         "soak": soak_suite,
         "speculative": speculative_suite,
+        "structured": structured_suite,
     }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):

@@ -14,7 +14,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.engine.constraints import Constraint, ConstraintError
+from sidecar.engine.constraints import Constraint, ConstraintError, lark_json
 from sidecar.engine.messages import render_chat
 from sidecar.engine.reply import Markers, Piece, ReplySplitter, ToolCall
 from sidecar.engine.requests import (
@@ -24,11 +24,14 @@ from sidecar.engine.requests import (
     GenerateRequest,
     Result,
 )
+from sidecar.engine.response_format import ResponseFormat, constraint_of, with_json_instruction
 from sidecar.engine.tools import (
+    ToolChoiceError,
     ToolRequest,
     ToolsError,
     fallback_messages,
     forced_call_grammar,
+    lark_marker,
     native_tools,
     prompt_opens_think,
     reply_markers,
@@ -64,16 +67,23 @@ class ChatReply(Result):
 
 
 async def plan_chat(
-    engine: Any, messages: list[dict[str, Any]], model: str | None, tools: ToolRequest | None
+    engine: Any,
+    messages: list[dict[str, Any]],
+    model: str | None,
+    tools: ToolRequest | None,
+    response_format: ResponseFormat | None = None,
 ) -> ChatPlan:
     """Render the turn with the model's chat template (tools natively, or described in a
-    system message for a template without a tools section) and say how to split the reply."""
+    system message for a template without a tools section) and say how to split the reply
+    and what constrains it (a forced tool call, or a JSON response_format)."""
     loaded = await engine.text_model(model)
+    messages = with_json_instruction(messages, response_format)
+    response = constraint_of(response_format)
     if loaded.kind == "vision":
         if tools is not None and tools.active:
             raise ToolsError(f"model {loaded.id!r} is a vision model; tools need a text model")
         prompt = await engine.chat_prompt(messages, loaded.id)
-        return ChatPlan(loaded.id, prompt, Markers())
+        return ChatPlan(loaded.id, prompt, Markers(), constraint=response)
     tokenizer = loaded.tokenizer
     if image_count(messages):
         raise EngineError(f"model {loaded.id!r} does not take images")
@@ -86,11 +96,28 @@ async def plan_chat(
     markers = reply_markers(tokenizer, tools)
     thinking = prompt_opens_think(tokenizer, prompt)
     grammar = forced_call_grammar(markers, tools, tokenizer, thinking) if tools else None
+    if grammar and response is not None:
+        raise ToolChoiceError(
+            "a forced tool call (tool_choice required or named) cannot also follow a JSON "
+            "response_format; send one of them"
+        )
     try:
         constraint = Constraint.lark(grammar, name="tool call") if grammar else None
     except ConstraintError as e:
         raise ToolsError(f"the tools' parameters cannot be enforced: {e}") from None
-    return ChatPlan(loaded.id, prompt, markers, thinking, constraint)
+    if response is not None and thinking and markers.think and response_format is not None:
+        response = after_think(response_format, markers.think[1], tokenizer)
+    return ChatPlan(loaded.id, prompt, markers, thinking, constraint or response)
+
+
+def after_think(fmt: ResponseFormat, think_end: str, tokenizer: Any) -> Constraint:
+    """A JSON response_format for a prompt that opened a think block: the reply closes it
+    first, or the JSON would be read as thinking."""
+    spec = fmt.json_schema or {}
+    schema = spec.get("schema", {"type": "object"}) if fmt.type == "json_schema" else None
+    body = lark_json(schema if isinstance(schema, dict) else {"type": "object"})
+    grammar = f'start: {lark_marker(think_end, tokenizer)} "\\n\\n" {body}\n'
+    return Constraint.lark(grammar, name=spec.get("name", "") or fmt.type)
 
 
 def reply_finish(result: Result, calls: list[ToolCall]) -> FinishReason:

@@ -86,11 +86,19 @@ class Constraint:
     @classmethod
     def lark(cls, grammar_text: str, name: str = "") -> Constraint:
         """Output matches a Lark grammar in llguidance's dialect (rule `start`; may embed
-        `%json{...}` schemas and name special tokens as `<|...|>`)."""
+        `%json{...}` schemas, see `lark_json`, and name special tokens as `<|...|>`)."""
         if not isinstance(grammar_text, str) or not grammar_text.strip():
             raise ConstraintError("grammar must be non-empty text")
         grammar = llguidance.LLMatcher.grammar_from_lark(grammar_text)
         return cls("lark", _checked(grammar, "grammar"), name)
+
+
+def lark_json(schema: Mapping[str, Any]) -> str:
+    """`schema` as a `%json{...}` lexeme to embed in a Lark grammar, compact like
+    `Constraint.json_schema` (a bare `%json` allows whitespace anywhere, which a weak model may
+    emit without end)."""
+    guidance = {**JSON_OPTIONS, **schema.get("x-guidance", {})}
+    return "%json" + json.dumps({**schema, "x-guidance": guidance})
 
 
 def _checked(grammar: str, what: str) -> str:

@@ -20,6 +20,7 @@ from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
 from sidecar.engine.chat import chat_stream, plan_chat
 from sidecar.engine.engine import Engine, check_token_ids, vocab_size
 from sidecar.engine.requests import EngineError, GenerateRequest, Priority
+from sidecar.engine.response_format import constraint_of
 from sidecar.engine.vision_runner import message_images
 from sidecar.http import errors, metrics
 from sidecar.http.errors import JSON, OpenAIError, from_validation
@@ -117,7 +118,9 @@ def add_routes(app: FastAPI) -> None:
         loaded = await named_model(engine, body.model, default_model(request, "chat"))
         try:
             messages = [m.to_template() for m in body.messages]
-            plan = await plan_chat(engine, messages, loaded.id, body.tool_request())
+            plan = await plan_chat(
+                engine, messages, loaded.id, body.tool_request(), body.response_format
+            )
         except Exception as e:
             raise errors.from_exception(e, param="messages") from e
         req = GenerateRequest(
@@ -165,6 +168,7 @@ def add_routes(app: FastAPI) -> None:
             max_tokens=body.max_tokens or 16,
             logprobs=body.logprobs,
             priority=priority,
+            constraint=constraint_of(body.response_format),
             **sampling,
         )
         fmt = CompletionFormat(loaded.id, body.include_usage, text if body.echo else None)

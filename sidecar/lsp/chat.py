@@ -13,6 +13,7 @@ from sidecar.engine import reply
 from sidecar.engine.chat import ChatReply, ReplyDelta, chat_stream, plan_chat
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import GenerateRequest, Priority
+from sidecar.engine.response_format import ResponseFormat
 from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, of_request
 from sidecar.errors import result_error
 from sidecar.lsp import notify
@@ -54,6 +55,7 @@ class ChatParams(Params):
     seed: int | None = None
     stop: list[str] | str | None = None
     stream_token: str | int | None = None
+    response_format: ResponseFormat | None = None  # as on the OpenAI port: JSON, constrained
     # tools and reasoning (issue 11): the HTTP edge's fields, see sidecar/engine/tools.py
     tools: list[ToolDef] | None = None
     tool_choice: ToolChoice | None = None
@@ -83,7 +85,8 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     result: ChatReply | None = None
     with rpc_errors():
         tools = of_request(p.tools, p.tool_choice, p.parallel_tool_calls)
-        plan = await plan_chat(ls.engine, [m.to_template() for m in p.messages], model, tools)
+        messages = [m.to_template() for m in p.messages]
+        plan = await plan_chat(ls.engine, messages, model, tools, p.response_format)
         request = GenerateRequest(
             prompt=plan.prompt,
             model=plan.model,
