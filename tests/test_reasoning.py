@@ -171,3 +171,28 @@ async def test_a_forced_call_after_an_opened_think_closes_it_first(
     assert isinstance(reply, ChatReply)
     assert [(c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [("t", {"zone": "UTC"})]
     assert reply.finish_reason == "tool_calls" and reply.text == "" and reply.reasoning is None
+
+
+async def test_json_output_after_an_opened_think_is_content_not_reasoning(
+    engine: Engine, thinking: str
+) -> None:
+    from sidecar.engine.response_format import ResponseFormat
+
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    fmt = ResponseFormat.model_validate(
+        {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    )
+    plan = await plan_chat(engine, ASK, thinking, None, fmt)
+    assert plan.in_reasoning and plan.constraint is not None
+    req = GenerateRequest(
+        prompt=plan.prompt, model=plan.model, max_tokens=16, constraint=plan.constraint
+    )
+    reply = [e async for e in chat_stream(engine, req, plan)][-1]
+    assert isinstance(reply, ChatReply)
+    assert isinstance(json.loads(reply.text)["ok"], bool), reply.text
+    assert reply.reasoning is None and reply.finish_reason == "stop"

@@ -286,3 +286,19 @@ def test_tool_calls_on_a_user_message_or_bad_arguments_are_a_400(
     status, body = post(server, {"model": qwen3, "messages": messages, "max_tokens": 1})
     assert status == 400 and body["error"]["param"] == "messages", body
     assert "not JSON" in body["error"]["message"]
+
+
+def test_a_forced_call_and_a_json_response_format_together_are_a_400(
+    server: Server, qwen3: str
+) -> None:
+    status, body = post(
+        server,
+        {
+            "model": qwen3,
+            "messages": ASK,
+            "tools": [CLOCK],
+            "tool_choice": "required",
+            "response_format": {"type": "json_object"},
+        },
+    )
+    assert status == 400 and body["error"]["param"] == "tool_choice", body
