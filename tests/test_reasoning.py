@@ -196,3 +196,13 @@ async def test_json_output_after_an_opened_think_is_content_not_reasoning(
     assert isinstance(reply, ChatReply)
     assert isinstance(json.loads(reply.text)["ok"], bool), reply.text
     assert reply.reasoning is None and reply.finish_reason == "stop"
+
+
+def test_a_repeated_call_is_made_once() -> None:
+    call = '<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>'
+    other = '<tool_call>{"name": "f", "arguments": {"a": 2}}</tool_call>'
+    piece = split_text(call + call + other + call, MARKERS)
+    assert [(c.index, json.loads(c.arguments)) for c in piece.tool_calls] == [
+        (0, {"a": 1}),
+        (1, {"a": 2}),
+    ]

@@ -96,6 +96,7 @@ class ReplySplitter:
         self.buffer = ""
         self.tool_text = ""
         self.calls = 0
+        self.made: set[tuple[str, str]] = set()  # (name, arguments) of the calls so far
         self.seen_content = False  # leading whitespace after the think block is dropped
         self.seen_reasoning = False
         if opened and inline_reasoning and markers.think:
@@ -202,16 +203,15 @@ class ReplySplitter:
                 log.warning("dropped a tool call without a name: %.200r", text)
                 continue
             arguments = call.get("arguments", {})
-            calls.append(
-                ToolCall(
-                    id=str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
-                    name=call["name"],
-                    arguments=arguments
-                    if isinstance(arguments, str)
-                    else json.dumps(arguments, ensure_ascii=False),
-                    index=self.calls,
-                )
-            )
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            if (call["name"], arguments) in self.made:
+                # the same call again gets the same result: weak models repeat themselves
+                log.info("dropped a repeated tool call: %s(%.200s)", call["name"], arguments)
+                continue
+            self.made.add((call["name"], arguments))
+            call_id = str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
+            calls.append(ToolCall(call_id, call["name"], arguments, self.calls))
             self.calls += 1
         return calls
 

@@ -24,6 +24,9 @@ from sidecar.engine.reply import Markers
 from sidecar.engine.requests import EngineError
 
 FALLBACK_PARSER = "json_tools"  # mlx_lm.tool_parsers.json_tools
+# Calls one forced reply may make (tool_choice "required" with parallel calls): a weak model
+# repeats calls until max_tokens otherwise.
+MAX_FORCED_CALLS = 4
 
 
 class ToolsError(EngineError):
@@ -304,7 +307,7 @@ def forced_call_grammar(
     call = f'{open_} "\\n" body "\\n" {close}'
     # a named function is called once; "required" with parallel calls allows more
     several = tools.parallel and not isinstance(tools.choice, NamedToolChoice)
-    more = f" ({lark_string(chr(10))} call)*" if several else ""
+    more = f" ({lark_string(chr(10))} call){{0,{MAX_FORCED_CALLS - 1}}}" if several else ""
     # compact JSON: with flexible whitespace a weak model can emit blanks forever
     options = {"x-guidance": {"whitespace_flexible": False, "lenient": True}}
     schema = json.dumps({**call_schema(forced), **options}, ensure_ascii=False)
