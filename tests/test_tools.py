@@ -260,6 +260,8 @@ def test_a_tool_result_round_trip_answers(server: Server, qwen3: str) -> None:
         ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice", ""),
         ({"tools": [WEATHER], "parallel_tool_calls": "yes"}, "parallel_tool_calls", ""),
         ({"reasoning_format": "hidden"}, "reasoning_format", ""),
+        ({"functions": [WEATHER["function"]]}, "functions", "send tools"),
+        ({"function_call": "auto"}, "function_call", "send tools"),
         ({"n": 2}, "n", "n=1"),
         ({"logit_bias": {"1": 5}}, "logit_bias", "not supported"),
     ],

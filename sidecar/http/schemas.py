@@ -173,6 +173,15 @@ class ChatRequest(Sampling):
     parallel_tool_calls: bool | None = None
     # "separate": thinking in `reasoning_content`; "inline": left in `content` as generated
     reasoning_format: Literal["separate", "inline"] = "separate"
+    functions: list[Any] | None = None  # OpenAI's deprecated form of tools: refused, not ignored
+    function_call: Any = None
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def no_legacy_functions(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("the deprecated functions/function_call are not supported; send tools")
+        return value
 
     @field_validator("tools")
     @classmethod
