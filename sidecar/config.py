@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=512, ge=1)
     # The largest JSON-RPC message accepted on stdio; a longer Content-Length is refused.
     max_message_bytes: int = 64 << 20
+    # -- memory governor and worker watchdog (issue 12) --
+    # (the budget itself, `memory_budget_bytes`, covers weights + running KV + prompt caches)
+    # A worker step (or call) running longer than this marks the engine unhealthy: /health 503.
+    watchdog_step_s: float = Field(default=120.0, gt=0)
 
 
 def on_macos() -> bool:

@@ -185,11 +185,19 @@ class DeleteResult(Wire):
 
 
 class Memory(Wire):
+    """MLX's own figures (active, buffer cache, peak) and the memory governor's budget, which
+    covers the models' weights, the running sequences' KV and the prompt caches (`used`)."""
+
     active_bytes: int
     cache_bytes: int
     peak_bytes: int
     budget_bytes: int
-    models_bytes: int
+    models_bytes: int  # weights of the loaded models (measured at load)
+    kv_bytes: int  # KV reserved for running sequences (prompt + max_tokens each)
+    prompt_cache_bytes: int  # KV kept for reuse (evicted first when memory is short)
+    used_bytes: int  # models + kv + prompt cache: what the budget counts
+    refused_requests: int  # requests whose KV could not fit the budget even alone
+    evicted_prompt_cache_bytes: int  # prompt cache evicted to admit requests
 
 
 class RunnerStatus(Wire):
@@ -231,8 +239,13 @@ class DraftTokens(Wire):
 
 
 class EngineStatus(Wire):
-    """`Engine.status()`: `/health` adds `status: "ok"`, `mlx/status` the editor's state."""
+    """`Engine.status()`: `/health` adds `status` ("ok"; "unhealthy" with HTTP 503), `mlx/status`
+    the editor's state."""
 
+    # False when the worker thread died or a step has run past `watchdog_step_s`; the editor
+    # restarts the sidecar then. `health_reason` says why (None when healthy).
+    healthy: bool
+    health_reason: str | None
     loaded: list[LoadedModelStatus]
     memory: Memory
     device: str

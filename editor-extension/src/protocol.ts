@@ -113,6 +113,8 @@ export interface DraftTokens {
 
 /** `mlx/status`: the engine's state, and the editor's roles, options and open documents. */
 export interface EditorStatus {
+  healthy: boolean;
+  health_reason: string | null;
   loaded: LoadedModelStatus[];
   memory: Memory;
   device: string;
@@ -181,12 +183,21 @@ export interface LoadedModelStatus {
   busy: boolean;
 }
 
+/**
+ * MLX's own figures (active, buffer cache, peak) and the memory governor's budget, which covers
+ * the models' weights, the running sequences' KV and the prompt caches (`used`).
+ */
 export interface Memory {
   active_bytes: number;
   cache_bytes: number;
   peak_bytes: number;
   budget_bytes: number;
   models_bytes: number;
+  kv_bytes: number;
+  prompt_cache_bytes: number;
+  used_bytes: number;
+  refused_requests: number;
+  evicted_prompt_cache_bytes: number;
 }
 
 /**

@@ -10,6 +10,7 @@ ratios measured in one run. This module only parses the command line and picks t
 - soak: mixed traffic over both edges with random disconnects and cancels; lost, unexpected
   errors, memory after idle;
 - structured: json_schema constrained vs free decoding tokens/s at 1 and 8 streams.
+- memory: RSS, MLX and memory-governor figures before load, loaded, busy, at rest, unloaded.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from sidecar.config import Settings
 
-SUITES = ("engine", "http", "typing", "soak", "speculative", "structured")
+SUITES = ("engine", "http", "typing", "soak", "speculative", "structured", "memory")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suite",
         default="engine",
-        help="comma-separated: engine, http, typing, soak, speculative, structured, or all",
+        help="comma-separated: engine, http, typing, soak, speculative, structured, memory, or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
@@ -163,6 +164,14 @@ async def structured_suite(args: argparse.Namespace, settings: Settings) -> dict
     )
 
 
+async def memory_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import memory
+
+    return await memory.suite(
+        settings, args.model or settings.chat_model, max(levels(args.concurrency)), args.max_tokens
+    )
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     suites = {
         "engine": engine_suite,
@@ -171,6 +180,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "soak": soak_suite,
         "speculative": speculative_suite,
         "structured": structured_suite,
+        "memory": memory_suite,
     }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):

@@ -155,6 +155,7 @@ class Guide:
         self._seen: int | None = None  # tokens of the context already consumed
         self._bitmask = llguidance.numpy.allocate_token_bitmask(1, tokenizer.vocab_size)
         self._allowed: np.ndarray | None = None  # bool per logit, reused
+        self._failure: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -163,11 +164,24 @@ class Guide:
 
     @property
     def error(self) -> str | None:
+        if self._failure is not None:
+            return self._failure
         if not self.matcher.is_error():
             return None
         return self.matcher.get_error() or "the output left the grammar"
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        """Never raises: it runs inside the whole batch's step, and one sequence's failure must
+        not fail its batch mates; the runner ends this sequence on `error` instead."""
+        if self._failure is not None:
+            return logits
+        try:
+            return self._masked(tokens, logits)
+        except Exception as e:
+            self._failure = f"{type(e).__name__}: {e}"
+            return logits
+
+    def _masked(self, tokens: mx.array, logits: mx.array) -> mx.array:
         n = tokens.size
         if self._seen is None:
             self._seen = n

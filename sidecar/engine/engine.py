@@ -20,6 +20,7 @@ from sidecar.config import Settings
 from sidecar.engine.constraints import ConstraintError, make_guide
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
+from sidecar.engine.memory import MemoryGovernor, apply_mlx_limits, restore_mlx_limits
 from sidecar.engine.messages import encode, render_chat
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
@@ -44,7 +45,7 @@ from sidecar.engine.vision_runner import (
     text_only_messages,
 )
 from sidecar.engine.worker import Worker
-from sidecar.mlx_cleanup import clear_thread_streams
+from sidecar.mlx_cleanup import clear_thread_streams, release_memory
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
@@ -88,7 +89,14 @@ class Engine:
             self._make_runner,
             idle_ttl_s=self.settings.idle_ttl_s,
         )
-        self.worker = Worker(self._runners, self._on_idle)
+        self.governor = MemoryGovernor(
+            self.pool.budget_bytes,
+            lambda: self.pool.used_bytes + self.pool.reserved_bytes,
+            self._prompt_caches,
+        )
+        self.pool.held_bytes = self.governor.kv_bytes
+        self.pool.before_load = self.governor.make_room
+        self.worker = Worker(self._runners, self._on_idle, self.settings.watchdog_step_s)
         self.waits = WaitTimes()
         self.prefill_chunk = self.settings.prefill_chunk or default_prefill_chunk()
         self._caches_released = True
@@ -97,12 +105,14 @@ class Engine:
         self.metrics = Metrics()
         self._active: dict[str, Sequence] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._mlx_limits: tuple[int, int] | None = None  # MLX's limits before start
         self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> Engine:
         self._loop = asyncio.get_running_loop()
+        self._mlx_limits = apply_mlx_limits(self.pool.budget_bytes)
         self.worker.start()
         return self
 
@@ -111,6 +121,8 @@ class Engine:
             seq.cancel()
         await self._on_worker(self._unload_all)
         self.worker.stop()
+        if self._mlx_limits is not None:
+            restore_mlx_limits(self._mlx_limits)
 
     async def __aenter__(self) -> Engine:
         return await self.start()
@@ -132,6 +144,7 @@ class Engine:
                 self.prefill_chunk,
                 self.waits,
                 self.settings.speculative,
+                self.governor,
             )
         if info.kind == "embedding":
             return EmbedRunner(
@@ -151,11 +164,15 @@ class Engine:
                 self.waits,
                 self.prefill_chunk,
                 self.worker.step_others,
+                self.governor,
             )
         return None
 
     def _runners(self) -> list[Runner]:
         return [m.runner for m in list(self.pool.models.values()) if m.runner is not None]
+
+    def _prompt_caches(self) -> list[Any]:
+        return [r.prompt_cache for r in self._runners() if isinstance(r, TextRunner)]
 
     def _generating(self) -> bool:
         """Whether a text or vision runner has work (worker thread)."""
@@ -171,14 +188,14 @@ class Engine:
         self.pool.unload_idle()
         now = time.monotonic()
         if not self._caches_released:
-            mx.clear_cache()
+            release_memory()
             self._caches_released = True
             self._idle_since, self._kv_trimmed = now, False
         if not self._kv_trimmed and now - self._idle_since >= self.settings.prompt_cache_idle_s:
             for runner in self._runners():
                 if isinstance(runner, TextRunner):
                     runner.prompt_cache.trim_to(n_sequences=PROMPT_CACHES_AT_REST)
-            mx.clear_cache()
+            release_memory()
             self._kv_trimmed = True
 
     async def _on_worker(self, fn: Any) -> Any:
@@ -404,7 +421,12 @@ class Engine:
         embed = [r for r in stats if r.kind == "embedding"]
         recent_tps = self.metrics.tokens_per_s[-1] if self.metrics.tokens_per_s else None
         gaps = self.metrics.token_gaps_s
+        health_reason = self.worker.health_reason()
+        governor = self.governor
+        kv, prompt_cache = governor.kv_bytes(), governor.prompt_cache_bytes()
         status = {
+            "healthy": health_reason is None,
+            "health_reason": health_reason,
             "loaded": [m.to_dict() for m in self.pool.models.values()],
             "memory": {
                 "active_bytes": mx.get_active_memory(),
@@ -412,6 +434,11 @@ class Engine:
                 "peak_bytes": mx.get_peak_memory(),
                 "budget_bytes": self.pool.budget_bytes,
                 "models_bytes": self.pool.used_bytes,
+                "kv_bytes": kv,
+                "prompt_cache_bytes": prompt_cache,
+                "used_bytes": self.pool.used_bytes + kv + prompt_cache,
+                "refused_requests": governor.refused,
+                "evicted_prompt_cache_bytes": governor.evicted_prompt_cache_bytes,
             },
             "device": str(mx.default_device()),
             "blas": blas.loaded_path,

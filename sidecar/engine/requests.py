@@ -130,6 +130,8 @@ class Result:
     time_to_first_token_s: float | None
     tokens_per_s: float | None
     error: str | None = None
+    # "insufficient_memory": the memory budget refused it, or memory ran out in its step
+    error_code: str | None = None
     cached_prompt_tokens: int = 0  # prompt tokens served from the prompt cache
     max_token_gap_s: float | None = None  # longest wait between two of its tokens
 

@@ -140,7 +140,11 @@ class Sequence:
                 self.sink(Delta(self.request_id, piece, logprobs))
 
     def finish(
-        self, reason: FinishReason, text: str | None = None, error: str | None = None
+        self,
+        reason: FinishReason,
+        text: str | None = None,
+        error: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         with self._lock:  # the worker and a cancelling caller may race to finish it
             if self.done:
@@ -167,6 +171,7 @@ class Sequence:
                 time_to_first_token_s=ttft,
                 tokens_per_s=tps,
                 error=error,
+                error_code=error_code,
                 cached_prompt_tokens=self.cached_prompt_tokens,
                 max_token_gap_s=self.max_token_gap_s if self.completion_tokens > 1 else None,
             )

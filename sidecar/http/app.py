@@ -211,7 +211,11 @@ def add_routes(app: FastAPI) -> None:
 
     @app.get("/health")
     async def health(request: Request) -> JSON:
-        return JSON({"status": "ok", **engine_of(request).status().model_dump()})
+        """200 `status: "ok"`; 503 `status: "unhealthy"` with `health_reason` when the worker
+        thread died or a step has hung (the worker watchdog)."""
+        status = engine_of(request).status()
+        body = {"status": "ok" if status.healthy else "unhealthy", **status.model_dump()}
+        return JSON(body, status_code=200 if status.healthy else 503)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> PlainTextResponse:

@@ -153,13 +153,23 @@ def render(engine: Engine, http_counts: Counter[tuple[str, int]]) -> str:
     out.metric(
         "memory_bytes",
         "gauge",
-        "MLX memory: active, peak, loaded models, budget.",
+        "MLX memory (active, peak) and the memory governor's budget and what it counts: "
+        "models, kv, prompt_cache, used.",
         [
             ({"kind": "active"}, memory["active_bytes"]),
             ({"kind": "peak"}, memory["peak_bytes"]),
             ({"kind": "models"}, memory["models_bytes"]),
+            ({"kind": "kv"}, memory["kv_bytes"]),
+            ({"kind": "prompt_cache"}, memory["prompt_cache_bytes"]),
+            ({"kind": "used"}, memory["used_bytes"]),
             ({"kind": "budget"}, memory["budget_bytes"]),
         ],
+    )
+    out.metric(
+        "healthy",
+        "gauge",
+        "1 while the worker thread is alive and no step has passed watchdog_step_s.",
+        [({}, int(status["healthy"]))],
     )
     out.metric(
         "model_loaded",
