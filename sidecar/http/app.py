@@ -120,7 +120,10 @@ def add_routes(app: FastAPI) -> None:
         request: Request, body: Annotated[ChatRequest, Depends(json_body(ChatRequest))]
     ) -> Any:
         engine = engine_of(request)
-        messages = [m.to_template() for m in body.messages]
+        try:
+            messages = [m.to_template() for m in body.messages]
+        except Exception as e:
+            raise errors.from_exception(e, param="messages") from e
         max_tokens = body.max_completion_tokens or body.max_tokens
         default = default_model(request, "chat")
         remote = await route(

@@ -81,8 +81,8 @@ class ChatParams(Params):
 async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     p = parse(ChatParams, params, ls.engine.settings.limits)
     model = p.model or ls.roles["chat"]
-    messages = [m.to_template() for m in p.messages]
     with rpc_errors():
+        messages = [m.to_template() for m in p.messages]
         remote = await ls.router.route(
             "chat", p.model, ls.roles["chat"], messages=messages, max_tokens=p.max_tokens
         )
