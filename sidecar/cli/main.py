@@ -21,9 +21,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from sidecar.cli import bench_cmd, generate_cmd, models_cmd, serve_cmd, stdio_cmd
+    from sidecar.cli import (
+        bench_cmd,
+        daemon_cmd,
+        generate_cmd,
+        models_cmd,
+        serve_cmd,
+        stdio_cmd,
+    )
 
     stdio_cmd.add_parser(sub)
+    daemon_cmd.add_parser(sub)
     serve_cmd.add_parser(sub)
     models_cmd.add_parser(sub)
     generate_cmd.add_parser(sub)

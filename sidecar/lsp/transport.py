@@ -251,3 +251,15 @@ async def serve_stdin(stdin: BinaryIO, protocol: JsonRPCProtocol, max_message_by
         pool.shutdown(wait=False, cancel_futures=True)
     if framer.pending():
         log.warning("end of input inside a frame (%d bytes)", framer.pending())
+
+
+async def serve_stream(
+    reader: asyncio.StreamReader, protocol: JsonRPCProtocol, max_message_bytes: int
+) -> None:
+    """`serve_stdin` for an asyncio stream (a daemon's socket connection)."""
+    framer = Framer(max_message_bytes)
+    while data := await reader.read(READ_CHUNK):
+        for item in framer.feed(data):
+            dispatch(protocol, item)
+    if framer.pending():
+        log.warning("end of input inside a frame (%d bytes)", framer.pending())
