@@ -31,9 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 async def serve(settings: Settings, http_port: int | None) -> int:
-    from sidecar.cli.http_port import OpenAIPort
     from sidecar.daemon.lock import try_lock
     from sidecar.daemon.paths import daemon_paths, ensure_private_dir
+
+    paths = daemon_paths(settings)
+    ensure_private_dir(paths.dir)
+    lock = try_lock(paths)
+    if lock is None:  # before the engine's imports: a second daemon exits at once
+        print(f"mlx-sidecar daemon: already running ({paths.socket})", file=sys.stderr)
+        return 0
+
+    from sidecar.cli.http_port import OpenAIPort
     from sidecar.daemon.server import Daemon
     from sidecar.engine.engine import Engine
     from sidecar.lsp.server import build_server
@@ -41,12 +49,6 @@ async def serve(settings: Settings, http_port: int | None) -> int:
     from sidecar.lsp.stdio import quiet_pygls
     from sidecar.roles import Roles
 
-    paths = daemon_paths(settings)
-    ensure_private_dir(paths.dir)
-    lock = try_lock(paths)
-    if lock is None:
-        print(f"mlx-sidecar daemon: already running ({paths.socket})", file=sys.stderr)
-        return 0
     quiet_pygls()
     engine = Engine(settings)
     port = OpenAIPort(engine, settings, Roles.from_settings(settings))
