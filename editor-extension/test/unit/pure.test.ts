@@ -9,10 +9,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as vscode from "vscode";
-import { commandFromSettings, ensureManagedVenv, findOnPath } from "../../src/sidecar-path";
+import { runtimeDir } from "../../src/daemon";
+import { commandFromSettings, daemonArgs, ensureManagedVenv, findOnPath } from "../../src/sidecar-path";
 import { summarize } from "../../src/status-bar";
 
 const launch = {
+  mode: "stdio" as const,
   serverPath: "",
   pythonPath: "",
   pipPackage: "mlx-sidecar",
@@ -33,6 +35,14 @@ test("serverPath wins over pythonPath; pythonPath runs the module", () => {
     source: "pythonPath",
   });
   assert.equal(commandFromSettings(launch), undefined);
+});
+
+test("the daemon is the same command with `daemon` for `stdio`; its runtime dir follows the sidecar's rule", () => {
+  const cmd = commandFromSettings({ ...launch, pythonPath: "/venv/bin/python", httpPort: 8080 })!;
+  assert.deepEqual(daemonArgs(cmd), ["-m", "sidecar", "daemon", "--http-port", "8080"]);
+  assert.equal(runtimeDir({ MLX_SIDECAR_DAEMON_RUNTIME_DIR: "/tmp/x" }), "/tmp/x");
+  assert.equal(runtimeDir({ XDG_RUNTIME_DIR: "/" }), "/mlx-sidecar");
+  assert.equal(runtimeDir({}), path.join(os.homedir(), ".cache", "mlx-sidecar", "run"));
 });
 
 test("findOnPath finds executables only on the given PATH", () => {
