@@ -72,11 +72,14 @@ async def attach(
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.cli.serve_cmd import run_loop
-    from sidecar.lsp.stdio import claim_stdout, quiet_pygls
+    from sidecar.lsp.stdout import claim_stdout
 
     port = args.http_port if args.http_port is not None else settings.http_port
     transport = claim_stdout()
-    quiet_pygls()
+    if not args.attach:  # the bridge imports neither pygls nor the engine: it stays small
+        from sidecar.lsp.stdio import quiet_pygls
+
+        quiet_pygls()
     code = 1
     main = attach if args.attach else serve
     try:

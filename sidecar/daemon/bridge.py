@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from sidecar.config import Settings
 from sidecar.daemon.client import connect_or_start
-from sidecar.lsp.transport import READ_CHUNK, Framer
+from sidecar.lsp.framing import READ_CHUNK, Framer  # no pygls: the bridge stays small
 
 log = logging.getLogger(__name__)
 DAEMON_GONE = -32001

@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from typing import BinaryIO
 
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter
 
 from sidecar.lsp.session import SidecarServer
+from sidecar.lsp.stdout import claim_stdout  # noqa: F401  (the stdio runner's first step)
 from sidecar.lsp.streams import run_session
 from sidecar.lsp.transport import serve_stdin
 
 log = logging.getLogger(__name__)
-
-
-def claim_stdout() -> BinaryIO:
-    """A private handle on the real stdout; fd 1 and sys.stdout now go to stderr."""
-    transport = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    sys.stdout = sys.stderr
-    return transport
 
 
 class ExpectedErrors(logging.Filter):
