@@ -9,12 +9,14 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar.config import Settings
-from sidecar.engine.engine import Engine
-from sidecar.http.security import InsecureBindError, check_bind, read_api_key
-from sidecar.http.server import serve_http
+
+# The engine and FastAPI load in the functions that use them: `stdio --attach` imports
+# `run_loop` from here and must stay small.
+if TYPE_CHECKING:
+    from sidecar.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ async def preload(engine: Engine, model_id: str) -> None:
 
 def api_key_of(args: argparse.Namespace, settings: Settings) -> str | None:
     """Flag, then environment; a key given directly wins over a key file."""
+    from sidecar.http.security import read_api_key
+
     return read_api_key(
         args.api_key or settings.api_key, args.api_key_file or settings.api_key_file
     )
@@ -69,6 +73,9 @@ def api_key_of(args: argparse.Namespace, settings: Settings) -> str | None:
 async def serve(
     args: argparse.Namespace, settings: Settings, host: str, port: int, api_key: str | None
 ) -> int:
+    from sidecar.engine.engine import Engine
+    from sidecar.http.server import serve_http
+
     async with Engine(settings) as engine:
         try:
             server = await serve_http(
@@ -101,6 +108,8 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.http.security import InsecureBindError, check_bind
+
     host = args.host or settings.http_host
     port = args.port if args.port is not None else (settings.http_port or 8080)
     try:
