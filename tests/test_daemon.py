@@ -299,3 +299,31 @@ async def test_one_openai_port_for_every_window(env: dict[str, str], runtime_dir
     finally:
         await leave(first)
         await leave(second)
+
+
+async def test_a_window_that_vanishes_frees_its_work_for_the_others(
+    env: dict[str, str], runtime_dir: Path
+) -> None:
+    gone = await attach(env)
+    stays = await attach(env)
+    try:
+        deltas: list[Any] = gone.deltas  # type: ignore[attr-defined]
+        reply = asyncio.ensure_future(chat(gone, "Count to fifty.", 400, stream_token="s"))
+        await until(lambda: len(deltas) > 0, timeout=120)
+        before = await call(stays, "mlx/status")
+        assert before.running == 1  # the other window's chat
+        cancelled = getattr(before.requests, "cancelled", 0)
+        assert gone._server is not None
+        gone._server.kill()  # the window dies: no shutdown, no exit, no cancel
+        reply.cancel()  # nobody waits for that answer any more
+
+        async def freed() -> bool:
+            return (await call(stays, "mlx/status")).running == 0
+
+        await until(freed, timeout=30)  # its stream was cancelled, not run to 400 tokens
+        after = await call(stays, "mlx/status")
+        assert getattr(after.requests, "cancelled", 0) == cancelled + 1
+        assert (await chat(stays)).text is not None
+    finally:
+        await gone.stop()
+        await leave(stays)

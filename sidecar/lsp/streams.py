@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 from sidecar.lsp.lifecycle import ClientLogHandler
 from sidecar.lsp.session import SidecarServer
 from sidecar.lsp.transport import serve_stream
 
 log = logging.getLogger(__name__)
+END_TIMEOUT_S = 5.0
 
 
 class StreamWriter:
@@ -70,12 +71,12 @@ async def end_session(server: SidecarServer) -> None:
     server.protocol._request_futures.clear()
     for future in pending:
         future.cancel()
-    for future in pending:
-        if isinstance(future, asyncio.Future):
-            with contextlib.suppress(BaseException):
-                await future
+    # pygls types them as concurrent futures; the async handlers' are asyncio ones.
+    waiting = [cast("asyncio.Future[Any]", f) for f in pending if isinstance(f, asyncio.Future)]
+    if waiting:  # bounded: a handler that ignores its cancellation must not hold the lease
+        await asyncio.wait(waiting, timeout=END_TIMEOUT_S)
     with contextlib.suppress(Exception):
-        await server.completions.close()
+        await asyncio.wait_for(server.completions.close(), END_TIMEOUT_S)
 
 
 async def serve_connection(
