@@ -23,7 +23,7 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar.benchmarks.soak import rss_of
-from sidecar.models.defaults import CHAT_MODEL
+from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
 from tests.helpers.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -83,6 +83,9 @@ async def attach(env: dict[str, str]) -> LanguageClient:
     deltas: list[Any] = []
     client.deltas = deltas  # type: ignore[attr-defined]
     client.feature("mlx/chat/delta")(lambda params: deltas.append(params))
+    changes: list[Any] = []
+    client.changes = changes  # type: ignore[attr-defined]
+    client.feature("mlx/models/changed")(lambda params: changes.append(params))
     await asyncio.wait_for(
         client.initialize_session(
             types.InitializeParams(
@@ -168,6 +171,11 @@ async def test_two_windows_share_one_daemon_and_one_model(
             f"(+{(rss_two - rss_one) / MIB:.1f} MiB); model {model_bytes / MIB:.0f} MiB"
         )
         assert rss_two - rss_one < model_bytes / 2
+
+        # What changes the shared engine is told to every window.
+        await call(first, "mlx/models/load", {"model": EMBEDDING_MODEL})
+        changes: list[Any] = second.changes  # type: ignore[attr-defined]
+        await until(lambda: any(c.reason == "loaded" for c in changes), timeout=30)
 
         # Sessions are separate: the first one's documents are not the second's.
         status = await call(first, "mlx/status")

@@ -27,6 +27,7 @@ class Daemon:
         self.make_session = make_session
         self.grace_s = grace_s
         self.leases = 0
+        self.sessions: list[SidecarServer] = []
         self.sessions_served = 0
         self.done = asyncio.Event()
         self._grace: asyncio.TimerHandle | None = None
@@ -95,9 +96,13 @@ class Daemon:
         if self._grace is not None:
             self._grace.cancel()
         log.info("client attached (%d now)", self.leases)
+        session = self.make_session()
+        session.peers = lambda: list(self.sessions)
+        self.sessions.append(session)
         try:
-            await serve_connection(self.make_session(), reader, writer)
+            await serve_connection(session, reader, writer)
         finally:
+            self.sessions.remove(session)
             self.leases -= 1
             log.info("client left (%d now)", self.leases)
             if self.leases == 0:
