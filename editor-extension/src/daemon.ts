@@ -75,7 +75,14 @@ export function connectDaemon(dir: string): Promise<DaemonConnection> {
 /** Starts the daemon detached (it outlives this window), its output in the runtime dir's log. */
 export function startDaemon(command: string, args: string[], env: NodeJS.ProcessEnv, dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const log = fs.openSync(path.join(dir, "daemon.log"), "a", 0o600);
+  const logPath = path.join(dir, "daemon.log");
+  try {
+    // Past 1 MiB the log becomes daemon.log.1, as the Python client does (sidecar/daemon/paths.py).
+    if (fs.statSync(logPath).size > 1 << 20) fs.renameSync(logPath, `${logPath}.1`);
+  } catch {
+    // no log yet
+  }
+  const log = fs.openSync(logPath, "a", 0o600);
   try {
     spawn(command, args, { detached: true, stdio: ["ignore", log, log], env }).unref();
   } finally {

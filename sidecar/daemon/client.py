@@ -13,7 +13,13 @@ import time
 from sidecar.config import Settings
 from sidecar.daemon import auth
 from sidecar.daemon.lock import holder_running
-from sidecar.daemon.paths import DaemonError, DaemonPaths, daemon_paths, ensure_private_dir
+from sidecar.daemon.paths import (
+    DaemonError,
+    DaemonPaths,
+    daemon_paths,
+    ensure_private_dir,
+    rotate_log,
+)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
@@ -45,10 +51,12 @@ def daemon_command(settings: Settings, http_port: int | None) -> list[str]:
 def spawn_daemon(settings: Settings, paths: DaemonPaths, http_port: int | None) -> None:
     """Start `mlx-sidecar daemon` in its own session, its output in the runtime dir's log."""
     ensure_private_dir(paths.dir)
+    rotate_log(paths.log)
     env = dict(os.environ)
     if settings.daemon_runtime_dir is not None:
         env["MLX_SIDECAR_DAEMON_RUNTIME_DIR"] = str(settings.daemon_runtime_dir)
-    with open(paths.log, "ab") as out:
+    fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as out:
         subprocess.Popen(
             daemon_command(settings, http_port),
             stdin=subprocess.DEVNULL,

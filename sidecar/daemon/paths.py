@@ -77,6 +77,18 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+LOG_KEEP_BYTES = 1 << 20
+
+
+def rotate_log(path: Path) -> None:
+    """Keep the daemon's log small: past 1 MiB it becomes `<log>.1` (the one before is dropped)."""
+    try:
+        if path.stat().st_size > LOG_KEEP_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+
+
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` (0600) atomically: a reader sees the old file or the new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
