@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from sidecar.limits import Limits
+from sidecar.upstreams.settings import FallbackSettings, UpstreamSettings
 
 # The one sampling temperature for a request that names none, on JSON-RPC (`mlx/chat`), HTTP and
 # in the editor (which sends none unless the user sets one). Greedy: an editor wants the same
@@ -23,12 +33,51 @@ def default_models_dir() -> Path:
 
 def default_memory_budget() -> int:
     try:
-        import os
-
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         total = 8 << 30
     return int(total * 0.5)
+
+
+# -- configuration file, usage ledger, tracing (issue 13 part A) -------------------------------
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+# The TOML file `Settings` reads, set only while `sidecar.config_file.load_settings` builds one:
+# a plain `Settings()` (tests, library use) reads the environment and defaults, never a file
+# in the user's home.
+CONFIG_FILE: ContextVar[Path | None] = ContextVar("mlx_sidecar_config_file", default=None)
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mlx-sidecar"
+
+
+def default_usage_db() -> Path:
+    return default_state_dir() / "usage.sqlite3"
+
+
+class Price(BaseModel):
+    """Dollars (or any currency) per million tokens, `[prices."MODEL"]` or `[prices.UPSTREAM]`."""
+
+    model_config = {"extra": "forbid"}
+
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+
+
+def split_list(value: Any) -> Any:
+    """A list from the environment: JSON (`["a", "b"]`) or comma-separated (`a,b`)."""
+    if isinstance(value, str):
+        import json
+
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# -----------------------------------------------------------------------------------------------
 
 
 class Settings(BaseSettings):
@@ -71,6 +120,51 @@ class Settings(BaseSettings):
     daemon_runtime_dir: Path | None = None
     daemon_grace_s: float = Field(default=60.0, ge=0)
     daemon_start_timeout_s: float = Field(default=60.0, gt=0)  # an attaching client waits this long
+    # -- memory governor and worker watchdog (issue 12) --
+    # (the budget itself, `memory_budget_bytes`, covers weights + running KV + prompt caches)
+    # A worker step (or call) running longer than this marks the engine unhealthy: /health 503.
+    watchdog_step_s: float = Field(default=120.0, gt=0)
+    # Remote upstreams and fallback (issue 13, sidecar/upstreams/): OpenAI-compatible endpoints
+    # by name, whose models are "NAME/MODEL", and per role the upstream model that serves what
+    # the local engine cannot (env: MLX_SIDECAR_UPSTREAMS__TEAM__BASE_URL=...).
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    fallback: FallbackSettings = Field(default_factory=FallbackSettings)
+
+    # -- configuration file, usage ledger, tracing (issue 13 part A) -----------------------------
+    log_level: LogLevel = "warning"  # stderr; the editor's `logLevel` passes --log-level
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)  # OpenAI port
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)  # Host headers
+    usage: bool = True  # record requests, tokens, errors, latency and cost in `usage_db`
+    usage_db: Path = Field(default_factory=default_usage_db)
+    prices: dict[str, Price] = Field(default_factory=dict)  # by model id or upstream name
+    tracing: Literal["off", "otlp", "logfire"] = "off"  # OpenTelemetry spans (sidecar/tracing.py)
+    tracing_endpoint: str | None = None  # OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
+    tracing_include_prompts: bool = False  # prompt text in spans only when this is true
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """CLI flags (init arguments) > environment > configuration file > defaults."""
+        path = CONFIG_FILE.get()
+        if path is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
 
 
 def on_macos() -> bool:

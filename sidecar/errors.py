@@ -66,9 +66,33 @@ class GenerationFailed(SidecarError):
     kind = ErrorKind.INTERNAL
 
 
-def result_error(result: Result) -> GenerationFailed | None:
+class OverMemoryBudget(InvalidRequest):
+    """A request whose KV cache would not fit the memory budget even with nothing else running
+    (see sidecar/engine/memory.py): fewer max_tokens or a shorter prompt fits."""
+
+    code = "insufficient_memory"
+    param = "max_tokens"
+
+
+class OutOfMemory(Unavailable):
+    """MLX ran out of memory in a step: its requests failed, the engine serves on."""
+
+    code = "out_of_memory"
+
+
+RESULT_ERRORS: dict[str | None, type[SidecarError]] = {
+    OverMemoryBudget.code: OverMemoryBudget,
+    OutOfMemory.code: OutOfMemory,
+}
+
+
+def result_error(result: Result) -> SidecarError | None:
     """The rule for a Result that ended in error, in one place: the error to answer it with, so
     each edge raises it like any other failure (None for any other finish)."""
-    if result.finish_reason == "error":
-        return GenerationFailed(f"generation failed: {result.error or 'unknown error'}")
-    return None
+    if result.finish_reason != "error":
+        return None
+    message = result.error or "unknown error"
+    known = RESULT_ERRORS.get(result.error_code)
+    if known is not None:
+        return known(message)
+    return GenerationFailed(f"generation failed: {message}")

@@ -4,6 +4,7 @@ thread of a command, a pool thread that imported a model, a child process that c
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 
 def clear_thread_streams() -> None:
@@ -17,3 +18,37 @@ def clear_thread_streams() -> None:
     clear = getattr(mx, "clear_streams", None)
     if clear is not None:
         clear()
+
+
+def release_memory() -> None:
+    """Give freed memory back to the OS: MLX's buffer cache, then glibc's heap. MLX frees a
+    model's buffers, but glibc keeps most of them in its heap (its mmap threshold rises past
+    the first large free), so the process's RSS stayed ~450 MiB up after unloading SmolLM2
+    (measured); `malloc_trim(0)` returns them. No-op off glibc (macOS returns pages itself)."""
+    import gc
+
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim() -> Any:
+    global _TRIM
+    if _TRIM is False:
+        import ctypes
+        import ctypes.util
+
+        _TRIM = None
+        if sys.platform.startswith("linux"):
+            try:
+                _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            except (OSError, AttributeError):  # musl has no malloc_trim
+                _TRIM = None
+    return _TRIM
+
+
+_TRIM: Any = False  # not looked up yet

@@ -139,11 +139,42 @@ class CompletionSessionStats(Wire):
     ring_chunks: int
 
 
+class RemoteModel(Wire):
+    """A model an upstream lists (`/v1/models` of the upstream), named `UPSTREAM/MODEL` here."""
+
+    id: str  # "UPSTREAM/MODEL": the id to send
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str  # the upstream's name
+    upstream: str
+    model: str  # the upstream's own id
+
+
+class UpstreamStatus(Wire):
+    """One configured upstream: where it is and how it fares; never its key."""
+
+    name: str
+    base_url: str
+    key_source: Literal["editor", "env", "keyring", "none"]
+    breaker: Literal["closed", "open", "half_open"]
+    consecutive_failures: int
+    in_flight: int
+    models: int  # listed at the last successful listing
+    error: str | None  # the last listing's error
+
+
+class UpstreamsResult(Wire):
+    """`mlx/upstreams/add|setKey|list`: every upstream's status."""
+
+    upstreams: list[UpstreamStatus]
+
+
 class ModelList(Wire):
     """`mlx/models/list`."""
 
     models: list[ModelEntry]
     roles: RoleModels
+    remote: list[RemoteModel] = []  # upstreams' models, "UPSTREAM/MODEL" (grouped by upstream)
 
 
 class LoadedModelStatus(Wire):
@@ -185,11 +216,19 @@ class DeleteResult(Wire):
 
 
 class Memory(Wire):
+    """MLX's own figures (active, buffer cache, peak) and the memory governor's budget, which
+    covers the models' weights, the running sequences' KV and the prompt caches (`used`)."""
+
     active_bytes: int
     cache_bytes: int
     peak_bytes: int
     budget_bytes: int
-    models_bytes: int
+    models_bytes: int  # weights of the loaded models (measured at load)
+    kv_bytes: int  # KV reserved for running sequences (prompt + max_tokens each)
+    prompt_cache_bytes: int  # KV kept for reuse (evicted first when memory is short)
+    used_bytes: int  # models + kv + prompt cache: what the budget counts
+    refused_requests: int  # requests whose KV could not fit the budget even alone
+    evicted_prompt_cache_bytes: int  # prompt cache evicted to admit requests
 
 
 class RunnerStatus(Wire):
@@ -230,9 +269,30 @@ class DraftTokens(Wire):
     accepted: int
 
 
-class EngineStatus(Wire):
-    """`Engine.status()`: `/health` adds `status: "ok"`, `mlx/status` the editor's state."""
+class ModelUsage(Wire):
+    """The usage ledger's totals for one model (local, or `UPSTREAM/MODEL`), all days, as
+    `mlx/status`, `/health` and `mlx-sidecar usage --json` report them (sidecar/usage/store.py)."""
 
+    model: str
+    upstream: str | None  # None: the local engine
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_sum_s: float
+    latency_count: int
+    latency_mean_s: float | None
+    cost: float | None  # from `[prices]` per million tokens; None: no price configured
+
+
+class EngineStatus(Wire):
+    """`Engine.status()`: `/health` adds `status` ("ok"; "unhealthy" with HTTP 503), `mlx/status`
+    the editor's state."""
+
+    # False when the worker thread died or a step has run past `watchdog_step_s`; the editor
+    # restarts the sidecar then. `health_reason` says why (None when healthy).
+    healthy: bool
+    health_reason: str | None
     loaded: list[LoadedModelStatus]
     memory: Memory
     device: str
@@ -253,6 +313,7 @@ class EngineStatus(Wire):
     completion_tokens: int
     prompt_tokens: int
     uptime_s: float
+    usage: list[ModelUsage]  # the usage ledger; empty when none is kept
 
 
 # -- chat and embeddings -------------------------------------------------------------------------
@@ -267,6 +328,8 @@ class ChatResult(Wire):
     usage: Usage
     time_to_first_token_s: float | None
     tokens_per_s: float | None
+    served_by: str | None = None  # the upstream that answered; None: the local engine
+    fallback_reason: str | None = None  # why an upstream served a local request
 
 
 class EmbedResult(Wire):
@@ -275,6 +338,7 @@ class EmbedResult(Wire):
     data: list[list[float]]
     model: str
     usage: Usage
+    served_by: str | None = None  # the upstream that answered; None: the local engine
 
 
 # -- notifications -------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ SENT: list[Any] = [
     wire.ChatDelta,
     wire.ModelsChanged,
     SearchResults,
+    wire.UpstreamsResult,
 ]
 # What the extension sends: fields with a default may be left out.
 RECEIVED: list[type[BaseModel]] = [ChatParams]

@@ -5,6 +5,7 @@ session holding them, so the slow CPU model loads happen once."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from sidecar.engine.engine import Engine
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
 
 REPO = Path(__file__).resolve().parent.parent
+# The usage ledger (and any other state) of the tests' sidecars, in-process and subprocesses,
+# goes to a directory of this run, not the user's ~/.local/state.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="mlx-sidecar-test-state-")
 
 
 @pytest.fixture(scope="session")

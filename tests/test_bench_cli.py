@@ -41,3 +41,24 @@ def test_unknown_suite_and_missing_session_are_clear_errors(
     )
     assert missing.returncode == 2
     assert "typing session not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_structured_suite_compares_constrained_with_free_decoding(models_dir: Path) -> None:
+    out = cli(
+        models_dir,
+        "bench",
+        "--suite",
+        "structured",
+        "--structured-concurrency",
+        "1,2",
+        "--max-tokens",
+        "4",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| streams | free tok/s | constrained tok/s | ratio (wall) |" in out.stdout
+    rows = json.loads(out.stdout[out.stdout.index("\n{") :])["structured"]["rows"]
+    assert [r["streams"] for r in rows] == [1, 2]
+    assert all(r["cpu_ratio"] > 0 and r["mask_us_per_token"] > 0 for r in rows)
+    assert rows[0]["fewest_tokens"] == 4  # the schema outlasts the budget: equal work per mode
+    assert "mixed_cpu_ratio" in rows[1]

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from sidecar.engine.requests import EngineError, PromptTooLongError, Result, WrongModelKindError
-from sidecar.errors import ErrorKind, GenerationFailed, SidecarError, result_error
+from sidecar.errors import (
+    ErrorKind,
+    GenerationFailed,
+    OutOfMemory,
+    OverMemoryBudget,
+    SidecarError,
+    result_error,
+)
 from sidecar.http.errors import STATUS, from_exception
 from sidecar.lsp.errors import CODES, rpc_errors
 from sidecar.models.defaults import DefaultModelsMissing
@@ -28,6 +35,8 @@ CASES = [  # error, HTTP status, HTTP code, HTTP param, JSON-RPC code
     (DownloadCancelledError("cancelled"), 503, "cancelled", "prompt", -32800),
     (ModelLoadError("bad weights"), 500, "model_load_failed", "model", -32603),
     (GenerationFailed("generation failed: boom"), 500, None, "prompt", -32603),
+    (OverMemoryBudget("KV needs 45 MiB"), 400, "insufficient_memory", "max_tokens", -32602),
+    (OutOfMemory("out of memory during generation"), 503, "out_of_memory", "prompt", -32001),
 ]
 
 
@@ -63,3 +72,16 @@ def test_a_result_that_ended_in_error_is_an_error_everywhere() -> None:
     assert str(failed) == "generation failed: the sampler broke"
     assert from_exception(failed).status == 500
     assert all(result_error(result(r)) is None for r in ("stop", "length", "cancelled"))
+
+
+def test_a_result_refused_or_out_of_memory_keeps_its_code() -> None:
+    """The memory governor's refusal and an MLX allocation failure reach both edges as their
+    own errors (400 insufficient_memory, 503 out_of_memory), not as a generic 500."""
+    for code, kind, status in (
+        ("insufficient_memory", OverMemoryBudget, 400),
+        ("out_of_memory", OutOfMemory, 503),
+    ):
+        result = Result("r", "m", "", "error", 1, 0, None, None, error="why", error_code=code)
+        failed = result_error(result)
+        assert isinstance(failed, kind) and str(failed) == "why"
+        assert from_exception(failed).status == status

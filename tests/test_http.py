@@ -245,7 +245,7 @@ def test_errors_raise_the_sdks_exception_classes(server: Server) -> None:
     bad: list[dict[str, Any]] = [
         dict(n=2),
         dict(max_tokens=-1),
-        dict(response_format={"type": "json_object"}),
+        dict(response_format={"type": "xml"}),
         dict(messages=[]),
         dict(temperature=5),
         dict(messages=[{"role": "wizard", "content": "hi"}]),
@@ -255,9 +255,14 @@ def test_errors_raise_the_sdks_exception_classes(server: Server) -> None:
         with pytest.raises(openai.BadRequestError) as info:
             client.chat.completions.create(**kw)
         assert info.value.body is not None, extra
-    with pytest.raises(openai.BadRequestError, match="not supported") as info:
+    with pytest.raises(openai.BadRequestError, match="Invalid type: wizard") as info:
         client.chat.completions.create(
-            model=CHAT_MODEL, messages=QUESTION, response_format={"type": "json_object"}
+            model=CHAT_MODEL,
+            messages=QUESTION,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "wizard"}},
+            },
         )
     assert info.value.param == "response_format"
 

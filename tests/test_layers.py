@@ -18,6 +18,7 @@ FORBIDDEN = {
     "models": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "completion": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "daemon": ("sidecar.http", "sidecar.cli", "sidecar.engine"),  # the CLI composes the port
+    "upstreams": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
 }
 
 

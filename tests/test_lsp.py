@@ -4,6 +4,7 @@ default models. One server per module: the model loads happen once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -202,6 +203,35 @@ async def test_chat_deltas_concatenate_to_the_reply(client: LanguageClient) -> N
     assert result.finish_reason in ("stop", "length")
     assert result.model == CHAT_MODEL
     assert result.usage.completion_tokens >= 1
+
+
+async def test_chat_takes_a_response_format(client: LanguageClient) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+        "required": ["answer", "sure"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+    result = await call(
+        client,
+        "mlx/chat",
+        {
+            "messages": [{"role": "user", "content": "Is water wet?"}],
+            "max_tokens": 24,
+            "response_format": fmt,
+        },
+    )
+    reply = json.loads(result.text)
+    assert reply["answer"] in ("yes", "no") and isinstance(reply["sure"], bool)
+    assert result.finish_reason == "stop"
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "wizard"}}}
+    error = await rpc_error(
+        client,
+        "mlx/chat",
+        {"messages": [{"role": "user", "content": "hi"}], "response_format": bad},
+    )
+    assert error.code == -32602 and "response_format" in error.message
 
 
 async def test_cancelled_chat_returns_32800_and_frees_its_slot(client: LanguageClient) -> None:

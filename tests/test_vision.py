@@ -18,7 +18,9 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, EngineError, GenerateRequest, Result
 from sidecar.engine.vision_runner import VisionRunner, message_images
+from sidecar.errors import OverMemoryBudget, result_error
 from sidecar.models.defaults import CHAT_MODEL
+from sidecar.models.pool import estimate_bytes
 from sidecar.models.store import ModelStore
 from tests.tiny_vlm import TINY_VLM_ID, make_tiny_vlm
 
@@ -371,3 +373,24 @@ async def test_text_batch_keeps_decoding_while_a_vision_answer_streams(
     first_vision, last_vision = order.index("vision"), len(order) - 1 - order[::-1].index("vision")
     assert any(n.startswith("text") for n in order[first_vision:last_vision])
     assert vlm_engine.status()["max_batch_seen"] >= 2
+
+
+async def test_a_vision_request_over_the_memory_budget_fails_alone(vlm_store: Path) -> None:
+    """Vision requests' KV counts against the budget too (sidecar/engine/memory.py): with 512 KiB
+    left beside the weights (1,024 tokens of this model's KV), asking for 3,000 tokens is refused
+    with insufficient_memory, and a short answer still runs."""
+    probe = Engine(Settings(models_dir=vlm_store, use_hf_cache=False))
+    weights = estimate_bytes(probe.store.info(TINY_VLM_ID))
+    settings = Settings(
+        models_dir=vlm_store,
+        use_hf_cache=False,
+        idle_ttl_s=0,
+        memory_budget_bytes=weights + (512 << 10),
+    )
+    async with Engine(settings) as eng:
+        await eng.load(TINY_VLM_ID)
+        big = await eng.complete(await image_request(eng, RED_PNG, max_tokens=3000))
+        assert big.finish_reason == "error" and big.error_code == "insufficient_memory"
+        assert isinstance(result_error(big), OverMemoryBudget)
+        small = await eng.complete(await image_request(eng, RED_PNG, max_tokens=3))
+        assert small.finish_reason in ("length", "stop") and small.completion_tokens >= 1

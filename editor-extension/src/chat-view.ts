@@ -2,8 +2,7 @@
 // the webview (media/chat.js) only renders and sends user actions.
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
-import { listModels } from "./commands";
-import { type ChatMessage, type ChatParams, type ChatResult, METHODS } from "./protocol";
+import { type ChatMessage, type ChatParams, type ChatResult, METHODS, type ModelList } from "./protocol";
 import { setModelForRole, sidecarOptions } from "./settings";
 
 interface ContextItem {
@@ -119,9 +118,12 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private async sendModels(): Promise<void> {
     if (!this.view || this.sidecar.state !== "running") return;
     try {
-      const models = (await listModels(this.sidecar)).filter((m) => m.kind !== "embedding");
-      const current = sidecarOptions().models.chat ?? models.find((m) => m.roles.includes("chat"))?.id ?? "";
-      this.post({ type: "models", models: models.map((m) => m.id), current });
+      const list = await this.sidecar.request<ModelList>(METHODS.list, {});
+      const local = list.models.filter((m) => m.kind !== "embedding");
+      const current = sidecarOptions().models.chat ?? local.find((m) => m.roles.includes("chat"))?.id ?? "";
+      // Remote models ("UPSTREAM/MODEL") after the local ones, grouped by upstream.
+      const remote = (list.remote ?? []).map((m) => m.id);
+      this.post({ type: "models", models: [...local.map((m) => m.id), ...remote], current });
     } catch {
       // the picker keeps what it had
     }
@@ -248,6 +250,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         cts.token,
       );
       this.messages.push({ role: "assistant", content: result.text });
+      this.sidecar.noteReply(result.served_by, result.fallback_reason);
       this.post({
         type: "done",
         text: result.text,

@@ -17,6 +17,12 @@ import { connectOrStart, killDaemon, runtimeDir, socketPath } from "./daemon";
 import { daemonArgs, resolveSidecar, type SidecarCommand, sidecarEnv } from "./sidecar-path";
 import { launchSettings, SECTION, sidecarOptions } from "./settings";
 
+/** Who answered the last reply: an upstream's name (and why a local request went there). */
+export interface ServedBy {
+  upstream: string | null;
+  fallbackReason: string | null;
+}
+
 export type SidecarState = "starting" | "running" | "restarting" | "stopped" | "failed";
 
 /** Backoff before restart n (1-based): 1 s, 2 s, 4 s, … capped at 30 s. */
@@ -64,6 +70,9 @@ export class SidecarClient implements vscode.Disposable {
   readonly onChatDelta = this.deltaEmitter.event;
   private readonly modelsEmitter = new vscode.EventEmitter<ModelsChanged>();
   readonly onModelsChanged = this.modelsEmitter.event;
+  private readonly servedEmitter = new vscode.EventEmitter<ServedBy>();
+  /** Fires after each chat reply: which upstream served it (none: the local engine). */
+  readonly onReplyServed = this.servedEmitter.event;
   private readonly busyEmitter = new vscode.EventEmitter<boolean>();
   /** Fires true when the first request starts and false when the last one ends. */
   readonly onBusy = this.busyEmitter.event;
@@ -266,6 +275,10 @@ export class SidecarClient implements vscode.Disposable {
     return WORK_METHODS.has(method) ? this.tracked(send) : send();
   }
 
+  noteReply(upstream: string | null | undefined, fallbackReason?: string | null): void {
+    this.servedEmitter.fire({ upstream: upstream ?? null, fallbackReason: fallbackReason ?? null });
+  }
+
   /** The underlying client (for $/progress subscriptions). */
   get languageClient(): LanguageClient | undefined {
     return this.client;
@@ -277,5 +290,6 @@ export class SidecarClient implements vscode.Disposable {
     this.deltaEmitter.dispose();
     this.modelsEmitter.dispose();
     this.busyEmitter.dispose();
+    this.servedEmitter.dispose();
   }
 }

@@ -9,6 +9,7 @@ import {
   METHODS,
   type ModelEntry,
   type ModelList,
+  type RemoteModel,
   type SearchResults,
 } from "./protocol";
 import { type Role, setModelForRole } from "./settings";
@@ -37,6 +38,23 @@ export function modelItem(
     description: bits.filter(Boolean).join(" · "),
     detail: m.roles.length ? `selected for ${m.roles.join(", ")}` : undefined,
   };
+}
+
+type PickItem = vscode.QuickPickItem & { id: string };
+
+/** A picker's items for `role`: the local models of the right kind, then each upstream's models
+ * under a separator named for the upstream (in the order the sidecar lists them). Inline
+ * completion runs on local models only. */
+export function pickerItems(list: Pick<ModelList, "models" | "remote">, role: Role): PickItem[] {
+  const items = list.models.filter((m) => ROLE_KINDS[role].includes(m.kind)).map(modelItem);
+  if (role === "completion") return items;
+  const byUpstream = new Map<string, RemoteModel[]>();
+  for (const m of list.remote ?? []) byUpstream.set(m.upstream, [...(byUpstream.get(m.upstream) ?? []), m]);
+  for (const [upstream, models] of byUpstream) {
+    items.push({ id: "", label: upstream, kind: vscode.QuickPickItemKind.Separator });
+    for (const m of models) items.push({ id: m.id, label: m.id, description: `remote · ${upstream}` });
+  }
+  return items;
 }
 
 export function hubItem(
@@ -139,19 +157,21 @@ async function pickRole(): Promise<Role | undefined> {
 async function switchModel(sidecar: SidecarClient, role?: Role): Promise<void> {
   role ??= await pickRole();
   if (!role) return;
-  let models: ModelEntry[];
+  let items: PickItem[];
   try {
-    models = (await listModels(sidecar)).filter((m) => ROLE_KINDS[role].includes(m.kind));
+    items = pickerItems(await sidecar.request<ModelList>(METHODS.list, {}), role);
   } catch (e) {
     void vscode.window.showErrorMessage(`MLX: could not list models: ${errorText(e)}`);
     return;
   }
-  if (models.length === 0) {
-    void vscode.window.showInformationMessage(`MLX: no ${role} model installed. Use "MLX: Download Model…".`);
+  if (!items.some((i) => i.id)) {
+    void vscode.window.showInformationMessage(
+      `MLX: no ${role} model installed. Use "MLX: Download Model…" or "MLX: Add Remote Endpoint…".`,
+    );
     return;
   }
-  const picked = await vscode.window.showQuickPick(models.map(modelItem), { title: `MLX: ${role} model` });
-  if (!picked) return;
+  const picked = await vscode.window.showQuickPick(items, { title: `MLX: ${role} model` });
+  if (!picked?.id) return;
   await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `Loading ${picked.id} for ${role}…` },
     async () => {
@@ -209,6 +229,17 @@ export function statusMarkdown(
     lines.push("", "## Models", "", "| id | kind | size | loaded |", "|---|---|---|---|");
     for (const m of models)
       lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
+  }
+  if (status?.upstreams?.length) {
+    lines.push(
+      "",
+      "## Remote upstreams",
+      "",
+      "| name | base URL | key from | breaker | listed |",
+      "|---|---|---|---|---|",
+    );
+    for (const u of status.upstreams)
+      lines.push(`| ${u.name} | ${u.base_url} | ${u.key_source} | ${u.breaker} | ${u.error ?? `${u.models} models`} |`);
   }
   if (status) lines.push("", "## Engine", "", "```json", JSON.stringify(status, null, 2), "```");
   return lines.join("\n") + "\n";

@@ -5,6 +5,7 @@ import { ChatViewProvider } from "./chat-view";
 import { registerCommands } from "./commands";
 import { RESTART_KEYS, SECTION } from "./settings";
 import { StatusBar } from "./status-bar";
+import { Upstreams } from "./upstreams";
 
 let sidecar: SidecarClient | undefined;
 
@@ -23,6 +24,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<MlxSid
     sidecar,
     chat,
     new StatusBar(sidecar),
+    new Upstreams(context, sidecar),
     vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, {
       webviewOptions: { retainContextWhenHidden: true },
     }),

@@ -28,6 +28,7 @@ export interface ChatParams {
   seed?: number | null;
   stop?: string[] | string | null;
   stream_token?: string | number | null;
+  response_format?: ResponseFormat | null;
 }
 
 /** `mlx/chat`. */
@@ -38,6 +39,8 @@ export interface ChatResult {
   usage: Usage;
   time_to_first_token_s: number | null;
   tokens_per_s: number | null;
+  served_by: string | null;
+  fallback_reason: string | null;
 }
 
 export interface CompletionOptions {
@@ -90,6 +93,8 @@ export interface DraftTokens {
 
 /** `mlx/status`: the engine's state, and the editor's roles, options and open documents. */
 export interface EditorStatus {
+  healthy: boolean;
+  health_reason: string | null;
   loaded: LoadedModelStatus[];
   memory: Memory;
   device: string;
@@ -110,11 +115,13 @@ export interface EditorStatus {
   completion_tokens: number;
   prompt_tokens: number;
   uptime_s: number;
+  usage: ModelUsage[];
   http_url: string | null;
   roles: RoleModels;
   completion: CompletionOptions;
   completion_session: CompletionSessionStats;
   open_documents: number;
+  upstreams: UpstreamStatus[];
 }
 
 /** `mlx/embed`: one vector per input, in order. */
@@ -122,6 +129,7 @@ export interface EmbedResult {
   data: number[][];
   model: string;
   usage: Usage;
+  served_by: string | null;
 }
 
 export interface HubModel {
@@ -147,12 +155,21 @@ export interface LoadedModelStatus {
   busy: boolean;
 }
 
+/**
+ * MLX's own figures (active, buffer cache, peak) and the memory governor's budget, which covers
+ * the models' weights, the running sequences' KV and the prompt caches (`used`).
+ */
 export interface Memory {
   active_bytes: number;
   cache_bytes: number;
   peak_bytes: number;
   budget_bytes: number;
   models_bytes: number;
+  kv_bytes: number;
+  prompt_cache_bytes: number;
+  used_bytes: number;
+  refused_requests: number;
+  evicted_prompt_cache_bytes: number;
 }
 
 /**
@@ -179,6 +196,24 @@ export interface ModelEntry {
 export interface ModelList {
   models: ModelEntry[];
   roles: RoleModels;
+  remote: RemoteModel[];
+}
+
+/**
+ * The usage ledger's totals for one model (local, or `UPSTREAM/MODEL`), all days, as `mlx/status`,
+ * `/health` and `mlx-sidecar usage --json` report them (sidecar/usage/store.py).
+ */
+export interface ModelUsage {
+  model: string;
+  upstream: string | null;
+  requests: number;
+  errors: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  latency_sum_s: number;
+  latency_count: number;
+  latency_mean_s: number | null;
+  cost: number | null;
 }
 
 /** `mlx/models/changed`: the local models after a download, delete, load, unload or select. */
@@ -193,6 +228,25 @@ export interface QueueWait {
   count: number;
   sum_s: number;
   recent_max_s: number | null;
+}
+
+/** A model an upstream lists (`/v1/models` of the upstream), named `UPSTREAM/MODEL` here. */
+export interface RemoteModel {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: string;
+  upstream: string;
+  model: string;
+}
+
+/**
+ * What the reply must be: `text`, any `json_object`, or JSON valid against `json_schema.schema`
+ * (`json_schema`: `{name, schema, strict?, description?}`).
+ */
+export interface ResponseFormat {
+  type?: "text" | "json_object" | "json_schema";
+  json_schema?: Record<string, unknown> | null;
 }
 
 /** The model serving each role in the editor. */
@@ -239,6 +293,23 @@ export interface UnloadResult {
   unloaded: boolean;
 }
 
+/** One configured upstream: where it is and how it fares; never its key. */
+export interface UpstreamStatus {
+  name: string;
+  base_url: string;
+  key_source: "editor" | "env" | "keyring" | "none";
+  breaker: "closed" | "open" | "half_open";
+  consecutive_failures: number;
+  in_flight: number;
+  models: number;
+  error: string | null;
+}
+
+/** `mlx/upstreams/add|setKey|list`: every upstream's status. */
+export interface UpstreamsResult {
+  upstreams: UpstreamStatus[];
+}
+
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
@@ -259,6 +330,9 @@ export const METHODS = {
   select: "mlx/models/select",
   changed: "mlx/models/changed",
   status: "mlx/status",
+  upstreamsList: "mlx/upstreams/list",
+  upstreamsAdd: "mlx/upstreams/add",
+  upstreamsSetKey: "mlx/upstreams/setKey",
 } as const;
 
 export function formatBytes(n: number | null | undefined): string {

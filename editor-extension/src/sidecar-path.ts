@@ -15,10 +15,17 @@ export interface SidecarCommand {
 
 const isWindows = process.platform === "win32";
 
+/** `[--log-level L] stdio [--http-port N]`: the editor's `logLevel` is a flag, so it wins over the
+ * sidecar's configuration file and environment (`mlx-sidecar config show` says "cli"). */
+export function sidecarArgs(s: LaunchSettings): string[] {
+  const level = s.logLevel ? ["--log-level", s.logLevel.toLowerCase()] : [];
+  const port = s.httpPort > 0 ? ["--http-port", String(s.httpPort)] : [];
+  return [...level, "stdio", ...port];
+}
+
 export function commandFromSettings(s: LaunchSettings): SidecarCommand | undefined {
-  const extra = s.httpPort > 0 ? ["--http-port", String(s.httpPort)] : [];
-  if (s.serverPath) return { command: s.serverPath, args: ["stdio", ...extra], source: "serverPath" };
-  if (s.pythonPath) return { command: s.pythonPath, args: ["-m", "sidecar", "stdio", ...extra], source: "pythonPath" };
+  if (s.serverPath) return { command: s.serverPath, args: sidecarArgs(s), source: "serverPath" };
+  if (s.pythonPath) return { command: s.pythonPath, args: ["-m", "sidecar", ...sidecarArgs(s)], source: "pythonPath" };
   return undefined;
 }
 
@@ -142,17 +149,15 @@ export async function resolveSidecar(
 ): Promise<SidecarCommand> {
   const configured = commandFromSettings(s);
   if (configured) return configured;
-  const extra = s.httpPort > 0 ? ["--http-port", String(s.httpPort)] : [];
   const onPath = findOnPath("mlx-sidecar");
-  if (onPath) return { command: onPath, args: ["stdio", ...extra], source: "PATH" };
+  if (onPath) return { command: onPath, args: sidecarArgs(s), source: "PATH" };
   const managed = await ensureManagedVenv(storage, sidecarRequirement(s.pipPackage), log);
-  return { command: managed, args: ["stdio", ...extra], source: "managed venv" };
+  return { command: managed, args: sidecarArgs(s), source: "managed venv" };
 }
 
 /** Environment of the sidecar process. */
 export function sidecarEnv(s: LaunchSettings): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PYTHONUNBUFFERED: "1" };
   if (s.modelsDir) env.MLX_SIDECAR_MODELS_DIR = s.modelsDir;
-  env.MLX_SIDECAR_LOG_LEVEL = s.logLevel;
   return env;
 }

@@ -1,6 +1,6 @@
 // Status bar item: completion model, busy/idle, tokens/s of recent work; click shows status.
 import * as vscode from "vscode";
-import type { SidecarClient } from "./client";
+import type { ServedBy, SidecarClient } from "./client";
 import { type EditorStatus, METHODS } from "./protocol";
 
 /** What the status bar shows of an mlx/status reply: the completion model, recent tokens/s. */
@@ -12,10 +12,18 @@ export function summarize(status: Pick<EditorStatus, "roles" | "recent_tokens_pe
   return { model: status.roles.completion, tokensPerS: tps !== null && Number.isFinite(tps) ? tps : undefined };
 }
 
+/** The tooltip line for the last chat reply's origin ("" when the local engine answered). */
+export function servedText(s: ServedBy): string {
+  if (!s.upstream) return "";
+  const why = s.fallbackReason ? ` (fallback: ${s.fallbackReason.replace("_", " ")})` : "";
+  return `\nLast chat reply from upstream ${s.upstream}${why}`;
+}
+
 export class StatusBar implements vscode.Disposable {
   private readonly item = vscode.window.createStatusBarItem("mlxSidecar.status", vscode.StatusBarAlignment.Right, 100);
   private model: string | undefined;
   private tps: number | undefined;
+  private served: ServedBy = { upstream: null, fallbackReason: null };
   private readonly disposables: vscode.Disposable[] = [];
   private refreshTimer: NodeJS.Timeout | undefined;
 
@@ -32,6 +40,10 @@ export class StatusBar implements vscode.Disposable {
         if (!busy) this.scheduleRefresh();
       }),
       sidecar.onModelsChanged(() => void this.refresh()),
+      sidecar.onReplyServed((s) => {
+        this.served = s;
+        this.render();
+      }),
     );
     this.render();
     this.item.show();
@@ -62,6 +74,7 @@ export class StatusBar implements vscode.Disposable {
       if (this.sidecar.busy) icon = "$(loading~spin)";
       const parts = [this.model ?? "MLX", this.sidecar.busy ? "busy" : "idle"];
       if (this.tps !== undefined && this.tps > 0) parts.push(`${this.tps.toFixed(1)} tok/s`);
+      if (this.served.upstream) parts.push(`$(cloud) ${this.served.upstream}`);
       text = `${icon} ${parts.join(" · ")}`;
     } else if (state === "failed") {
       text = "$(error) MLX: stopped";
@@ -69,7 +82,9 @@ export class StatusBar implements vscode.Disposable {
       text = `$(loading~spin) MLX: ${state}`;
     }
     this.item.text = text;
-    this.item.tooltip = `MLX Sidecar — ${state}${this.sidecar.lastError ? `\n${this.sidecar.lastError}` : ""}\nClick for status.`;
+    this.item.tooltip =
+      `MLX Sidecar — ${state}${this.sidecar.lastError ? `\n${this.sidecar.lastError}` : ""}` +
+      `${servedText(this.served)}\nClick for status.`;
   }
 
   dispose(): void {

@@ -10,7 +10,9 @@ ratios measured in one run. This module only parses the command line and picks t
 - soak: mixed traffic over both edges with random disconnects and cancels; lost, unexpected
   errors, memory after idle;
 - windows: RSS sum of the sidecar processes for N editor windows, one `stdio` each vs one daemon
-  and `stdio --attach` bridges.
+  and `stdio --attach` bridges;
+- structured: json_schema constrained vs free decoding tokens/s at 1 and 8 streams.
+- memory: RSS, MLX and memory-governor figures before load, loaded, busy, at rest, unloaded.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from sidecar.config import Settings
 
-SUITES = ("engine", "http", "typing", "soak", "speculative", "windows")
+SUITES = ("engine", "http", "typing", "soak", "speculative", "windows", "structured", "memory")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -35,12 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suite",
         default="engine",
-        help="comma-separated: engine, http, typing, soak, speculative, windows, or all",
+        help="comma-separated: engine, http, typing, soak, speculative, windows, structured, "
+        "memory, or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
     p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated stream counts")
     p.add_argument("--http-concurrency", default="1,8", help="stream counts for --suite http")
+    p.add_argument(
+        "--structured-concurrency", default="1,8", help="stream counts for --suite structured"
+    )
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2, help="runs per level for --suite http")
     p.add_argument(
@@ -159,6 +165,25 @@ async def windows_suite(args: argparse.Namespace, settings: Settings) -> dict[st
     return out
 
 
+async def structured_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import structured
+
+    return await structured.suite(
+        settings,
+        args.model or settings.chat_model,
+        levels(args.structured_concurrency),
+        args.max_tokens,
+    )
+
+
+async def memory_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import memory
+
+    return await memory.suite(
+        settings, args.model or settings.chat_model, max(levels(args.concurrency)), args.max_tokens
+    )
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     suites = {
         "engine": engine_suite,
@@ -167,6 +192,8 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "soak": soak_suite,
         "speculative": speculative_suite,
         "windows": windows_suite,
+        "structured": structured_suite,
+        "memory": memory_suite,
     }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):

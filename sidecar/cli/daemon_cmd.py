@@ -48,17 +48,22 @@ async def serve(settings: Settings, http_port: int | None) -> int:
     from sidecar.lsp.session import SidecarServer
     from sidecar.lsp.stdio import quiet_pygls
     from sidecar.roles import Roles
+    from sidecar.upstreams.router import Router
+    from sidecar.usage.store import open_usage
 
     quiet_pygls()
-    engine = Engine(settings)
-    port = OpenAIPort(engine, settings, Roles.from_settings(settings))
+    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
+    engine = Engine(settings, usage=usage)
+    # One router for every window and the port; upstream usage goes to the engine's ledger.
+    router = Router(engine, settings, usage=engine.record_usage)
+    port = OpenAIPort(engine, settings, Roles.from_settings(settings), router)
     try:
         await engine.start()
         await port.start_logged(http_port)
 
         def make_session() -> SidecarServer:
             # Each window its own roles, options and completion session; one engine for all.
-            session = build_server(engine, settings, Roles.from_settings(settings))
+            session = build_server(engine, settings, Roles.from_settings(settings), router)
             session.start_http = port.start
             session.http_url = port.url
             return session
@@ -75,19 +80,24 @@ async def serve(settings: Settings, http_port: int | None) -> int:
     finally:
         await port.stop()
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
+        if usage is not None:
+            usage.close()
         os.close(lock)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar import tracing
     from sidecar.cli.serve_cmd import run_loop
     from sidecar.daemon.paths import DaemonError
 
-    if args.grace is not None:
-        settings = settings.model_copy(update={"daemon_grace_s": args.grace})
-    port = args.http_port if args.http_port is not None else settings.http_port
-    try:
-        return run_loop(serve(settings, port))
+    tracing.configure(settings)
+    try:  # --http-port and --grace are settings (sidecar/cli/main.py FLAG_SETTINGS)
+        return run_loop(serve(settings, settings.http_port))
     except DaemonError as e:
         print(f"mlx-sidecar daemon: {e}", file=sys.stderr)
         return 2
+    finally:
+        tracing.shutdown()

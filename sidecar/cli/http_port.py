@@ -19,10 +19,11 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class OpenAIPort:
-    def __init__(self, engine: Engine, settings: Settings, roles: Roles) -> None:
+    def __init__(self, engine: Engine, settings: Settings, roles: Roles, router: Any) -> None:
         self.engine = engine
         self.settings = settings
         self.roles = roles
+        self.router = router  # sidecar.upstreams.router.Router: upstream models on the port too
         self.http: Any = None
         self._lock = asyncio.Lock()
 
@@ -43,7 +44,14 @@ class OpenAIPort:
 
             api_key = read_api_key(self.settings.api_key, self.settings.api_key_file)
             self.http = await serve_http(
-                self.engine, self.settings.http_host, port, api_key=api_key, roles=self.roles
+                self.engine,
+                self.settings.http_host,
+                port,
+                api_key=api_key,
+                roles=self.roles,
+                router=self.router,
+                allowed_hosts=self.settings.allowed_hosts,
+                cors_origins=self.settings.cors_origins,
             )
             return str(self.http.url)
 

@@ -11,10 +11,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sidecar import tracing
 from sidecar.config import Settings
 
-# The engine and FastAPI load in the functions that use them: `stdio --attach` imports
-# `run_loop` from here and must stay small.
+# The engine, FastAPI and the router load in the functions that use them: every command line
+# builds this parser, and `stdio --attach` (which imports `run_loop` from here) must stay small.
 if TYPE_CHECKING:
     from sidecar.engine.engine import Engine
 
@@ -39,16 +40,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cors-origin",
         action="append",
-        default=[],
         metavar="ORIGIN",
-        help="allow browser requests from this origin (repeatable; CORS is off by default)",
+        help="allow browser requests from this origin (repeatable; CORS is off by default; "
+        "setting cors_origins)",
     )
     p.add_argument(
         "--allow-host",
         action="append",
-        default=[],
         metavar="NAME",
-        help="also accept this Host header (besides the bound host and localhost)",
+        help="also accept this Host header (besides the bound host and localhost; "
+        "setting allowed_hosts)",
     )
     p.set_defaults(run=run)
 
@@ -61,33 +62,47 @@ async def preload(engine: Engine, model_id: str) -> None:
         log.warning("could not preload %s: %s", model_id, e)
 
 
-def api_key_of(args: argparse.Namespace, settings: Settings) -> str | None:
-    """Flag, then environment; a key given directly wins over a key file."""
+def api_key_of(settings: Settings) -> str | None:
+    """Flag, environment or file (the settings); a key given directly wins over a key file."""
     from sidecar.http.security import read_api_key
 
-    return read_api_key(
-        args.api_key or settings.api_key, args.api_key_file or settings.api_key_file
-    )
+    return read_api_key(settings.api_key, settings.api_key_file)
 
 
-async def serve(
-    args: argparse.Namespace, settings: Settings, host: str, port: int, api_key: str | None
-) -> int:
+async def serve(settings: Settings, host: str, port: int, api_key: str | None) -> int:
     from sidecar.engine.engine import Engine
-    from sidecar.http.server import serve_http
+    from sidecar.usage.store import open_usage
 
-    async with Engine(settings) as engine:
+    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
+    try:
+        return await serve_engine(Engine(settings, usage=usage), settings, host, port, api_key)
+    finally:
+        if usage is not None:
+            usage.close()
+
+
+async def serve_engine(
+    engine: Engine, settings: Settings, host: str, port: int, api_key: str | None
+) -> int:
+    from sidecar.http.server import serve_http
+    from sidecar.upstreams.router import Router
+
+    async with engine:
+        # Upstream requests go to the same usage ledger as the local engine's.
+        router = Router(engine, settings, usage=engine.record_usage)
         try:
             server = await serve_http(
                 engine,
                 host,
                 port,
                 api_key,
-                allowed_hosts=args.allow_host,
-                cors_origins=args.cors_origin,
+                allowed_hosts=settings.allowed_hosts,
+                cors_origins=settings.cors_origins,
+                router=router,
             )
         except OSError as e:
             print(f"error: cannot serve on {host}:{port}: {e}", file=sys.stderr)
+            await router.close()
             return 1
         loading = asyncio.create_task(preload(engine, settings.chat_model))
         loop = asyncio.get_running_loop()
@@ -96,6 +111,7 @@ async def serve(
         print(f"mlx-sidecar: OpenAI API at {server.url}/v1", file=sys.stderr, flush=True)
         await server.wait()
         loading.cancel()
+        await router.close()
     return 0
 
 
@@ -110,12 +126,16 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.http.security import InsecureBindError, check_bind
 
-    host = args.host or settings.http_host
-    port = args.port if args.port is not None else (settings.http_port or 8080)
+    host = settings.http_host
+    port = settings.http_port if settings.http_port is not None else 8080
     try:
-        api_key = api_key_of(args, settings)
+        api_key = api_key_of(settings)
         check_bind(host, api_key)
     except (InsecureBindError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_loop(serve(args, settings, host, port, api_key))
+    tracing.configure(settings)
+    try:
+        return run_loop(serve(settings, host, port, api_key))
+    finally:
+        tracing.shutdown()

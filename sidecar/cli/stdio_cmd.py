@@ -15,6 +15,7 @@ import os
 import sys
 from typing import BinaryIO
 
+from sidecar import tracing
 from sidecar.config import Settings
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,18 @@ async def serve(
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
     from sidecar.roles import Roles
+    from sidecar.upstreams.router import Router
+    from sidecar.usage.store import open_usage
 
-    engine = Engine(settings)
+    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
+    engine = Engine(settings, usage=usage)
     await engine.start()
     roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
-    port = OpenAIPort(engine, settings, roles)
+    # The editor's keys and endpoints, shared with the port; upstream usage goes to the ledger.
+    router = Router(engine, settings, usage=engine.record_usage)
+    port = OpenAIPort(engine, settings, roles, router)
     try:
-        server = build_server(engine, settings, roles)
+        server = build_server(engine, settings, roles, router)
         server.start_http = port.start  # for the editor's `httpPort` setting
         await port.start_logged(http_port)
         server.http_url = port.url
@@ -54,7 +60,11 @@ async def serve(
     finally:
         await port.stop()
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
+        if usage is not None:
+            usage.close()
 
 
 async def attach(
@@ -74,12 +84,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.cli.serve_cmd import run_loop
     from sidecar.lsp.stdout import claim_stdout
 
-    port = args.http_port if args.http_port is not None else settings.http_port
+    port = settings.http_port  # --http-port, the environment or the configuration file
     transport = claim_stdout()
-    if not args.attach:  # the bridge imports neither pygls nor the engine: it stays small
+    if not args.attach:  # the bridge imports neither pygls nor the engine, and traces nothing
         from sidecar.lsp.stdio import quiet_pygls
 
         quiet_pygls()
+        tracing.configure(settings)
     code = 1
     main = attach if args.attach else serve
     try:
@@ -87,6 +98,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         code = 130
     finally:
+        tracing.shutdown()
         sys.stderr.flush()
     # The stdin reader thread may be blocked in read(); it must not keep the process alive.
     os._exit(code)

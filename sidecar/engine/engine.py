@@ -15,11 +15,19 @@ from typing import Any
 
 import mlx.core as mx
 
-from sidecar import blas
+from sidecar import blas, tracing
 from sidecar.config import Settings
+from sidecar.engine.constraints import ConstraintError, make_guide
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
+from sidecar.engine.memory import MemoryGovernor, apply_mlx_limits, restore_mlx_limits
 from sidecar.engine.messages import encode, render_chat
+from sidecar.engine.observe import (
+    embed_attributes,
+    end_generation_span,
+    generation_span,
+    local_usage,
+)
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
     Delta,
@@ -43,11 +51,13 @@ from sidecar.engine.vision_runner import (
     text_only_messages,
 )
 from sidecar.engine.worker import Worker
-from sidecar.mlx_cleanup import clear_thread_streams
+from sidecar.mlx_cleanup import clear_thread_streams, release_memory
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
 from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
+from sidecar.usage.events import UsageEvent
+from sidecar.usage.store import UsageStore
 from sidecar.wire import EngineStatus
 
 Event = Delta | Result
@@ -78,8 +88,15 @@ class Metrics:
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None, store: ModelStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        store: ModelStore | None = None,
+        usage: UsageStore | None = None,
+    ) -> None:
         self.settings = settings or Settings()
+        # The usage ledger (opened by the command line on `Settings.usage_db`); None: not kept.
+        self.usage = usage
         self.store = store or ModelStore(self.settings.models_dir, self.settings.use_hf_cache)
         self.pool = ModelPool(
             self.store,
@@ -87,7 +104,14 @@ class Engine:
             self._make_runner,
             idle_ttl_s=self.settings.idle_ttl_s,
         )
-        self.worker = Worker(self._runners, self._on_idle)
+        self.governor = MemoryGovernor(
+            self.pool.budget_bytes,
+            lambda: self.pool.used_bytes + self.pool.reserved_bytes,
+            self._prompt_caches,
+        )
+        self.pool.held_bytes = self.governor.kv_bytes
+        self.pool.before_load = self.governor.make_room
+        self.worker = Worker(self._runners, self._on_idle, self.settings.watchdog_step_s)
         self.waits = WaitTimes()
         self.prefill_chunk = self.settings.prefill_chunk or default_prefill_chunk()
         self._caches_released = True
@@ -96,12 +120,14 @@ class Engine:
         self.metrics = Metrics()
         self._active: dict[str, Sequence] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._mlx_limits: tuple[int, int] | None = None  # MLX's limits before start
         self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> Engine:
         self._loop = asyncio.get_running_loop()
+        self._mlx_limits = apply_mlx_limits(self.pool.budget_bytes)
         self.worker.start()
         return self
 
@@ -110,6 +136,8 @@ class Engine:
             seq.cancel()
         await self._on_worker(self._unload_all)
         self.worker.stop()
+        if self._mlx_limits is not None:
+            restore_mlx_limits(self._mlx_limits)
 
     async def __aenter__(self) -> Engine:
         return await self.start()
@@ -131,6 +159,7 @@ class Engine:
                 self.prefill_chunk,
                 self.waits,
                 self.settings.speculative,
+                self.governor,
             )
         if info.kind == "embedding":
             return EmbedRunner(
@@ -150,11 +179,15 @@ class Engine:
                 self.waits,
                 self.prefill_chunk,
                 self.worker.step_others,
+                self.governor,
             )
         return None
 
     def _runners(self) -> list[Runner]:
         return [m.runner for m in list(self.pool.models.values()) if m.runner is not None]
+
+    def _prompt_caches(self) -> list[Any]:
+        return [r.prompt_cache for r in self._runners() if isinstance(r, TextRunner)]
 
     def _generating(self) -> bool:
         """Whether a text or vision runner has work (worker thread)."""
@@ -170,15 +203,20 @@ class Engine:
         self.pool.unload_idle()
         now = time.monotonic()
         if not self._caches_released:
-            mx.clear_cache()
+            release_memory()
             self._caches_released = True
             self._idle_since, self._kv_trimmed = now, False
         if not self._kv_trimmed and now - self._idle_since >= self.settings.prompt_cache_idle_s:
             for runner in self._runners():
                 if isinstance(runner, TextRunner):
                     runner.prompt_cache.trim_to(n_sequences=PROMPT_CACHES_AT_REST)
-            mx.clear_cache()
+            release_memory()
             self._kv_trimmed = True
+
+    def record_usage(self, event: UsageEvent) -> None:
+        """The `UsageSink` for everything this process serves (local here, upstreams too)."""
+        if self.usage is not None:
+            self.usage.record(event)
 
     async def _on_worker(self, fn: Any) -> Any:
         return await asyncio.wrap_future(self.worker.call(fn))
@@ -259,13 +297,26 @@ class Engine:
         loaded = await self._ensure(request.model, ("text", "vision"))
         if request.images and loaded.kind != "vision":
             raise EngineError(f"model {loaded.id!r} does not take images")
+        guide = None
+        if request.constraint is not None:
+            if loaded.kind == "vision":
+                raise ConstraintError(
+                    f"model {loaded.id!r} is a vision model: response_format and tool grammars "
+                    "are supported on text models only"
+                )
+            # Off the loop: the first grammar for a tokenizer builds its token trie (~0.4 s).
+            guide = await asyncio.to_thread(
+                make_guide, request.constraint, loaded.tokenizer, loaded.runner.stop_ids
+            )
         assert self._loop is not None, "engine not started"
         queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = self._loop
+        started = time.monotonic()
 
         def deliver(event: Event) -> None:
             if isinstance(event, Result):  # counted even when nobody reads the stream anymore
                 self.metrics.record(event)
+                self.record_usage(local_usage(request, event, time.monotonic() - started))
             queue.put_nowait(event)
 
         def sink(event: Event) -> None:
@@ -279,26 +330,29 @@ class Engine:
             submit = functools.partial(vision.submit, job)
         else:
             seq = self._text_sequence(loaded, request, sink)
+            seq.guide = guide
             text: TextRunner = loaded.runner
             submit = functools.partial(text.submit, seq)
+        span = generation_span(loaded, request, seq)
         self._active[request.request_id] = seq
         self._caches_released = False
         self.worker.call(submit)
-        finished = False
+        finished: Result | None = None
         try:
             while True:
                 event = await queue.get()
                 if isinstance(event, Result):
-                    finished = True
+                    finished = event
                     loaded.last_used = time.monotonic()
                     yield event
                     return
                 yield event
         finally:
             self._active.pop(request.request_id, None)
-            if not finished:
+            if finished is None:
                 seq.cancel()
                 self.worker.wake()
+            end_generation_span(span, seq, finished)
 
     def _text_sequence(self, loaded: LoadedModel, request: GenerateRequest, sink: Any) -> Sequence:
         tokenizer = loaded.tokenizer
@@ -373,11 +427,35 @@ class Engine:
 
         self._caches_released = False
         call = EmbedCall(list(texts), done, priority)
+        started = time.monotonic()
         self.worker.call(lambda: runner.submit(call))
-        result = await fut
+        try:
+            with tracing.span("engine.embed", embed_attributes(loaded.id, texts)) as span:
+                result = await fut
+                tracing.set_attributes(span, {"gen_ai.usage.input_tokens": result.prompt_tokens})
+        except EngineError:
+            self.record_usage(
+                UsageEvent(loaded.id, "embedding", latency_s=time.monotonic() - started, error=True)
+            )
+            raise
+        self.record_usage(
+            UsageEvent(loaded.id, "embedding", result.prompt_tokens, 0, time.monotonic() - started)
+        )
         self.metrics.embed_texts += len(texts)
         loaded.last_used = time.monotonic()
         return result
+
+    def oldest_wait_s(self, priority: Priority) -> float:
+        """How long the oldest text request at least as urgent as `priority` has waited so far
+        without starting (0 when none waits): a new request of that class waits at least as
+        long, so the router falls back to an upstream past a bound (sidecar/upstreams/router)."""
+        now = time.perf_counter()
+        waits = [
+            now - seq.submitted_at
+            for seq in list(self._active.values())
+            if seq.started_at is None and seq.request.priority <= priority and not seq.done
+        ]
+        return max(waits, default=0.0)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -387,7 +465,12 @@ class Engine:
         embed = [r for r in stats if r.kind == "embedding"]
         recent_tps = self.metrics.tokens_per_s[-1] if self.metrics.tokens_per_s else None
         gaps = self.metrics.token_gaps_s
+        health_reason = self.worker.health_reason()
+        governor = self.governor
+        kv, prompt_cache = governor.kv_bytes(), governor.prompt_cache_bytes()
         status = {
+            "healthy": health_reason is None,
+            "health_reason": health_reason,
             "loaded": [m.to_dict() for m in self.pool.models.values()],
             "memory": {
                 "active_bytes": mx.get_active_memory(),
@@ -395,6 +478,11 @@ class Engine:
                 "peak_bytes": mx.get_peak_memory(),
                 "budget_bytes": self.pool.budget_bytes,
                 "models_bytes": self.pool.used_bytes,
+                "kv_bytes": kv,
+                "prompt_cache_bytes": prompt_cache,
+                "used_bytes": self.pool.used_bytes + kv + prompt_cache,
+                "refused_requests": governor.refused,
+                "evicted_prompt_cache_bytes": governor.evicted_prompt_cache_bytes,
             },
             "device": str(mx.default_device()),
             "blas": blas.loaded_path,
@@ -420,6 +508,7 @@ class Engine:
             "completion_tokens": self.metrics.completion_tokens,
             "prompt_tokens": self.metrics.prompt_tokens,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "usage": [t.to_wire() for t in self.usage.totals()] if self.usage else [],
         }
         return EngineStatus.model_validate(status)  # a key missing from sidecar/wire.py raises
 

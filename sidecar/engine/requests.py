@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sidecar.errors import ErrorKind, InvalidRequest
+
+if TYPE_CHECKING:
+    from sidecar.engine.constraints import Constraint
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 _ids = itertools.count(1)
@@ -63,7 +66,12 @@ class GenerateRequest:
     # Images for a vision model: file paths, data: URLs, base64 text or raw bytes, in the order
     # of the prompt's image placeholders (see Engine.chat_prompt and message_images).
     images: list[str | bytes] = field(default_factory=list)
+    # The grammar the output must follow (structured output, constrained tool calls); the
+    # sequence ends with finish_reason "stop" when the grammar is complete.
+    constraint: Constraint | None = None
     request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+    # What the usage ledger counts it as; None: "completion" at COMPLETION priority, else "chat".
+    endpoint: Literal["chat", "completion"] | None = None
 
     def validate(self) -> None:
         if isinstance(self.prompt, str) and not self.prompt:
@@ -123,6 +131,8 @@ class Result:
     time_to_first_token_s: float | None
     tokens_per_s: float | None
     error: str | None = None
+    # "insufficient_memory": the memory budget refused it, or memory ran out in its step
+    error_code: str | None = None
     cached_prompt_tokens: int = 0  # prompt tokens served from the prompt cache
     max_token_gap_s: float | None = None  # longest wait between two of its tokens
 

@@ -48,6 +48,13 @@ class WaitQueue(Generic[T]):
     def best_class(self) -> Priority | None:
         return Priority(self._heap[0][0]) if self._heap else None
 
+    def push_front(self, priority: Priority, item: T) -> None:
+        """Back at the head of its class (work taken out that could not start yet)."""
+        heapq.heappush(self._heap, (int(priority), -next(self._arrival), item))
+
+    def peek(self) -> T | None:
+        return self._heap[0][2] if self._heap else None
+
     def pop(self) -> T:
         return heapq.heappop(self._heap)[2]
 

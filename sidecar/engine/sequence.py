@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import mlx.core as mx
 
+from sidecar.engine.constraints import Guide
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
     Delta,
@@ -35,6 +36,7 @@ class Sequence:
     max_tokens: int = 0  # the request's, or what the context leaves (0: the request's)
     uid: int | None = None
     sampler: Any = None  # built when the sequence starts (worker thread)
+    guide: Guide | None = None  # the request's constraint, compiled for this model
     submitted_at: float = field(default_factory=time.perf_counter)
     started_at: float | None = None  # left the wait queue
     first_token_at: float | None = None
@@ -108,6 +110,12 @@ class Sequence:
             self.detokenizer.add_token(token)
             if self.request.logprobs is not None and logprobs is not None:
                 self.pending_logprobs.append(self._logprob(token, logprobs))
+        if self.guide is not None and not is_stop_token:
+            # The guide consumed this token already (as the batch computed the next one).
+            if self.guide.error is not None:
+                raise ValueError(f"constrained decoding failed: {self.guide.error}")
+            if self.guide.complete:  # the grammar allows nothing more: a natural end
+                is_stop_token, finish = True, "stop"
         if finish is not None:
             self.detokenizer.finalize()
         text = self.detokenizer.text
@@ -132,7 +140,11 @@ class Sequence:
                 self.sink(Delta(self.request_id, piece, logprobs))
 
     def finish(
-        self, reason: FinishReason, text: str | None = None, error: str | None = None
+        self,
+        reason: FinishReason,
+        text: str | None = None,
+        error: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         with self._lock:  # the worker and a cancelling caller may race to finish it
             if self.done:
@@ -159,6 +171,7 @@ class Sequence:
                 time_to_first_token_s=ttft,
                 tokens_per_s=tps,
                 error=error,
+                error_code=error_code,
                 cached_prompt_tokens=self.cached_prompt_tokens,
                 max_token_gap_s=self.max_token_gap_s if self.completion_tokens > 1 else None,
             )

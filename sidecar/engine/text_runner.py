@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
+from sidecar.engine.memory import KVAdmission, MemoryGovernor, error_code, failure_message
 from sidecar.engine.prefill import Prefilled, PrefillJob
 from sidecar.engine.requests import FinishReason, Priority
 from sidecar.engine.runner import RunnerStats
@@ -62,8 +64,10 @@ class TextRunner:
         prefill_chunk: int,
         waits: WaitTimes | None = None,
         speculative: bool = True,
+        governor: MemoryGovernor | None = None,
     ) -> None:
         self.model_id = model_id
+        self.admission = KVAdmission(governor, model)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -105,6 +109,8 @@ class TextRunner:
         started = [s.priority for s in self.running.values()] + [j.priority for j in self.jobs]
         if self.solo is not None:
             started.append(self.solo[0].priority)
+        if self.admission.head_waits(self.waiting):  # for memory: nothing to do for it now
+            return min(started) if started else None
         return most_urgent(started, self.waiting)
 
     def stats(self) -> RunnerStats:
@@ -133,10 +139,12 @@ class TextRunner:
             self._prefill_chunk()
         except Exception as e:
             log.exception("prefill failed for %s", self.model_id)
+            message = failure_message(e, "prompt processing")
             for job in self.jobs:
                 for seq in job.seqs:
-                    seq.finish("error", "", error=f"prompt processing failed: {e}")
+                    seq.finish("error", "", error=message, error_code=error_code(e))
             self.jobs.clear()
+            mx.clear_cache()
         if self.solo is not None:
             if not self.waiting and not self.jobs and not self.running:
                 self._solo_step()
@@ -160,6 +168,7 @@ class TextRunner:
             seq.priority == Priority.COMPLETION
             and req.temperature == 0
             and req.logprobs is None
+            and seq.guide is None  # constrained: the draft would bypass the grammar's mask
             and seq.completion_tokens > 0  # in the decode batch, its KV complete
         )
 
@@ -181,7 +190,7 @@ class TextRunner:
             tokens = spec.step()
         except Exception as e:
             log.exception("speculative step failed for %s", seq.request_id)
-            seq.finish("error", error=f"generation failed: {e}")
+            seq.finish("error", error=failure_message(e, "generation"), error_code=error_code(e))
             self.solo = None
             return
         self.drafted_tokens += spec.drafted - drafted
@@ -245,7 +254,10 @@ class TextRunner:
             room = self._room(head)
             if room == 0:
                 break
-            job = self._start(head, self.waiting.pop_class(head, min(room, PREFILL_BATCH)))
+            admitted = self.admission.take(self.waiting, head, min(room, PREFILL_BATCH))
+            if not admitted and self.waiting.best_class() == head:
+                break  # the head waits for memory
+            job = self._start(head, admitted)
             if job is not None:
                 self.jobs.append(job)
                 return job
@@ -315,6 +327,8 @@ class TextRunner:
                 caches=[part.cache],
                 all_tokens=[part.tokens],
                 samplers=[seq.sampler],
+                # A constrained sequence's guide masks its logits row; the others get none.
+                logits_processors=[[seq.guide] if seq.guide is not None else []],
                 stop_sequences=[self._stops],
             )
         except Exception as e:
@@ -329,7 +343,8 @@ class TextRunner:
             _prompt_responses, responses = self.generator.next()
         except Exception as e:
             log.exception("batch step failed for %s", self.model_id)
-            self.fail_all(f"generation failed: {e}")
+            self.fail_running(failure_message(e, "generation"), error_code(e))
+            mx.clear_cache()
             return
         finished = []
         for r in responses:
@@ -360,7 +375,12 @@ class TextRunner:
 
     def _keep_kv(self, tokens: list[int], cache: list[Any]) -> None:
         if cache and len(tokens) > 1:
+            # A cache taken out of the batch is a lazy slice of the whole batch's buffers:
+            # evaluated now it is a copy of its own, else each kept entry pins a batch's KV
+            # (measured: 243 MiB held where the entries counted 12 MiB).
+            mx.eval([c.state for c in cache])
             self.prompt_cache.insert_cache(self.model_id, tokens, cache)
+            self.admission.settle()
 
     def _remember(self, uids: list[int]) -> None:
         """Take sequences out of the batch, keeping their KV caches for reuse."""
@@ -370,16 +390,21 @@ class TextRunner:
 
     # -- ending --
 
-    def fail_all(self, message: str) -> None:
-        self._drop_solo("error", message)
+    def fail_running(self, message: str, code: str | None = None) -> None:
+        """End the decode batch's sequences with an error (a failed batch step); the queued
+        and prefilling ones keep their turn."""
         for seq in list(self.running.values()):
-            seq.finish("error", error=message)
+            seq.finish("error", error=message, error_code=code)
         if self.running:
             try:
                 self.generator.remove(list(self.running))
             except Exception:
                 log.exception("could not reset batch for %s", self.model_id)
         self.running.clear()
+
+    def fail_all(self, message: str) -> None:
+        self._drop_solo("error", message)
+        self.fail_running(message)
         for job in self.jobs:
             for seq in job.seqs:
                 seq.finish("error", "", error=message)

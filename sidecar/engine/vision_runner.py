@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.engine.detokenize import exact_detokenizer
+from sidecar.engine.memory import Admission, MemoryGovernor, kv_bytes_per_token, kv_tokens
 from sidecar.engine.requests import EngineError, GenerateRequest, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
 from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.text_runner import stop_token_ids
+from sidecar.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,7 @@ class VisionJob:
     prompt: str
     images: list[Any] = field(default_factory=list)  # PIL images
     stream: Iterator[tuple[Any, Any]] | None = None  # mlx_vlm's (token, logprobs) generator
+    kv_need: int | None = None  # KV bytes it can grow to, once its prompt was processed
 
 
 class VisionRunner:
@@ -194,6 +197,7 @@ class VisionRunner:
         waits: WaitTimes | None = None,
         prefill_chunk: int = 64,
         between_chunks: Callable[[VisionRunner], None] | None = None,
+        governor: MemoryGovernor | None = None,
     ) -> None:
         from mlx_lm.tokenizer_utils import TokenizerWrapper
         from mlx_lm.tokenizer_utils import load as load_tokenizer
@@ -217,6 +221,11 @@ class VisionRunner:
         # runner as an argument (it is the worker's method) so no reference cycle keeps an
         # unloaded model alive.
         self.between_chunks = between_chunks
+        self.governor = governor
+        language = getattr(model, "language_model", None)  # its KV, measured as for text
+        self.kv_bytes_per_token = (
+            kv_bytes_per_token(language) if governor is not None and language is not None else 0
+        )
         self.waiting: WaitQueue[VisionJob] = WaitQueue()
         self.active: list[VisionJob] = []
         self._turn = 0
@@ -226,7 +235,12 @@ class VisionRunner:
     # -- what the engine and the worker read --
 
     def urgency(self) -> Priority | None:
-        return most_urgent([job.seq.priority for job in self.active], self.waiting)
+        started = [job.seq.priority for job in self.active]
+        head = self.waiting.peek()
+        need = head.kv_need if head is not None else None
+        if need is not None and self.governor and not self.governor.would_admit(need):
+            return min(started) if started else None  # its head waits for memory
+        return most_urgent(started, self.waiting)
 
     def stats(self) -> RunnerStats:
         return RunnerStats(
@@ -276,9 +290,9 @@ class VisionRunner:
         if self.between_chunks is not None:
             self.between_chunks(self)
 
-    def _start(self, job: VisionJob) -> Iterator[tuple[Any, Any]]:
+    def _start(self, job: VisionJob) -> Iterator[tuple[Any, Any]] | None:
         """Process the images and prompt, and open mlx_vlm's token stream for `job` (the
-        prefill happens at its first `next()`)."""
+        prefill happens at its first `next()`); None when its KV must wait for memory."""
         from mlx_vlm.generate.ar import generate_step
         from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
 
@@ -305,6 +319,13 @@ class VisionRunner:
             if k not in ("input_ids", "pixel_values", "attention_mask")
         }
         job.seq.max_tokens = min(job.seq.max_tokens, self.context_length - n)
+        if self.governor is not None and self.kv_bytes_per_token:
+            job.kv_need = self.kv_bytes_per_token * kv_tokens(n, job.seq.max_tokens)
+            verdict = self.governor.admit(job.seq, job.kv_need)
+            if verdict is Admission.REFUSE:
+                raise self.governor.refusal(job.kv_need, n, job.seq.max_tokens)
+            if verdict is Admission.WAIT:
+                return None
         sampler = make_request_sampler(req.temperature, req.top_p, req.seed)
         # generate_step rather than stream_generate: it takes the checkpoint callback (our
         # yield point between prefill chunks); we detokenize and stop ourselves anyway.
@@ -342,14 +363,19 @@ class VisionRunner:
                 continue
             self.waits.record(job.seq.priority, time.perf_counter() - job.seq.submitted_at)
             try:
-                job.stream = self._start(job)
-            except EngineError as e:
-                job.seq.finish("error", "", error=str(e))
+                stream = self._start(job)
+            except InvalidRequest as e:  # over the context or the memory budget
+                job.seq.finish("error", "", error=str(e), error_code=getattr(e, "code", None))
                 continue
             except Exception as e:  # e.g. the processor rejects an image: this request only
                 log.warning("vision request %s could not start: %s", job.seq.request_id, e)
                 job.seq.finish("error", "", error=f"could not prepare the request: {e}")
                 continue
+            if stream is None:  # back to the head of its class, to wait for memory
+                job.seq.started_at = None
+                self.waiting.push_front(job.seq.priority, job)
+                break
+            job.stream = stream
             self.active.append(job)
         self.max_batch_seen = max(self.max_batch_seen, len(self.active))
 

@@ -1,12 +1,17 @@
 """The one thread that owns every MLX call. Other threads hand it work through `call`; between
 calls it steps the runners the scheduler picks (about one decode step each), so a request that
-arrives while others decode starts at the next step."""
+arrives while others decode starts at the next step.
+
+Watchdog: the thread records when each call or step starts; `health_reason` (read by status and
+`/health` from any thread, so no watchdog thread is needed) says what is wrong when one has not
+returned within `watchdog_step_s`, or when the thread died."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -20,7 +25,12 @@ IDLE_WAIT_S = 1.0
 
 
 class Worker:
-    def __init__(self, runners: Callable[[], list[Runner]], on_idle: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        runners: Callable[[], list[Runner]],
+        on_idle: Callable[[], None],
+        watchdog_step_s: float = 120.0,
+    ) -> None:
         self._runners = runners
         self._on_idle = on_idle
         self._inbox: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = (
@@ -30,6 +40,45 @@ class Worker:
         self._stopping = False
         self.scheduler = Scheduler()
         self._stepping: set[int] = set()  # ids of runners inside their step() now
+        self.watchdog_step_s = watchdog_step_s
+        self._task_started: float | None = None  # monotonic start of the outermost call/step
+        self._task: str = ""
+        self._depth = 0
+        self._death: str | None = None
+        self._reported: float | None = None  # the stuck task already logged
+
+    # -- watchdog --
+
+    def _begin(self, what: str) -> None:
+        if self._depth == 0:
+            self._task, self._task_started = what, time.monotonic()
+        self._depth += 1
+
+    def _end(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._task_started = None
+
+    def health_reason(self) -> str | None:
+        """Why the worker is unhealthy (any thread): None while it is fine."""
+        if self._death is not None:
+            return f"the MLX worker thread died: {self._death}"
+        if self._thread.ident is not None and not self._thread.is_alive() and not self._stopping:
+            return "the MLX worker thread died"
+        started = self._task_started
+        if started is None:
+            return None
+        running = time.monotonic() - started
+        if running <= self.watchdog_step_s:
+            return None
+        reason = (
+            f"a worker {self._task} has not returned for {running:.0f} s "
+            f"(watchdog_step_s {self.watchdog_step_s:g})"
+        )
+        if self._reported != started:
+            self._reported = started
+            log.error("watchdog: %s", reason)
+        return reason
 
     def start(self) -> None:
         self._thread.start()
@@ -46,6 +95,9 @@ class Worker:
         if self._stopping:
             fut.set_exception(RuntimeError("engine is stopped"))
             return fut
+        if self._death is not None:
+            fut.set_exception(RuntimeError(f"the MLX worker thread died: {self._death}"))
+            return fut
         self._inbox.put((fn, fut))
         return fut
 
@@ -58,10 +110,13 @@ class Worker:
         fn, fut = item
         if not fut.set_running_or_notify_cancel():
             return
+        self._begin("call")
         try:
             fut.set_result(fn())
         except BaseException as e:  # delivered to the caller; the worker keeps going
             fut.set_exception(e)
+        finally:
+            self._end()
 
     def _step_runners(self) -> bool:
         """One step of each runner the scheduler picks; False when none has work. (A
@@ -80,11 +135,13 @@ class Worker:
 
     def _step(self, runner: Runner) -> None:
         self._stepping.add(id(runner))
+        self._begin(f"step of {runner.model_id}")
         try:
             runner.step()
         except Exception:
             log.exception("runner step failed")
         finally:
+            self._end()
             self._stepping.discard(id(runner))
 
     def _busy(self) -> bool:
@@ -101,18 +158,37 @@ class Worker:
             pass
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # the thread ends: say why (health), answer everyone
+            self._death = f"{type(e).__name__}: {e}"
+            log.exception("the MLX worker thread died")
+            for runner in self._runners():
+                fail_all = getattr(runner, "fail_all", None)  # text and vision runners
+                try:
+                    if fail_all is not None:
+                        fail_all(f"the MLX worker thread died: {self._death}")
+                except Exception:
+                    log.exception("could not fail the requests of %s", runner.model_id)
+        finally:
+            self._fail_queued()
+
+    def _loop(self) -> None:
         while not self._stopping:
             self._drain_inbox(wait=not self._busy())
             if self._stopping:
                 break
             if not self._step_runners():
                 self._on_idle()
-        # Fail what is still queued so no caller waits forever.
+
+    def _fail_queued(self) -> None:
+        """Fail what is still queued so no caller waits forever."""
+        message = "engine is stopped" if self._death is None else f"worker died: {self._death}"
         while True:
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 break
             if item is not None and not item[1].done():
-                item[1].set_exception(RuntimeError("engine is stopped"))
+                item[1].set_exception(RuntimeError(message))
         clear_thread_streams()

@@ -19,17 +19,20 @@ from starlette.responses import PlainTextResponse
 from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
 from sidecar.engine.engine import Engine, check_token_ids, vocab_size
 from sidecar.engine.requests import EngineError, GenerateRequest, Priority
+from sidecar.engine.response_format import constraint_of, with_json_instruction
 from sidecar.engine.vision_runner import message_images
 from sidecar.http import errors, metrics
 from sidecar.http.errors import JSON, OpenAIError, from_validation
 from sidecar.http.openapi import install as install_openapi
 from sidecar.http.openapi import request_body
+from sidecar.http.relay import relay, relay_json, route, router_of
 from sidecar.http.responses import ChatFormat, CompletionFormat, respond, until_disconnected
 from sidecar.http.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
 from sidecar.http.timeouts import BODY_TIMEOUT_S, BodyDeadline, abandoned
 from sidecar.models.pool import LoadedModel
 from sidecar.roles import Roles
+from sidecar.upstreams.router import Router
 from sidecar.wire import Usage, local_models
 
 M = TypeVar("M", bound=BaseModel)
@@ -63,9 +66,10 @@ def default_model(request: Request, role: str) -> str:
     return request.app.state.roles[role]
 
 
-async def model_list(engine: Engine) -> list[dict[str, Any]]:
+async def model_list(engine: Engine, router: Router) -> list[dict[str, Any]]:
     # Local file paths are the editor's business, not a network client's.
-    return [m.model_dump(exclude={"path"}) for m in await local_models(engine)]
+    local = [m.model_dump(exclude={"path"}) for m in await local_models(engine)]
+    return local + [m.model_dump() for m in await router.models()]
 
 
 async def named_model(engine: Engine, model: str | None, default: str) -> LoadedModel:
@@ -92,16 +96,18 @@ def fim_prompt(loaded: LoadedModel, prefix: str, suffix: str) -> tuple[str, list
 def add_routes(app: FastAPI) -> None:
     @app.get("/v1/models")
     async def list_models(request: Request) -> JSON:
-        return JSON({"object": "list", "data": await model_list(engine_of(request))})
+        models = await model_list(engine_of(request), router_of(request))
+        return JSON({"object": "list", "data": models})
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(request: Request, model_id: str) -> JSON:
         engine = engine_of(request)
-        try:
-            model_id = await asyncio.to_thread(engine.store.resolve_id, model_id)
-        except Exception as e:
-            raise errors.from_exception(e) from e
-        found = [m for m in await model_list(engine) if m["id"] == model_id]
+        if router_of(request).named(model_id) is None:
+            try:
+                model_id = await asyncio.to_thread(engine.store.resolve_id, model_id)
+            except Exception as e:
+                raise errors.from_exception(e) from e
+        found = [m for m in await model_list(engine, router_of(request)) if m["id"] == model_id]
         if not found:
             raise OpenAIError(
                 404, f"model {model_id!r} not found", param="model", code="model_not_found"
@@ -113,8 +119,16 @@ def add_routes(app: FastAPI) -> None:
         request: Request, body: Annotated[ChatRequest, Depends(json_body(ChatRequest))]
     ) -> Any:
         engine = engine_of(request)
-        loaded = await named_model(engine, body.model, default_model(request, "chat"))
         messages = [m.to_template() for m in body.messages]
+        messages = with_json_instruction(messages, body.response_format)
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        default = default_model(request, "chat")
+        remote = await route(
+            request, "chat", body.model, default, messages=messages, max_tokens=max_tokens
+        )
+        if remote is not None:
+            return await relay(request, remote, "chat", body.stream, body.include_usage)
+        loaded = await named_model(engine, body.model, default)
         try:
             prompt = await engine.chat_prompt(messages, loaded.id)
         except Exception as e:
@@ -123,9 +137,10 @@ def add_routes(app: FastAPI) -> None:
             prompt=prompt,
             model=loaded.id,
             images=message_images(messages),
-            max_tokens=body.max_completion_tokens or body.max_tokens,  # None: the default
+            max_tokens=max_tokens,  # None: the default
             logprobs=body.engine_logprobs(),
             priority=Priority.CHAT,
+            constraint=constraint_of(body.response_format),
             **body.sampling(),
         )
         fmt = ChatFormat(loaded.id, body.include_usage)
@@ -141,8 +156,21 @@ def add_routes(app: FastAPI) -> None:
             raise OpenAIError(400, "send one prompt per request", param="prompt")
         if body.echo and body.logprobs is not None:
             raise OpenAIError(400, "echo with logprobs is not supported", param="echo")
-        loaded = await named_model(engine, body.model, default_model(request, "completion"))
+        default = default_model(request, "completion")
         prompt = prompts[0]
+        if not isinstance(prompt, list) or router_of(request).named(body.model):
+            measured = prompt if isinstance(prompt, str) else None  # token ids: not measured
+            remote = await route(
+                request,
+                "completion",
+                body.model,
+                default,
+                text=measured,
+                max_tokens=body.max_tokens,
+            )
+            if remote is not None:
+                return await relay(request, remote, "completion", body.stream, body.include_usage)
+        loaded = await named_model(engine, body.model, default)
         if isinstance(prompt, list):  # before decoding: an id past the vocabulary crashes MLX
             try:
                 check_token_ids(prompt, vocab_size(loaded))
@@ -160,6 +188,8 @@ def add_routes(app: FastAPI) -> None:
             max_tokens=body.max_tokens or 16,
             logprobs=body.logprobs,
             priority=priority,
+            constraint=constraint_of(body.response_format),
+            endpoint="completion",
             **sampling,
         )
         fmt = CompletionFormat(loaded.id, body.include_usage, text if body.echo else None)
@@ -171,6 +201,9 @@ def add_routes(app: FastAPI) -> None:
         request: Request, body: Annotated[EmbeddingRequest, Depends(json_body(EmbeddingRequest))]
     ) -> JSON:
         engine = engine_of(request)
+        remote = await route(request, "embedding", body.model, default_model(request, "embedding"))
+        if remote is not None:
+            return await relay_json(request, remote, "embedding")
         try:
             result = await until_disconnected(
                 request,
@@ -202,7 +235,11 @@ def add_routes(app: FastAPI) -> None:
 
     @app.get("/health")
     async def health(request: Request) -> JSON:
-        return JSON({"status": "ok", **engine_of(request).status().model_dump()})
+        """200 `status: "ok"`; 503 `status: "unhealthy"` with `health_reason` when the worker
+        thread died or a step has hung (the worker watchdog)."""
+        status = engine_of(request).status()
+        body = {"status": "ok" if status.healthy else "unhealthy", **status.model_dump()}
+        return JSON(body, status_code=200 if status.healthy else 503)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> PlainTextResponse:
@@ -220,6 +257,7 @@ def create_app(
     cors_origins: Iterable[str] = (),
     body_timeout_s: float = BODY_TIMEOUT_S,
     roles: Roles | None = None,
+    router: Router | None = None,
 ) -> FastAPI:
     """The app for `engine`. Requests must carry a Host of the bound host or localhost (unless
     bound to a wildcard address), no foreign Origin, the bearer key when one is set, and
@@ -233,6 +271,10 @@ def create_app(
     )
     app.state.engine = engine
     app.state.roles = roles if roles is not None else Roles.from_settings(engine.settings)
+    # Shared with the editor's server in `stdio --http-port`; one without upstreams otherwise.
+    app.state.router = (
+        router if router is not None else Router(engine, engine.settings, usage=engine.record_usage)
+    )
     origins = list(cors_origins)
     app.state.http_counts = Counter()
     app.state.generating = set()  # engine request ids of HTTP requests in flight
@@ -249,6 +291,7 @@ def create_app(
         cors_origins=origins,
     )
     app.add_middleware(metrics.RequestCounter, counts=app.state.http_counts)
+    app.add_middleware(metrics.Traced)
     if origins:
         app.add_middleware(
             CORSMiddleware,

@@ -108,7 +108,9 @@ def from_exception(exc: BaseException, param: str | None = None) -> OpenAIError:
     if isinstance(exc, SidecarError):
         if exc.kind is ErrorKind.LOAD_FAILED:
             log.warning("%s", exc)
-        return OpenAIError(STATUS[exc.kind], str(exc), param=exc.param or param, code=exc.code)
+        # An upstream's error keeps the upstream's status (a wrong key's 401): `http_status`.
+        status = getattr(exc, "http_status", None) or STATUS[exc.kind]
+        return OpenAIError(status, str(exc), param=exc.param or param, code=exc.code)
     if isinstance(exc, ValidationError):
         return from_validation(exc.errors())
     log.error("request failed", exc_info=exc)

@@ -7,7 +7,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sidecar import tracing
 from sidecar.engine.engine import Engine
+from sidecar.wire import ModelUsage
 
 ROUTES = {
     "/v1/models",
@@ -17,6 +19,37 @@ ROUTES = {
     "/health",
     "/metrics",
 }
+
+
+def route_of(path: str) -> str:
+    if path in ROUTES:
+        return path
+    return "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+
+
+class Traced:
+    """ASGI middleware: one span per request (`POST /v1/chat/completions`) when tracing is on,
+    current while the route runs and its stream is sent, so the engine's spans nest under it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not tracing.enabled():
+            await self.app(scope, receive, send)
+            return
+        route = route_of(scope.get("path", ""))
+        attributes = {"http.request.method": scope["method"], "http.route": route}
+        with tracing.span(f"{scope['method']} {route}", attributes) as span:
+
+            async def traced_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    tracing.set_attributes(
+                        span, {"http.response.status_code": int(message["status"])}
+                    )
+                await send(message)
+
+            await self.app(scope, receive, traced_send)
 
 
 class RequestCounter:
@@ -30,14 +63,7 @@ class RequestCounter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        route = (
-            path
-            if path in ROUTES
-            else "/v1/models/{id}"
-            if path.startswith("/v1/models/")
-            else "other"
-        )
+        route = route_of(scope.get("path", ""))
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -153,13 +179,23 @@ def render(engine: Engine, http_counts: Counter[tuple[str, int]]) -> str:
     out.metric(
         "memory_bytes",
         "gauge",
-        "MLX memory: active, peak, loaded models, budget.",
+        "MLX memory (active, peak) and the memory governor's budget and what it counts: "
+        "models, kv, prompt_cache, used.",
         [
             ({"kind": "active"}, memory["active_bytes"]),
             ({"kind": "peak"}, memory["peak_bytes"]),
             ({"kind": "models"}, memory["models_bytes"]),
+            ({"kind": "kv"}, memory["kv_bytes"]),
+            ({"kind": "prompt_cache"}, memory["prompt_cache_bytes"]),
+            ({"kind": "used"}, memory["used_bytes"]),
             ({"kind": "budget"}, memory["budget_bytes"]),
         ],
+    )
+    out.metric(
+        "healthy",
+        "gauge",
+        "1 while the worker thread is alive and no step has passed watchdog_step_s.",
+        [({}, int(status["healthy"]))],
     )
     out.metric(
         "model_loaded",
@@ -170,4 +206,28 @@ def render(engine: Engine, http_counts: Counter[tuple[str, int]]) -> str:
     out.metric(
         "uptime_seconds", "gauge", "Seconds since the engine started.", [({}, status["uptime_s"])]
     )
+    usage_metrics(out, status.usage)
     return out.text()
+
+
+def usage_metrics(out: Exposition, usage: list[ModelUsage]) -> None:
+    """The usage ledger per model and upstream ("local" for the engine), across restarts."""
+    labelled = [({"model": u.model, "upstream": u.upstream or "local"}, u) for u in usage]
+    for name, field, help_ in (
+        ("usage_requests_total", "requests", "Requests served, from the usage ledger."),
+        ("usage_errors_total", "errors", "Requests that failed, from the usage ledger."),
+        ("usage_prompt_tokens_total", "prompt_tokens", "Prompt tokens, from the usage ledger."),
+        ("usage_completion_tokens_total", "completion_tokens", "Completion tokens, ledger."),
+    ):
+        out.metric(name, "counter", help_, [(lab, getattr(u, field)) for lab, u in labelled])
+    out.summary(
+        "usage_latency_seconds",
+        "Request latency (submission to last token) per model, from the usage ledger.",
+        [(lab, u.latency_sum_s, u.latency_count) for lab, u in labelled],
+    )
+    out.metric(
+        "usage_cost_total",
+        "counter",
+        "Cost from the configured prices per million tokens (priced models only).",
+        [(lab, u.cost) for lab, u in labelled if u.cost is not None],
+    )

@@ -225,7 +225,7 @@ class EventStream(StreamingResponse):
     included: Starlette cancels the body iteration when the client disconnects)."""
 
     def __init__(
-        self, body: AsyncIterator[bytes], events: AsyncIterator[Event], on_close: Callable[[], None]
+        self, body: AsyncIterator[bytes], events: AsyncIterator[Any], on_close: Callable[[], None]
     ) -> None:
         super().__init__(
             body,

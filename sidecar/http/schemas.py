@@ -17,6 +17,7 @@ from pydantic import (
 from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine.messages import Role, template_role
+from sidecar.engine.response_format import ResponseFormat
 
 
 class Lenient(BaseModel):
@@ -148,16 +149,8 @@ class ChatRequest(Sampling):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
-
-    @field_validator("response_format")
-    @classmethod
-    def text_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        kind = (value or {}).get("type", "text")
-        if kind != "text":
-            raise ValueError(f"response_format type {kind!r} is not supported yet")
-        return value
 
     @field_validator("tools")
     @classmethod
@@ -197,6 +190,7 @@ class CompletionRequest(Sampling):
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     best_of: int | None = None
+    response_format: ResponseFormat | None = None  # an extension: OpenAI's is chat-only
 
     @field_validator("best_of")
     @classmethod

@@ -20,6 +20,7 @@ from sidecar.http.app import create_app
 from sidecar.http.security import MAX_BODY_BYTES, check_bind
 from sidecar.http.timeouts import header_timed
 from sidecar.roles import Roles
+from sidecar.upstreams.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ async def serve_http(
     body_timeout_s: float | None = None,
     max_connections: int | None = None,
     roles: Roles | None = None,
+    router: Router | None = None,
 ) -> HttpServer:
     """Serve the OpenAI API for `engine` on host:port (port 0 picks a free one) until `stop()`.
     Timeouts and the connection cap default to the engine's settings (`http_*`).
@@ -103,6 +105,7 @@ async def serve_http(
         cors_origins=cors_origins,
         body_timeout_s=body_timeout_s or settings.http_body_timeout_s,
         roles=roles,
+        router=router,
     )
     sock = bind_socket(host, port)
     config = uvicorn.Config(

@@ -11,8 +11,9 @@ from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
+from sidecar.engine.response_format import ResponseFormat, constraint_of, with_json_instruction
 from sidecar.errors import result_error
-from sidecar.lsp import notify
+from sidecar.lsp import notify, upstreams
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
 from sidecar.wire import ChatResult, Usage
@@ -35,6 +36,7 @@ class ChatParams(Params):
     seed: int | None = None
     stop: list[str] | str | None = None
     stream_token: str | int | None = None
+    response_format: ResponseFormat | None = None  # as on the OpenAI port: JSON, constrained
 
     @field_validator("messages")
     @classmethod
@@ -54,10 +56,18 @@ class ChatParams(Params):
 async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     p = parse(ChatParams, params, ls.engine.settings.limits)
     model = p.model or ls.roles["chat"]
+    messages = [m.to_template() for m in p.messages]
+    with rpc_errors():
+        remote = await ls.router.route(
+            "chat", p.model, ls.roles["chat"], messages=messages, max_tokens=p.max_tokens
+        )
+    if remote is not None:
+        return await upstreams.remote_chat(ls, remote, p)
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
     result: Result | None = None
     with rpc_errors():
-        prompt = await ls.engine.chat_prompt([m.to_template() for m in p.messages], model)
+        messages = with_json_instruction([m.to_template() for m in p.messages], p.response_format)
+        prompt = await ls.engine.chat_prompt(messages, model)
         request = GenerateRequest(
             prompt=prompt,
             model=model,
@@ -67,6 +77,7 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
             seed=p.seed,
             stop=stop,
             priority=Priority.CHAT,
+            constraint=constraint_of(p.response_format),
         )
         async for event in ls.engine.generate(request):
             if isinstance(event, Delta):

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator
 
 from sidecar import limits
+from sidecar.lsp import upstreams
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
 from sidecar.wire import EmbedResult, Usage
@@ -26,6 +27,10 @@ class EmbedParams(Params):
 async def embed(ls: SidecarServer, params: Any) -> EmbedResult:
     p = parse(EmbedParams, params, ls.engine.settings.limits)
     texts = [p.input] if isinstance(p.input, str) else p.input
+    with rpc_errors():
+        remote = await ls.router.route("embedding", p.model, ls.roles["embedding"])
+    if remote is not None:
+        return await upstreams.remote_embed(ls, remote, texts)
     with rpc_errors():
         result = await ls.engine.embed(texts, p.model or ls.roles["embedding"])
     return EmbedResult(

@@ -48,7 +48,9 @@ def article(word: str) -> str:
 async def list_models(ls: SidecarServer, params: Any) -> ModelList:
     with rpc_errors():
         models = await local_models(ls.engine, ls.roles)
-    return ModelList(models=models, roles=RoleModels.model_validate(dict(ls.roles)))
+        remote = await ls.router.models()  # grouped by upstream, in the upstreams' order
+    roles = RoleModels.model_validate(dict(ls.roles))
+    return ModelList(models=models, roles=roles, remote=remote)
 
 
 async def load(ls: SidecarServer, params: Any) -> LoadedModelStatus:
@@ -72,6 +74,8 @@ async def unload(ls: SidecarServer, params: Any) -> UnloadResult:
 async def select(ls: SidecarServer, params: Any) -> SelectResult:
     """Make `model` serve `role`; it loads on first use."""
     p = parse(SelectParams, params)
+    if ls.router.named(p.model) is not None:
+        return select_remote(ls, p)
     with rpc_errors():
         info = await asyncio.to_thread(ls.engine.store.info, p.model)
     if info.kind not in KINDS_FOR_ROLE[p.role]:
@@ -84,3 +88,14 @@ async def select(ls: SidecarServer, params: Any) -> SelectResult:
     with rpc_errors():
         await notify.models_changed(ls, "selected", info.id)
     return SelectResult(role=p.role, model=info.id, roles=RoleModels.model_validate(dict(ls.roles)))
+
+
+def select_remote(ls: SidecarServer, p: SelectParams) -> SelectResult:
+    """An upstream's model for chat or embeddings; inline completion stays local (its prompt
+    reuse and cancellation per keystroke need the local engine)."""
+    if p.role == "completion":
+        raise JsonRpcInvalidParams(
+            f"model: {p.model!r} is an upstream's model; inline completion runs on local models"
+        )
+    ls.set_role(p.role, p.model)
+    return SelectResult(role=p.role, model=p.model, roles=RoleModels.model_validate(dict(ls.roles)))

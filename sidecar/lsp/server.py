@@ -4,25 +4,45 @@ its concern. Another module may add handlers by exposing `register(server, engin
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from lsprotocol import types
 
+from sidecar import tracing
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
-from sidecar.lsp import chat, documents, embed, inline, lifecycle, models, status
+from sidecar.lsp import chat, documents, embed, inline, lifecycle, models, status, upstreams
 from sidecar.lsp.session import SidecarServer
 from sidecar.roles import Roles
+from sidecar.upstreams.router import Router
 
 log = logging.getLogger(__name__)
 PLUGINS = ("sidecar.lsp.downloads",)
 
 
-def build_server(engine: Engine, settings: Settings, roles: Roles | None = None) -> SidecarServer:
-    server = SidecarServer(engine, settings, roles)
+def traced(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` inside a `jsonrpc METHOD` span when tracing is on (async handlers only: the
+    sync ones do no model work)."""
+    if not inspect.iscoroutinefunction(handler):
+        return handler
+
+    @functools.wraps(handler)
+    async def run(ls: SidecarServer, params: Any) -> Any:
+        with tracing.span(f"jsonrpc {method}", {"rpc.system": "jsonrpc", "rpc.method": method}):
+            return await handler(ls, params)
+
+    return run
+
+
+def build_server(
+    engine: Engine, settings: Settings, roles: Roles | None = None, router: Router | None = None
+) -> SidecarServer:
+    server = SidecarServer(engine, settings, roles, router)
 
     @server.feature(types.INITIALIZE)
     async def on_initialize(ls: SidecarServer, params: types.InitializeParams) -> None:
@@ -50,7 +70,8 @@ def build_server(engine: Engine, settings: Settings, roles: Roles | None = None)
     async def on_inline(
         ls: SidecarServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList | None:
-        return await inline.inline_completion(ls, params)
+        with tracing.span("jsonrpc textDocument/inlineCompletion", {"rpc.method": "inline"}):
+            return await inline.inline_completion(ls, params)
 
     custom: dict[str, Callable[..., Any]] = {
         "mlx/chat": chat.chat,
@@ -62,9 +83,12 @@ def build_server(engine: Engine, settings: Settings, roles: Roles | None = None)
         "mlx/status": status.status,
         "mlx/completion/stats": inline.completion_stats,
         "mlx/context/viewed": documents.viewed,
+        "mlx/upstreams/list": upstreams.list_upstreams,
+        "mlx/upstreams/add": upstreams.add,
+        "mlx/upstreams/setKey": upstreams.set_key,
     }
     for method, handler in custom.items():
-        server.feature(method)(handler)
+        server.feature(method)(traced(method, handler))
 
     for name in PLUGINS:
         try:

@@ -26,6 +26,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.lsp.options import InitOptions, Role, default_roles
 from sidecar.roles import Roles
+from sidecar.upstreams.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,13 @@ class SidecarProtocol(LanguageServerProtocol):
 
 
 class SidecarServer(LanguageServer):
-    def __init__(self, engine: Engine, settings: Settings, roles: Roles | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        roles: Roles | None = None,
+        router: Router | None = None,
+    ) -> None:
         super().__init__(
             "mlx-sidecar",
             sidecar.__version__,
@@ -123,6 +130,10 @@ class SidecarServer(LanguageServer):
         # Shared with the OpenAI port when the CLI starts one (see sidecar/roles.py).
         self.roles: Roles = roles if roles is not None else Roles(self.default_roles)
         self.completions = CompletionSession(engine, self.options.completion)
+        # Upstreams (keys set by the editor, endpoints it adds), shared with the OpenAI port.
+        self.router = (
+            router if router is not None else Router(engine, settings, usage=engine.record_usage)
+        )
         self.http_url: str | None = None
         self.start_http: StartHttp | None = None  # given by the CLI, which owns the port
         self.stop_requested = asyncio.Event()

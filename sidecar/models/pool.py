@@ -25,6 +25,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from sidecar.errors import LoadFailed, Unavailable
+from sidecar.mlx_cleanup import release_memory
 from sidecar.models.kinds import ModelKind
 from sidecar.models.loader import load_model, load_tokenizer
 from sidecar.models.store import ModelInfo, ModelStore, dir_size
@@ -120,6 +121,10 @@ class ModelPool:
         self.pending: dict[str, PendingLoad] = {}
         self.events: list[str] = []  # human-readable load/evict log, newest last
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
+        # The rest of the memory budget (sidecar/engine/memory.py): KV reserved for running
+        # sequences counts against a load, and prompt caches make room first.
+        self.held_bytes: Callable[[], int] = lambda: 0
+        self.before_load: Callable[[int], None] = lambda _needed: None
 
     @property
     def used_bytes(self) -> int:
@@ -141,17 +146,19 @@ class ModelPool:
     def _evict_for(self, needed: int, keep: str | None = None) -> None:
         """Unload least recently used models (never pinned, busy or `keep`) until `needed`
         more bytes fit in the budget beside the loaded and loading models."""
-        while self.used_bytes + self.reserved_bytes + needed > self.budget_bytes:
+        while (
+            self.used_bytes + self.reserved_bytes + self.held_bytes() + needed > self.budget_bytes
+        ):
             victims = sorted(
                 (m for m in self.models.values() if not m.pinned and not m.busy and m.id != keep),
                 key=lambda m: m.last_used,
             )
             if not victims:
-                free = self.budget_bytes - self.used_bytes - self.reserved_bytes
+                free = self.budget_bytes - self.used_bytes - self.reserved_bytes - self.held_bytes()
                 raise MemoryBudgetError(
                     f"need {needed / MiB:.0f} MiB but only {max(free, 0) / MiB:.0f} MiB of the "
                     f"{self.budget_bytes / MiB:.0f} MiB memory budget is free, and every "
-                    "loaded model is pinned or busy"
+                    "loaded model is pinned or busy (running requests' KV counts too)"
                 )
             self._log(f"evict {victims[0].id} (least recently used)")
             self.unload(victims[0].id)
@@ -181,6 +188,7 @@ class ModelPool:
                 f"model {info.id} needs about {estimate / MiB:.0f} MiB, over the whole "
                 f"memory budget of {self.budget_bytes / MiB:.0f} MiB"
             )
+        self.before_load(estimate)
         self._evict_for(estimate)
         gc.collect()
         before = mx.get_active_memory()
@@ -337,8 +345,7 @@ class ModelPool:
 
     @staticmethod
     def _cleanup() -> None:
-        gc.collect()
-        mx.clear_cache()
+        release_memory()
 
 
 def parameters(model: Any) -> list[tuple[str, mx.array]]:

@@ -67,10 +67,13 @@ class Server:
         return body
 
 
-def start_server(env: dict[str, str], log: Path, *args: str) -> Server:
+def start_server(
+    env: dict[str, str], log: Path, *args: str, global_args: tuple[str, ...] = ()
+) -> Server:
+    """`global_args` go before `serve` (e.g. `("--log-level", "debug")`)."""
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "sidecar", *global_args, "serve", "--port", "0", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,

@@ -157,6 +157,7 @@ export class ThemeIcon {
 }
 
 export const InlineCompletionTriggerKind = { Invoke: 0, Automatic: 1 };
+export const QuickPickItemKind = { Separator: -1, Default: 0 };
 export const ProgressLocation = { SourceControl: 1, Window: 10, Notification: 15 };
 export const StatusBarAlignment = { Left: 1, Right: 2 };
 export const ConfigurationTarget = { Global: 1, Workspace: 2, WorkspaceFolder: 3 };
@@ -469,6 +470,7 @@ const known: Record<string, any> = {
   MarkdownString,
   ThemeIcon,
   InlineCompletionTriggerKind,
+  QuickPickItemKind,
   ProgressLocation,
   StatusBarAlignment,
   ConfigurationTarget,

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { backoffMs } from "../../src/client";
 import { userContent } from "../../src/chat-view";
-import { hubItem, modelItem } from "../../src/commands";
+import { hubItem, modelItem, pickerItems } from "../../src/commands";
 import { formatBytes } from "../../src/protocol";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -11,7 +11,8 @@ import * as path from "node:path";
 import * as vscode from "vscode";
 import { runtimeDir } from "../../src/daemon";
 import { commandFromSettings, daemonArgs, ensureManagedVenv, findOnPath } from "../../src/sidecar-path";
-import { summarize } from "../../src/status-bar";
+import { servedText, summarize } from "../../src/status-bar";
+import { nameProblem, urlProblem } from "../../src/upstreams";
 
 const launch = {
   mode: "stdio" as const,
@@ -26,20 +27,30 @@ const launch = {
 test("serverPath wins over pythonPath; pythonPath runs the module", () => {
   assert.deepEqual(commandFromSettings({ ...launch, serverPath: "/opt/mlx-sidecar", pythonPath: "/usr/bin/python3" }), {
     command: "/opt/mlx-sidecar",
-    args: ["stdio"],
+    args: ["--log-level", "info", "stdio"],
     source: "serverPath",
   });
   assert.deepEqual(commandFromSettings({ ...launch, pythonPath: "/venv/bin/python", httpPort: 8080 }), {
     command: "/venv/bin/python",
-    args: ["-m", "sidecar", "stdio", "--http-port", "8080"],
+    args: ["-m", "sidecar", "--log-level", "info", "stdio", "--http-port", "8080"],
     source: "pythonPath",
   });
   assert.equal(commandFromSettings(launch), undefined);
+  assert.deepEqual(commandFromSettings({ ...launch, serverPath: "/s", logLevel: "DEBUG" })?.args, [
+    "--log-level",
+    "debug",
+    "stdio",
+  ]);
 });
 
 test("the daemon is the same command with `daemon` for `stdio`; its runtime dir follows the sidecar's rule", () => {
   const cmd = commandFromSettings({ ...launch, pythonPath: "/venv/bin/python", httpPort: 8080 })!;
-  assert.deepEqual(daemonArgs(cmd), ["-m", "sidecar", "daemon", "--http-port", "8080"]);
+  assert.deepEqual(
+    daemonArgs(cmd),
+    cmd.args.map((a) => (a === "stdio" ? "daemon" : a)),
+  );
+  assert.ok(daemonArgs(cmd).includes("daemon") && !daemonArgs(cmd).includes("stdio"));
+  assert.deepEqual(daemonArgs(cmd).slice(-2), ["--http-port", "8080"]);
   assert.equal(runtimeDir({ MLX_SIDECAR_DAEMON_RUNTIME_DIR: "/tmp/x" }), "/tmp/x");
   assert.equal(runtimeDir({ XDG_RUNTIME_DIR: "/" }), "/mlx-sidecar");
   assert.equal(runtimeDir({}), path.join(os.homedir(), ".cache", "mlx-sidecar", "run"));
@@ -106,4 +117,57 @@ test("managed venv: reused when installed; a failed pip install says what to set
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("model pickers list remote models grouped by upstream, after the local ones", () => {
+  const local = (id: string, kind: "text" | "embedding") => ({
+    id,
+    kind,
+    size_bytes: 1,
+    quantization: null,
+    loaded: false,
+    roles: [],
+  });
+  const remote = (upstream: string, model: string) => ({
+    id: `${upstream}/${model}`,
+    upstream,
+    model,
+    owned_by: upstream,
+    created: 0,
+    object: "model" as const,
+  });
+  const list: any = {
+    models: [local("Smol", "text"), local("MiniLM", "embedding")],
+    remote: [remote("team", "Qwen3-32B"), remote("team", "Llama-70B"), remote("hosted", "gpt-x")],
+  };
+  const chat = pickerItems(list, "chat");
+  assert.deepEqual(
+    chat.map((i) => [i.label, i.kind === vscode.QuickPickItemKind.Separator]),
+    [
+      ["Smol", false],
+      ["team", true],
+      ["team/Qwen3-32B", false],
+      ["team/Llama-70B", false],
+      ["hosted", true],
+      ["hosted/gpt-x", false],
+    ],
+  );
+  assert.equal(chat.find((i) => i.label === "hosted")?.id, ""); // a separator picks nothing
+  assert.deepEqual(
+    pickerItems(list, "completion").map((i) => i.id),
+    ["Smol"],
+  ); // inline completion stays local
+});
+
+test("remote endpoint input checks", () => {
+  assert.equal(nameProblem("team"), undefined);
+  assert.match(nameProblem("my team") ?? "", /letters/);
+  assert.equal(urlProblem("http://cluster:8000/v1"), undefined);
+  assert.match(urlProblem("ftp://x") ?? "", /http/);
+  assert.match(urlProblem("cluster") ?? "", /URL/);
+  assert.equal(servedText({ upstream: null, fallbackReason: null }), "");
+  assert.equal(
+    servedText({ upstream: "team", fallbackReason: "queue_wait" }),
+    "\nLast chat reply from upstream team (fallback: queue wait)",
+  );
 });

@@ -55,6 +55,23 @@ function fakeWebviewView() {
   return { view, posted, send: (m: any) => receive(m) };
 }
 
+function fakeSecrets(): Pick<vscode.SecretStorage, "get" | "store" | "delete"> {
+  const kept = new Map<string, string>();
+  return {
+    get: async (k: string) => kept.get(k),
+    store: async (k: string, v: string) => void kept.set(k, v),
+    delete: async (k: string) => void kept.delete(k),
+  };
+}
+
+function fakeMemento(): Pick<vscode.Memento, "get" | "update"> {
+  const kept = new Map<string, unknown>();
+  return {
+    get: ((k: string, d?: unknown) => (kept.has(k) ? kept.get(k) : d)) as vscode.Memento["get"],
+    update: async (k: string, v: unknown) => void kept.set(k, v),
+  };
+}
+
 describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
   let api: MlxSidecarApi;
   let hub: ChildProcess | undefined;
@@ -64,6 +81,8 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     subscriptions: [],
     globalStorageUri: vscode.Uri.file(path.join(tmp, "storage")),
     extensionUri: vscode.Uri.file(root),
+    secrets: fakeSecrets(),
+    globalState: fakeMemento(),
   };
 
   const request = <R>(method: string, params: unknown = {}) => api.sidecar.request<R>(method, params);
