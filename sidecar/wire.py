@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sidecar.models.pool import LoadedModel
 
 ModelRole = Role  # one role set: sidecar.roles
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
 ChangeReason = Literal["downloaded", "deleted", "loaded", "unloaded", "selected"]
 
 
@@ -319,8 +319,17 @@ class EngineStatus(Wire):
 # -- chat and embeddings -------------------------------------------------------------------------
 
 
+class ToolCall(Wire):
+    """A tool call the model made (issue 11): `arguments` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class ChatResult(Wire):
-    """`mlx/chat`."""
+    """`mlx/chat`. `text` is the answer, without the model's thinking (`reasoning`, unless the
+    request asked for `reasoning_format: "inline"`) or tool-call markup (`tool_calls`)."""
 
     text: str
     finish_reason: FinishReason
@@ -330,6 +339,8 @@ class ChatResult(Wire):
     tokens_per_s: float | None
     served_by: str | None = None  # the upstream that answered; None: the local engine
     fallback_reason: str | None = None  # why an upstream served a local request
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = []
 
 
 class EmbedResult(Wire):
@@ -345,10 +356,13 @@ class EmbedResult(Wire):
 
 
 class ChatDelta(Wire):
-    """`mlx/chat/delta`: text of the `mlx/chat` request that gave `stream_token`, as it is made."""
+    """`mlx/chat/delta`: text of the `mlx/chat` request that gave `stream_token`, as it is made;
+    `reasoning`: thinking made since the last delta; `tool_calls`: calls completed since."""
 
     stream_token: str | int
     delta: str
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ModelsChanged(Wire):

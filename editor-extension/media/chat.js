@@ -10,7 +10,7 @@
   const model = /** @type {HTMLSelectElement} */ ($("model"));
   const send = $("send");
   const stop = $("stop");
-  let streaming = null; // { el, text }
+  let streaming = null; // { el, text, reasoning, calls }
 
   const escapeHtml = (s) =>
     s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -123,6 +123,54 @@
     messages.scrollTop = messages.scrollHeight;
   }
 
+  /** The model's thinking, folded: a <details> above the answer, made on first use. */
+  function setReasoning(el, text, done) {
+    let details = /** @type {HTMLDetailsElement | null} */ (el.querySelector("details.reasoning"));
+    if (!text) return;
+    if (!details) {
+      details = document.createElement("details");
+      details.className = "reasoning";
+      const summary = document.createElement("summary");
+      const pre = document.createElement("div");
+      pre.className = "thought";
+      details.append(summary, pre);
+      el.insertBefore(details, el.querySelector(".body"));
+    }
+    /** @type {HTMLElement} */ (details.querySelector("summary")).textContent = done ? "Thought" : "Thinking…";
+    /** @type {HTMLElement} */ (details.querySelector(".thought")).textContent = text;
+  }
+
+  /** Tool calls as cards: the function's name and its arguments (pretty-printed when JSON). */
+  function setToolCalls(el, calls) {
+    let list = el.querySelector(".toolcalls");
+    if (!calls || !calls.length) return;
+    if (!list) {
+      list = document.createElement("div");
+      list.className = "toolcalls";
+      el.insertBefore(list, el.querySelector(".meta"));
+    }
+    list.replaceChildren(
+      ...calls.map((call) => {
+        const card = document.createElement("div");
+        card.className = "toolcall";
+        const name = document.createElement("div");
+        name.className = "toolname";
+        name.textContent = `Tool call: ${call.name}`;
+        const args = document.createElement("pre");
+        let text = call.arguments;
+        try {
+          text = JSON.stringify(JSON.parse(call.arguments), null, 2);
+        } catch {
+          // shown as sent
+        }
+        args.textContent = text;
+        card.append(name, args);
+        return card;
+      }),
+    );
+    messages.scrollTop = messages.scrollHeight;
+  }
+
   function setBusy(busy) {
     send.hidden = busy;
     stop.hidden = !busy;
@@ -165,7 +213,16 @@
       case "restore":
         for (const msg of m.messages) {
           if (msg.role === "user") add("user", "You").querySelector(".body").textContent = msg.content;
-          else setAssistant(add("assistant", "MLX"), msg.content, true);
+          else {
+            const el = add("assistant", "MLX");
+            setAssistant(el, msg.content ?? "", true);
+            const calls = (msg.tool_calls ?? []).map((c) => ({
+              name: c.function.name,
+              arguments:
+                typeof c.function.arguments === "string" ? c.function.arguments : JSON.stringify(c.function.arguments),
+            }));
+            setToolCalls(el, calls);
+          }
         }
         $("context").replaceChildren(chips(m.context, true));
         break;
@@ -176,7 +233,7 @@
         break;
       }
       case "start":
-        streaming = { el: add("assistant", "MLX"), text: "" };
+        streaming = { el: add("assistant", "MLX"), text: "", reasoning: "", calls: [] };
         setAssistant(streaming.el, "", false);
         setBusy(true);
         break;
@@ -186,14 +243,29 @@
           setAssistant(streaming.el, streaming.text, false);
         }
         break;
+      case "reasoning":
+        if (streaming) {
+          streaming.reasoning += m.delta;
+          setReasoning(streaming.el, streaming.reasoning, false);
+        }
+        break;
+      case "toolCalls":
+        if (streaming) {
+          streaming.calls.push(...m.calls);
+          setToolCalls(streaming.el, streaming.calls);
+        }
+        break;
       case "done":
         if (streaming) {
           setAssistant(streaming.el, m.text ?? streaming.text, true);
+          setReasoning(streaming.el, m.reasoning ?? streaming.reasoning, true);
+          setToolCalls(streaming.el, m.tool_calls ?? streaming.calls);
           const meta = document.createElement("div");
           meta.className = "meta";
           const bits = [];
           if (m.finish_reason === "cancelled") bits.push("stopped");
           else if (m.finish_reason === "length") bits.push("stopped at the token limit");
+          else if (m.finish_reason === "tool_calls") bits.push("asked to run tools (not run here)");
           if (m.usage) bits.push(`${m.usage.completion_tokens} tokens`);
           if (m.model) bits.push(m.model);
           meta.textContent = bits.join(" · ");

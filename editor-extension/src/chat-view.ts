@@ -3,6 +3,7 @@
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
 import { type ChatMessage, type ChatParams, type ChatResult, METHODS, type ModelList } from "./protocol";
+import { applyDelta, assistantMessage, newTurn, type Turn } from "./chat-turn";
 import { setModelForRole, sidecarOptions } from "./settings";
 
 interface ContextItem {
@@ -33,7 +34,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private view: vscode.WebviewView | undefined;
   private messages: ChatMessage[] = [];
   private context: ContextItem[] = [];
-  private current: { token: string; cts: vscode.CancellationTokenSource; text: string } | undefined;
+  private current: { token: string; cts: vscode.CancellationTokenSource; turn: Turn } | undefined;
   private seq = 0;
   private readonly disposables: vscode.Disposable[] = [];
 
@@ -44,8 +45,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.disposables.push(
       sidecar.onChatDelta((d) => {
         if (this.current && d.stream_token === this.current.token) {
-          this.current.text += d.delta;
-          this.post({ type: "delta", delta: d.delta });
+          for (const update of applyDelta(this.current.turn, d)) this.post(update);
         }
       }),
       sidecar.onModelsChanged(() => void this.sendModels()),
@@ -233,7 +233,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.postContext();
     const token = `chat-${Date.now()}-${++this.seq}`;
     const cts = new vscode.CancellationTokenSource();
-    this.current = { token, cts, text: "" };
+    this.current = { token, cts, turn: newTurn() };
     this.post({ type: "start" });
     const opts = sidecarOptions().chat;
     const chatModel = sidecarOptions().models.chat;
@@ -251,18 +251,28 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       );
       this.messages.push({ role: "assistant", content: result.text });
       this.sidecar.noteReply(result.served_by, result.fallback_reason);
+      this.messages.push(assistantMessage(result));
       this.post({
         type: "done",
         text: result.text,
+        reasoning: result.reasoning,
+        tool_calls: result.tool_calls,
         finish_reason: result.finish_reason,
         model: result.model,
         usage: result.usage,
       });
     } catch (e) {
-      const partial = this.current?.text ?? "";
+      const partial = this.current?.turn ?? newTurn();
       if (cts.token.isCancellationRequested) {
-        if (partial) this.messages.push({ role: "assistant", content: partial });
-        this.post({ type: "done", text: partial, finish_reason: "cancelled" });
+        const reply = { text: partial.text, tool_calls: partial.toolCalls };
+        if (partial.text || partial.toolCalls.length) this.messages.push(assistantMessage(reply));
+        this.post({
+          type: "done",
+          text: partial.text,
+          reasoning: partial.reasoning,
+          tool_calls: partial.toolCalls,
+          finish_reason: "cancelled",
+        });
       } else {
         this.messages.pop();
         this.post({ type: "error", message: e instanceof Error ? e.message : String(e) });

@@ -284,6 +284,10 @@ class Engine:
             raise EngineError(f"model {loaded.id!r} does not take images")
         return render_chat(loaded.tokenizer, text_only_messages(messages))
 
+    async def text_model(self, model: str | None = None) -> LoadedModel:
+        """The loaded text (or vision) model `model` names (None: the default chat model)."""
+        return await self._ensure(model, ("text", "vision"))
+
     async def tokenize(self, text: str, model: str | None = None) -> list[int]:
         loaded = await self._ensure(model, ("text", "vision"))
         if loaded.kind == "vision":

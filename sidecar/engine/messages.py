@@ -8,6 +8,7 @@ into ordinary text tokens."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from typing import Any, Literal
@@ -19,7 +20,7 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 # Private-use characters: no tokenizer normalises them away and no template trims them.
 SENTINEL = "\ue000{nonce}:{index}\ue001"
-UNTRUSTED_KEYS = ("content", "name")
+UNTRUSTED_KEYS = ("content", "name", "tool_call_id", "reasoning_content")
 
 
 def template_role(role: str) -> str:
@@ -97,17 +98,37 @@ def encode_rendered(
     return ids + encode_text(tokenizer, "".join(run))
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
-    """Messages (string contents) -> prompt ids ending where the assistant's turn starts."""
+def check_no_markers(tokenizer: Any, what: str, value: Any) -> None:
+    """Tool definitions and earlier calls' arguments go to the template as structures (it
+    prints them with `tojson`, so they cannot be swapped for sentinels like contents): text in
+    them that spells one of the template's control tokens is refused instead."""
+    if value is None:
+        return
+    text = json.dumps(value, ensure_ascii=False)
+    found = next((m for m in added_tokens(tokenizer) if len(m) > 1 and m in text), None)
+    if found is not None:
+        raise EngineError(f"{what} contain {found!r}, a control token of the model's template")
+
+
+def render_chat(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> list[int]:
+    """Messages (string contents) -> prompt ids ending where the assistant's turn starts.
+    `tools` (OpenAI tool definitions) go to a template that renders them."""
     if not messages:
         raise EngineError("messages must not be empty")
+    check_no_markers(tokenizer, "tools", tools)
+    check_no_markers(tokenizer, "tool calls", [m.get("tool_calls") for m in messages])
     masked, texts, pattern = with_sentinels(messages)
     if getattr(tokenizer, "chat_template", None) is None:
         text = "".join(f"{m['role']}: {m.get('content') or ''}\n" for m in masked) + "assistant:"
         # BOS (or nothing) as the tokenizer adds it to a raw prompt
         return encode(tokenizer, "") + encode_rendered(tokenizer, text, texts, pattern)
     try:
-        rendered = tokenizer.apply_chat_template(masked, add_generation_prompt=True, tokenize=False)
+        extra = {"tools": tools} if tools else {}
+        rendered = tokenizer.apply_chat_template(
+            masked, add_generation_prompt=True, tokenize=False, **extra
+        )
     except Exception as e:
         raise EngineError(f"the model's chat template rejected the messages: {e}") from e
     return encode_rendered(tokenizer, rendered, texts, pattern)

@@ -12,7 +12,8 @@ from sidecar.errors import ErrorKind, InvalidRequest
 if TYPE_CHECKING:
     from sidecar.engine.constraints import Constraint
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+# "tool_calls": a chat reply that ended with tool calls (sidecar/engine/chat.py)
+FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
 _ids = itertools.count(1)
 # Seeds are 64-bit: negative ones (int64, as some clients send -1) wrap to their unsigned value.
 SEED_MIN = -(2**63)

@@ -17,9 +17,10 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
 from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
+from sidecar.engine.chat import chat_stream, plan_chat
 from sidecar.engine.engine import Engine, check_token_ids, vocab_size
 from sidecar.engine.requests import EngineError, GenerateRequest, Priority
-from sidecar.engine.response_format import constraint_of, with_json_instruction
+from sidecar.engine.response_format import constraint_of
 from sidecar.engine.vision_runner import message_images
 from sidecar.http import errors, metrics
 from sidecar.http.errors import JSON, OpenAIError, from_validation
@@ -120,7 +121,6 @@ def add_routes(app: FastAPI) -> None:
     ) -> Any:
         engine = engine_of(request)
         messages = [m.to_template() for m in body.messages]
-        messages = with_json_instruction(messages, body.response_format)
         max_tokens = body.max_completion_tokens or body.max_tokens
         default = default_model(request, "chat")
         remote = await route(
@@ -130,21 +130,26 @@ def add_routes(app: FastAPI) -> None:
             return await relay(request, remote, "chat", body.stream, body.include_usage)
         loaded = await named_model(engine, body.model, default)
         try:
-            prompt = await engine.chat_prompt(messages, loaded.id)
+            plan = await plan_chat(
+                engine, messages, loaded.id, body.tool_request(), body.response_format
+            )
         except Exception as e:
             raise errors.from_exception(e, param="messages") from e
         req = GenerateRequest(
-            prompt=prompt,
+            prompt=plan.prompt,
             model=loaded.id,
             images=message_images(messages),
             max_tokens=max_tokens,  # None: the default
             logprobs=body.engine_logprobs(),
             priority=Priority.CHAT,
-            constraint=constraint_of(body.response_format),
+            constraint=plan.constraint,
             **body.sampling(),
         )
+        events = chat_stream(engine, req, plan, body.reasoning_format == "inline")
         fmt = ChatFormat(loaded.id, body.include_usage)
-        return await respond(request, engine, req, fmt, body.stream, "messages", body.logprobs)
+        return await respond(
+            request, engine, req, fmt, body.stream, "messages", body.logprobs, events
+        )
 
     @app.post("/v1/completions", response_model=None, openapi_extra=request_body(CompletionRequest))
     async def completions(

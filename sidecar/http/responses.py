@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from sidecar.engine.chat import ChatReply, ReplyDelta
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, GenerateRequest, Result, TokenLogprob
 from sidecar.errors import result_error
@@ -106,6 +107,10 @@ class Format:
     def delta(self, event: Delta) -> dict[str, Any]:
         raise NotImplementedError
 
+    def deltas(self, event: Delta) -> list[dict[str, Any]]:
+        """The chunks one event streams as (chat: tool calls take two)."""
+        return [self.delta(event)]
+
     def closing(self, result: Result) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -130,22 +135,48 @@ class ChatFormat(Format):
             )
         ]
 
+    def choice_delta(self, delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
+        return self.chunk({"delta": delta, "logprobs": logprobs, "finish_reason": None})
+
     def delta(self, event: Delta) -> dict[str, Any]:
-        return self.chunk(
-            {
-                "delta": {"content": event.text},
-                "logprobs": chat_logprobs(event.logprobs),
-                "finish_reason": None,
+        return self.choice_delta({"content": event.text}, chat_logprobs(event.logprobs))
+
+    def deltas(self, event: Delta) -> list[dict[str, Any]]:
+        """Reasoning, content, then each tool call as OpenAI streams one: a chunk that opens it
+        (index, id, name, no arguments yet), then its arguments."""
+        if not isinstance(event, ReplyDelta):
+            return [self.delta(event)]
+        out = []
+        if event.reasoning:
+            out.append(self.choice_delta({"reasoning_content": event.reasoning}))
+        if event.text or event.logprobs or not (event.reasoning or event.tool_calls):
+            out.append(self.delta(event))
+        for call in event.tool_calls:
+            opening = {
+                "index": call.index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
             }
-        )
+            out.append(self.choice_delta({"tool_calls": [opening]}))
+            arguments = {"index": call.index, "function": {"arguments": call.arguments}}
+            out.append(self.choice_delta({"tool_calls": [arguments]}))
+        return out
 
     def closing(self, result: Result) -> dict[str, Any]:
         return self.chunk({"delta": {}, "logprobs": None, "finish_reason": result.finish_reason})
 
     def whole(self, result: Result, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
+        if isinstance(result, ChatReply):
+            if result.reasoning is not None:
+                message["reasoning_content"] = result.reasoning
+            if result.tool_calls:
+                message["tool_calls"] = [c.to_openai() for c in result.tool_calls]
+                message["content"] = result.text or None
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "message": message,
             "logprobs": chat_logprobs(logprobs),
             "finish_reason": result.finish_reason,
         }
@@ -251,7 +282,8 @@ async def stream_body(
         yield sse(chunk)
     event = first
     while isinstance(event, Delta):
-        yield sse(fmt.delta(event))
+        for chunk in fmt.deltas(event):
+            yield sse(chunk)
         event = await anext(events)
     error = failed(event)
     if error is not None:
@@ -283,12 +315,15 @@ async def respond(
     stream: bool,
     prompt_param: str,
     wants_logprobs: bool = False,
+    events: AsyncIterator[Event] | None = None,
 ) -> JSON | EventStream:
     """Run one engine request and answer it as JSON or as an SSE stream. The request id stays
-    in `app.state.generating` while it runs, so that stopping the server can cancel it."""
+    in `app.state.generating` while it runs, so that stopping the server can cancel it.
+    `events`: the request's events already wrapped (a chat reply split by chat_stream)."""
     generating: set[str] = request.app.state.generating
     generating.add(req.request_id)
-    events = engine.generate(req)
+    if events is None:
+        events = engine.generate(req)
     handed_over = False  # to a streaming response, which closes the events itself
 
     def done() -> None:

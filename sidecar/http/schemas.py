@@ -18,6 +18,8 @@ from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.response_format import ResponseFormat
+from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, ToolRequest
+from sidecar.engine.tools import of_request as tools_of
 
 
 class Lenient(BaseModel):
@@ -55,6 +57,15 @@ class Message(Lenient):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool result's call
+    reasoning_content: str | None = None  # an assistant's earlier thinking (Qwen3 renders it)
+
+    @model_validator(mode="after")
+    def tool_fields(self) -> Message:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text_chars(self) -> int:
         parts = self.content if isinstance(self.content, list) else [self.content]
@@ -73,6 +84,12 @@ class Message(Lenient):
         }
         if self.name:
             out["name"] = self.name
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_template() for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.reasoning_content:
+            out["reasoning_content"] = self.reasoning_content
         return out
 
 
@@ -150,14 +167,34 @@ class ChatRequest(Sampling):
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    # tools (issue 11): see sidecar/engine/tools.py
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # "separate": thinking in `reasoning_content`; "inline": left in `content` as generated
+    reasoning_format: Literal["separate", "inline"] = "separate"
+    functions: list[Any] | None = None  # OpenAI's deprecated form of tools: refused, not ignored
+    function_call: Any = None
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def no_legacy_functions(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("the deprecated functions/function_call are not supported; send tools")
+        return value
 
     @field_validator("tools")
     @classmethod
-    def no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if value:
-            raise ValueError("tools are not supported yet")
+    def bounded_tools(
+        cls, value: list[ToolDef] | None, info: ValidationInfo
+    ) -> list[ToolDef] | None:
+        if value:  # tool schemas are prompt text too
+            chars = sum(len(t.model_dump_json()) for t in value)
+            limits.check_prompt_chars(chars, limits.of(info))
         return value
+
+    def tool_request(self) -> ToolRequest | None:
+        return tools_of(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     @field_validator("messages")
     @classmethod

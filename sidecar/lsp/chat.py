@@ -3,28 +3,47 @@ given. `$/cancelRequest` cancels the task, which ends the engine request (error 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
+from sidecar.engine import reply
+from sidecar.engine.chat import ChatReply, ReplyDelta, chat_stream, plan_chat
 from sidecar.engine.messages import Role, template_role
-from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
-from sidecar.engine.response_format import ResponseFormat, constraint_of, with_json_instruction
+from sidecar.engine.requests import GenerateRequest, Priority
+from sidecar.engine.response_format import ResponseFormat
+from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, of_request
 from sidecar.errors import result_error
 from sidecar.lsp import notify, upstreams
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
-from sidecar.wire import ChatResult, Usage
+from sidecar.wire import ChatResult, ToolCall, Usage
 
 
 class ChatMessage(Params):
     role: Role  # the same closed set as the HTTP edge
-    content: str
+    content: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool result's call
+    reasoning_content: str | None = None
 
-    def to_template(self) -> dict[str, str]:
-        return {"role": template_role(self.role), "content": self.content}
+    @model_validator(mode="after")
+    def tool_fields(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+    def to_template(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": template_role(self.role), "content": self.content or ""}
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_template() for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.reasoning_content:
+            out["reasoning_content"] = self.reasoning_content
+        return out
 
 
 class ChatParams(Params):
@@ -37,11 +56,17 @@ class ChatParams(Params):
     stop: list[str] | str | None = None
     stream_token: str | int | None = None
     response_format: ResponseFormat | None = None  # as on the OpenAI port: JSON, constrained
+    # tools and reasoning (issue 11): the HTTP edge's fields, see sidecar/engine/tools.py
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_format: Literal["separate", "inline"] = "separate"
 
     @field_validator("messages")
     @classmethod
     def bounded(cls, value: list[ChatMessage], info: ValidationInfo) -> list[ChatMessage]:
-        limits.check_messages(len(value), sum(len(m.content) for m in value), limits.of(info))
+        chars = sum(len(m.content or "") for m in value)
+        limits.check_messages(len(value), chars, limits.of(info))
         return value
 
     @field_validator("stop")
@@ -64,25 +89,34 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     if remote is not None:
         return await upstreams.remote_chat(ls, remote, p)
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
-    result: Result | None = None
+    result: ChatReply | None = None
     with rpc_errors():
-        messages = with_json_instruction([m.to_template() for m in p.messages], p.response_format)
-        prompt = await ls.engine.chat_prompt(messages, model)
+        tools = of_request(p.tools, p.tool_choice, p.parallel_tool_calls)
+        plan = await plan_chat(ls.engine, messages, model, tools, p.response_format)
         request = GenerateRequest(
-            prompt=prompt,
-            model=model,
+            prompt=plan.prompt,
+            model=plan.model,
             max_tokens=p.max_tokens,
             temperature=p.temperature,
             top_p=p.top_p,
             seed=p.seed,
             stop=stop,
             priority=Priority.CHAT,
-            constraint=constraint_of(p.response_format),
+            constraint=plan.constraint,
         )
-        async for event in ls.engine.generate(request):
-            if isinstance(event, Delta):
-                if p.stream_token is not None and event.text:
-                    notify.chat_delta(ls, p.stream_token, event.text)
+        inline = p.reasoning_format == "inline"
+        async for event in chat_stream(ls.engine, request, plan, inline):
+            if isinstance(event, ReplyDelta):
+                if p.stream_token is not None and (
+                    event.text or event.reasoning or event.tool_calls
+                ):
+                    notify.chat_delta(
+                        ls,
+                        p.stream_token,
+                        event.text,
+                        event.reasoning or None,
+                        [wire_call(c) for c in event.tool_calls] or None,
+                    )
             else:
                 result = event
         assert result is not None
@@ -95,4 +129,10 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
         usage=Usage.of(result.prompt_tokens, result.completion_tokens),
         time_to_first_token_s=result.time_to_first_token_s,
         tokens_per_s=result.tokens_per_s,
+        reasoning=result.reasoning,
+        tool_calls=[wire_call(c) for c in result.tool_calls],
     )
+
+
+def wire_call(call: reply.ToolCall) -> ToolCall:
+    return ToolCall(id=call.id, name=call.name, arguments=call.arguments)

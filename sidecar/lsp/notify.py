@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from pygls.lsp.server import LanguageServer
 
 from sidecar.lsp.session import SidecarServer
-from sidecar.wire import ChangeReason, ChatDelta, ModelsChanged, local_models
+from sidecar.wire import ChangeReason, ChatDelta, ModelsChanged, ToolCall, local_models
 
 MODELS_CHANGED = "mlx/models/changed"
 CHAT_DELTA = "mlx/chat/delta"
@@ -28,5 +28,14 @@ async def models_changed(ls: SidecarServer, reason: ChangeReason, model: str | N
         notify(target, MODELS_CHANGED, ModelsChanged(reason=reason, model=model, models=models))
 
 
-def chat_delta(ls: LanguageServer, stream_token: str | int, delta: str) -> None:
-    notify(ls, CHAT_DELTA, ChatDelta(stream_token=stream_token, delta=delta))
+def chat_delta(
+    ls: LanguageServer,
+    stream_token: str | int,
+    delta: str,
+    reasoning: str | None = None,
+    tool_calls: list[ToolCall] | None = None,
+) -> None:
+    message = ChatDelta(
+        stream_token=stream_token, delta=delta, reasoning=reasoning, tool_calls=tool_calls
+    )
+    notify(ls, CHAT_DELTA, message)

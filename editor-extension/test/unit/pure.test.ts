@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { backoffMs } from "../../src/client";
+import { applyDelta, assistantMessage, newTurn } from "../../src/chat-turn";
 import { userContent } from "../../src/chat-view";
 import { hubItem, modelItem, pickerItems } from "../../src/commands";
 import { formatBytes } from "../../src/protocol";
@@ -170,4 +171,26 @@ test("remote endpoint input checks", () => {
     servedText({ upstream: "team", fallbackReason: "queue_wait" }),
     "\nLast chat reply from upstream team (fallback: queue wait)",
   );
+});
+
+test("chat turn: reasoning, text and tool calls from deltas stay apart; the history keeps the calls", () => {
+  const turn = newTurn();
+  const call = { id: "call_1", name: "get_time", arguments: '{"zone":"UTC"}' };
+  const updates = [
+    { stream_token: "t", delta: "", reasoning: "Let me think.", tool_calls: null },
+    { stream_token: "t", delta: "Checking.", reasoning: null, tool_calls: null },
+    { stream_token: "t", delta: "", reasoning: null, tool_calls: [call] },
+  ].flatMap((d) => applyDelta(turn, d));
+  assert.deepEqual(updates, [
+    { type: "reasoning", delta: "Let me think." },
+    { type: "delta", delta: "Checking." },
+    { type: "toolCalls", calls: [call] },
+  ]);
+  assert.deepEqual(turn, { text: "Checking.", reasoning: "Let me think.", toolCalls: [call] });
+  assert.deepEqual(assistantMessage({ text: turn.text, tool_calls: turn.toolCalls }), {
+    role: "assistant",
+    content: "Checking.",
+    tool_calls: [{ id: "call_1", type: "function", function: { name: "get_time", arguments: '{"zone":"UTC"}' } }],
+  });
+  assert.deepEqual(assistantMessage({ text: "Hi.", tool_calls: [] }), { role: "assistant", content: "Hi." });
 });
