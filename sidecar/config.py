@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=512, ge=1)
     # The largest JSON-RPC message accepted on stdio; a longer Content-Length is refused.
     max_message_bytes: int = 64 << 20
+    # One sidecar per machine (`mlx-sidecar daemon`, `stdio --attach`; issue 12). The daemon's
+    # socket, token and lock live in `daemon_runtime_dir` (default $XDG_RUNTIME_DIR/mlx-sidecar,
+    # else ~/.cache/mlx-sidecar/run); it exits `daemon_grace_s` after its last client left. Its
+    # OpenAI port is `http_port` (None: none; 0: a free port).
+    daemon_runtime_dir: Path | None = None
+    daemon_grace_s: float = Field(default=60.0, ge=0)
+    daemon_start_timeout_s: float = Field(default=60.0, gt=0)  # an attaching client waits this long
     # -- memory governor and worker watchdog (issue 12) --
     # (the budget itself, `memory_budget_bytes`, covers weights + running KV + prompt caches)
     # A worker step (or call) running longer than this marks the engine unhealthy: /health 503.

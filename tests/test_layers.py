@@ -17,6 +17,7 @@ FORBIDDEN = {
     "engine": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "models": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "completion": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
+    "daemon": ("sidecar.http", "sidecar.cli", "sidecar.engine"),  # the CLI composes the port
     "upstreams": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
 }
 

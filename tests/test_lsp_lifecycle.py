@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -91,12 +92,26 @@ async def test_http_port_serves_the_same_engine(sidecar_env: dict[str, str]) -> 
 
 
 async def test_http_port_from_initialization_options(sidecar_env: dict[str, str]) -> None:
+    with socket.socket() as s:  # a port free now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = await start(sidecar_env, options={"httpPort": port})
+    try:
+        status = await client.protocol.send_request_async("mlx/status", None)
+        assert status.http_url == f"http://127.0.0.1:{port}"
+        with await asyncio.to_thread(urllib.request.urlopen, f"{status.http_url}/health") as r:
+            assert r.status == 200
+    finally:
+        await client.shutdown_session()
+        await client.stop()
+
+
+async def test_http_port_zero_from_the_editor_is_off(sidecar_env: dict[str, str]) -> None:
+    # The extension's default `httpPort: 0` is documented as "off": no port per window.
     client = await start(sidecar_env, options={"httpPort": 0})
     try:
         status = await client.protocol.send_request_async("mlx/status", None)
-        assert status.http_url and status.http_url.startswith("http://127.0.0.1:")
-        with await asyncio.to_thread(urllib.request.urlopen, f"{status.http_url}/health") as r:
-            assert r.status == 200
+        assert status.http_url is None
     finally:
         await client.shutdown_session()
         await client.stop()

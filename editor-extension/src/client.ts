@@ -13,7 +13,8 @@ import {
   State,
 } from "vscode-languageclient/node";
 import { type ChatDelta, METHODS, type ModelsChanged } from "./protocol";
-import { resolveSidecar, type SidecarCommand, sidecarEnv } from "./sidecar-path";
+import { connectOrStart, killDaemon, runtimeDir, socketPath } from "./daemon";
+import { daemonArgs, resolveSidecar, type SidecarCommand, sidecarEnv } from "./sidecar-path";
 import { launchSettings, SECTION, sidecarOptions } from "./settings";
 
 /** Who answered the last reply: an upstream's name (and why a local request went there). */
@@ -33,6 +34,9 @@ export const MAX_CRASHES = 5;
 /** Requests that make the model work (shown as "busy"); status and model lists are not. */
 const WORK_METHODS = new Set<string>([METHODS.chat, METHODS.embed, METHODS.download, METHODS.load]);
 const CRASH_WINDOW_MS = 3 * 60_000;
+const HEALTH_POLL_MS = 30_000;
+/** The health fields of mlx/status (EngineStatus.healthy / health_reason, from the watchdog). */
+type EngineHealth = { healthy?: boolean; health_reason?: string | null };
 
 function sleep(ms: number, token?: vscode.CancellationToken): Promise<void> {
   return new Promise((resolve) => {
@@ -52,6 +56,10 @@ export class SidecarClient implements vscode.Disposable {
   private clientDisposables: vscode.Disposable[] = [];
   private inflight = 0;
   private starting: Promise<void> | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private toldDaemonLost = false;
+  /** The daemon's runtime dir in daemon mode; undefined in stdio mode. */
+  daemonDir: string | undefined;
   command: SidecarCommand | undefined;
   lastError: string | undefined;
   state: SidecarState = "stopped";
@@ -99,11 +107,9 @@ export class SidecarClient implements vscode.Disposable {
       this.log.appendLine(
         `Starting sidecar (${this.command.source}): ${this.command.command} ${this.command.args.join(" ")}`,
       );
-      const serverOptions: ServerOptions = {
-        command: this.command.command,
-        args: this.command.args,
-        options: { env: sidecarEnv(launch) },
-      };
+      const env = sidecarEnv(launch);
+      this.daemonDir = launch.mode === "daemon" ? runtimeDir(env) : undefined;
+      const serverOptions = this.serverOptions(this.command, env);
       const client = new LanguageClient(SECTION, "MLX Sidecar", serverOptions, this.clientOptions());
       this.client = client;
       this.clientDisposables.push(
@@ -116,13 +122,51 @@ export class SidecarClient implements vscode.Disposable {
         throw new Error("the sidecar process exited during startup");
       }
       this.lastError = undefined;
+      this.toldDaemonLost = false;
       this.setState("running");
+      if (this.daemonDir) this.watchHealth(client, this.daemonDir);
     } catch (e) {
       this.lastError = e instanceof Error ? e.message : String(e);
       this.log.appendLine(`Sidecar failed to start: ${this.lastError}`);
       if (this.state === "starting") this.setState("failed");
       throw e;
     }
+  }
+
+  /** Daemon mode: a socket to the machine's sidecar (started detached when none answers);
+   * stdio mode: a process of this window's own. */
+  private serverOptions(command: SidecarCommand, env: NodeJS.ProcessEnv): ServerOptions {
+    if (!this.daemonDir) return { command: command.command, args: command.args, options: { env } };
+    const args = daemonArgs(command);
+    this.log.appendLine(
+      `Connecting to the shared sidecar on ${socketPath(this.daemonDir)} (if none runs: ${args.join(" ")})`,
+    );
+    return () => connectOrStart(command.command, args, env);
+  }
+
+  /** Polls mlx/status; an engine that says it is unhealthy (a stuck or dead worker) gets its daemon
+   * ended, and the close handler below starts a new one. */
+  private watchHealth(client: LanguageClient, dir: string): void {
+    clearInterval(this.healthTimer);
+    this.healthTimer = setInterval(() => {
+      if (this.client !== client || client.state !== State.Running) return clearInterval(this.healthTimer);
+      void client.sendRequest<EngineHealth>(METHODS.status, {}).then(
+        (status) => {
+          if (status.healthy !== false) return;
+          this.log.error(`The sidecar is unhealthy (${status.health_reason ?? "no reason given"}); restarting it.`);
+          this.tellDaemonLost(`the shared sidecar is unhealthy (${status.health_reason ?? "?"}); restarting it.`);
+          killDaemon(dir);
+        },
+        () => undefined,
+      );
+    }, HEALTH_POLL_MS);
+  }
+
+  /** One message per outage, not one per retry. */
+  private tellDaemonLost(what: string): void {
+    if (this.toldDaemonLost) return;
+    this.toldDaemonLost = true;
+    void vscode.window.showWarningMessage(`MLX Sidecar: ${what}`);
   }
 
   private clientOptions(): LanguageClientOptions {
@@ -168,6 +212,7 @@ export class SidecarClient implements vscode.Disposable {
         });
       return { action: CloseAction.DoNotRestart, handled: true };
     }
+    if (this.daemonDir) this.tellDaemonLost("the shared sidecar stopped; reconnecting (a new one starts if needed).");
     const wait = backoffMs(attempt);
     this.log.appendLine(
       `Sidecar exited unexpectedly; restarting in ${wait / 1000} s (attempt ${attempt}/${MAX_CRASHES}).`,
@@ -180,6 +225,7 @@ export class SidecarClient implements vscode.Disposable {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
+    clearInterval(this.healthTimer);
     const client = this.client;
     this.client = undefined;
     for (const d of this.clientDisposables.splice(0)) d.dispose();

@@ -24,7 +24,12 @@ export interface SidecarOptions {
   logLevel: string;
 }
 
+/** "daemon": every window shares the machine's one sidecar (started by the first); "stdio": a
+ * sidecar process of this window's own (each loads its own models). */
+export type SidecarMode = "daemon" | "stdio";
+
 export interface LaunchSettings {
+  mode: SidecarMode;
   serverPath: string;
   pythonPath: string;
   pipPackage: string;
@@ -73,6 +78,7 @@ export function sidecarOptions(): SidecarOptions {
 export function launchSettings(): LaunchSettings {
   const c = config();
   return {
+    mode: c.get<string>("mode", "daemon") === "stdio" ? "stdio" : "daemon",
     serverPath: c.get<string>("serverPath", "").trim(),
     pythonPath: c.get<string>("pythonPath", "").trim(),
     pipPackage: c.get<string>("pipPackage", "").trim(),
@@ -83,7 +89,7 @@ export function launchSettings(): LaunchSettings {
 }
 
 /** Settings whose change needs a new sidecar process (the rest are sent to the running one). */
-export const RESTART_KEYS = ["serverPath", "pythonPath", "pipPackage", "modelsDir", "httpPort", "logLevel"].map(
+export const RESTART_KEYS = ["mode", "serverPath", "pythonPath", "pipPackage", "modelsDir", "httpPort", "logLevel"].map(
   (k) => `${SECTION}.${k}`,
 );
 

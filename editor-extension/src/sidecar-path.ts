@@ -29,6 +29,11 @@ export function commandFromSettings(s: LaunchSettings): SidecarCommand | undefin
   return undefined;
 }
 
+/** The same sidecar started as the machine's daemon (`mlx-sidecar daemon [--http-port N]`). */
+export function daemonArgs(cmd: SidecarCommand): string[] {
+  return cmd.args.map((a) => (a === "stdio" ? "daemon" : a));
+}
+
 export function findOnPath(name: string, envPath = process.env.PATH ?? ""): string | undefined {
   for (const dir of envPath.split(path.delimiter)) {
     if (!dir) continue;

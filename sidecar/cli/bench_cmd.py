@@ -9,6 +9,8 @@ ratios measured in one run. This module only parses the command line and picks t
   latency, chat tokens/s and longest gap, as ratios;
 - soak: mixed traffic over both edges with random disconnects and cancels; lost, unexpected
   errors, memory after idle;
+- windows: RSS sum of the sidecar processes for N editor windows, one `stdio` each vs one daemon
+  and `stdio --attach` bridges;
 - structured: json_schema constrained vs free decoding tokens/s at 1 and 8 streams.
 - memory: RSS, MLX and memory-governor figures before load, loaded, busy, at rest, unloaded.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 from sidecar.config import Settings
 
-SUITES = ("engine", "http", "typing", "soak", "speculative", "structured", "memory")
+SUITES = ("engine", "http", "typing", "soak", "speculative", "windows", "structured", "memory")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -35,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suite",
         default="engine",
-        help="comma-separated: engine, http, typing, soak, speculative, structured, memory, or all",
+        help="comma-separated: engine, http, typing, soak, speculative, windows, structured, "
+        "memory, or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
@@ -53,6 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="--suite http: also run the largest level with one stream arriving every S s (0: off)",
     )
     p.add_argument("--typing-session", type=Path, default=DEFAULT_TYPING_SESSION)
+    p.add_argument("--windows", type=int, default=3, help="--suite windows: editor windows")
     p.add_argument("--soak-requests", type=int, default=1000, help="--suite soak: requests")
     p.add_argument("--soak-concurrency", type=int, default=8, help="--suite soak: clients")
     p.add_argument("--skip-text", action="store_true")
@@ -153,6 +157,14 @@ async def speculative_suite(args: argparse.Namespace, settings: Settings) -> dic
     )
 
 
+async def windows_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import windows
+
+    out = await windows.suite(sidecar_env(settings), args.windows)
+    print(windows.format_table(out), flush=True)
+    return out
+
+
 async def structured_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from sidecar.benchmarks import structured
 
@@ -179,6 +191,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "typing": typing_suite,
         "soak": soak_suite,
         "speculative": speculative_suite,
+        "windows": windows_suite,
         "structured": structured_suite,
         "memory": memory_suite,
     }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from sidecar.config import Settings
-from sidecar.engine.engine import Engine
-from sidecar.engine.requests import Delta, GenerateRequest, Result
 from sidecar.errors import SidecarError
+
+if TYPE_CHECKING:  # the engine loads in `run`: every command line builds this parser
+    from sidecar.engine.requests import Result
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 async def _generate(args: argparse.Namespace, settings: Settings) -> Result:
+    from sidecar.engine.engine import Engine
+    from sidecar.engine.requests import Delta, GenerateRequest
+
     async with Engine(settings) as engine:
         prompt: str | list[int] = args.prompt
         if args.chat:

@@ -23,6 +23,7 @@ FLAG_SETTINGS = {
     "api_key_file": "api_key_file",
     "cors_origin": "cors_origins",
     "allow_host": "allowed_hosts",
+    "grace": "daemon_grace_s",
 }
 
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sidecar.cli import (
         bench_cmd,
         config_cmd,
+        daemon_cmd,
         generate_cmd,
         models_cmd,
         serve_cmd,
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     stdio_cmd.add_parser(sub)
+    daemon_cmd.add_parser(sub)
     serve_cmd.add_parser(sub)
     models_cmd.add_parser(sub)
     generate_cmd.add_parser(sub)

@@ -9,15 +9,15 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar import tracing
 from sidecar.config import Settings
-from sidecar.engine.engine import Engine
-from sidecar.http.security import InsecureBindError, check_bind, read_api_key
-from sidecar.http.server import serve_http
-from sidecar.upstreams.router import Router
-from sidecar.usage.store import open_usage
+
+# The engine, FastAPI and the router load in the functions that use them: every command line
+# builds this parser, and `stdio --attach` (which imports `run_loop` from here) must stay small.
+if TYPE_CHECKING:
+    from sidecar.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,15 @@ async def preload(engine: Engine, model_id: str) -> None:
 
 def api_key_of(settings: Settings) -> str | None:
     """Flag, environment or file (the settings); a key given directly wins over a key file."""
+    from sidecar.http.security import read_api_key
+
     return read_api_key(settings.api_key, settings.api_key_file)
 
 
 async def serve(settings: Settings, host: str, port: int, api_key: str | None) -> int:
+    from sidecar.engine.engine import Engine
+    from sidecar.usage.store import open_usage
+
     usage = open_usage(settings.usage_db, settings.prices, settings.usage)
     try:
         return await serve_engine(Engine(settings, usage=usage), settings, host, port, api_key)
@@ -79,6 +84,9 @@ async def serve(settings: Settings, host: str, port: int, api_key: str | None) -
 async def serve_engine(
     engine: Engine, settings: Settings, host: str, port: int, api_key: str | None
 ) -> int:
+    from sidecar.http.server import serve_http
+    from sidecar.upstreams.router import Router
+
     async with engine:
         # Upstream requests go to the same usage ledger as the local engine's.
         router = Router(engine, settings, usage=engine.record_usage)
@@ -116,6 +124,8 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.http.security import InsecureBindError, check_bind
+
     host = settings.http_host
     port = settings.http_port if settings.http_port is not None else 8080
     try:

@@ -1,5 +1,6 @@
 """`mlx-sidecar stdio`: JSON-RPC (LSP) on stdio for the editor; `--http-port` (or the editor's
-`httpPort` setting) also serves the OpenAI API from the same engine.
+`httpPort` setting) also serves the OpenAI API from the same engine. `--attach` instead bridges
+stdio to a session on the machine's daemon (`mlx-sidecar daemon`), starting it if none runs.
 
 The two edges are peers: this module makes the engine, the language server and, when asked,
 the OpenAI port, and closes them; the language server only gets a `start_http` callable."""
@@ -9,11 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import sys
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from sidecar import tracing
 from sidecar.config import Settings
@@ -25,12 +25,18 @@ CLOSE_TIMEOUT_S = 5.0
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stdio", help="JSON-RPC language server on stdio for the editor")
     p.add_argument("--http-port", type=int, default=None, help="also serve the OpenAI API here")
+    p.add_argument(
+        "--attach",
+        action="store_true",
+        help="bridge to the machine's daemon (started if none runs) instead of loading models here",
+    )
     p.set_defaults(run=run)
 
 
 async def serve(
     settings: Settings, http_port: int | None, stdin: BinaryIO, stdout: BinaryIO
 ) -> int:
+    from sidecar.cli.http_port import OpenAIPort
     from sidecar.engine.engine import Engine
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
@@ -44,42 +50,15 @@ async def serve(
     roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
     # The editor's keys and endpoints, shared with the port; upstream usage goes to the ledger.
     router = Router(engine, settings, usage=engine.record_usage)
-    http_servers: list[Any] = []
-
-    async def start_http(port: int) -> str:
-        if importlib.util.find_spec("sidecar.http.server") is None:
-            raise RuntimeError("this build has no OpenAI port (sidecar.http.server is missing)")
-        from sidecar.http.security import read_api_key
-        from sidecar.http.server import serve_http
-
-        api_key = read_api_key(settings.api_key, settings.api_key_file)
-        http = await serve_http(
-            engine,
-            settings.http_host,
-            port,
-            api_key=api_key,
-            roles=roles,
-            router=router,
-            allowed_hosts=settings.allowed_hosts,
-            cors_origins=settings.cors_origins,
-        )
-        http_servers.append(http)
-        return http.url
-
+    port = OpenAIPort(engine, settings, roles, router)
     try:
         server = build_server(engine, settings, roles, router)
-        server.start_http = start_http  # for the editor's `httpPort` setting
-        if http_port is not None:
-            try:
-                server.http_url = await start_http(http_port)
-                log.warning("OpenAI API on %s/v1", server.http_url)
-            except Exception as e:  # a busy port or a refused bind must not stop the editor's
-                log.error("could not start the OpenAI port on %s: %s", http_port, e)
+        server.start_http = port.start  # for the editor's `httpPort` setting
+        await port.start_logged(http_port)
+        server.http_url = port.url
         return await stdio.serve(server, stdin, stdout)
     finally:
-        for http in http_servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(http.stop(), CLOSE_TIMEOUT_S)
+        await port.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
         with contextlib.suppress(Exception):
@@ -88,17 +67,34 @@ async def serve(
             usage.close()
 
 
+async def attach(
+    settings: Settings, http_port: int | None, stdin: BinaryIO, stdout: BinaryIO
+) -> int:
+    from sidecar.daemon.bridge import attach as bridge
+    from sidecar.daemon.paths import DaemonError
+
+    try:
+        return await bridge(settings, http_port, stdin, stdout)
+    except DaemonError as e:
+        print(f"mlx-sidecar: {e}", file=sys.stderr)
+        return 2
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.cli.serve_cmd import run_loop
-    from sidecar.lsp.stdio import claim_stdout, quiet_pygls
+    from sidecar.lsp.stdout import claim_stdout
 
     port = settings.http_port  # --http-port, the environment or the configuration file
     transport = claim_stdout()
-    quiet_pygls()
+    if not args.attach:  # the bridge imports neither pygls nor the engine, and traces nothing
+        from sidecar.lsp.stdio import quiet_pygls
+
+        quiet_pygls()
+        tracing.configure(settings)
     code = 1
-    tracing.configure(settings)
+    main = attach if args.attach else serve
     try:
-        code = run_loop(serve(settings, port, sys.stdin.buffer, transport))
+        code = run_loop(main(settings, port, sys.stdin.buffer, transport))
     except KeyboardInterrupt:
         code = 130
     finally:

@@ -80,8 +80,8 @@ async def initialize(ls: SidecarServer, params: types.InitializeParams) -> None:
     await check_roles(ls)
     if params.process_id:
         ls.watch_task = asyncio.ensure_future(watch_parent(ls, params.process_id))
-    port = ls.options.http_port
-    if port is not None and ls.http_url is None and ls.start_http is not None:
+    port = ls.options.http_port  # 0 is the editor's "off" (the command line's 0 picks a port)
+    if port and ls.http_url is None and ls.start_http is not None:
         try:
             ls.http_url = await ls.start_http(port)
         except Exception as e:  # a busy port must not stop the editor's server

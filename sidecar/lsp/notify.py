@@ -19,9 +19,13 @@ def notify(ls: LanguageServer, method: str, params: BaseModel) -> None:
 
 
 async def models_changed(ls: SidecarServer, reason: ChangeReason, model: str | None) -> None:
-    """Tell the editor the local models changed, with the list as it is now."""
-    models = await local_models(ls.engine, ls.roles)
-    notify(ls, MODELS_CHANGED, ModelsChanged(reason=reason, model=model, models=models))
+    """Tell the editor the local models changed, with the list as it is now. What changes the
+    shared engine (a download, a delete, a load, an unload) is told to every session on it (the
+    daemon's other windows too), each with its own roles; a selection only to its own."""
+    targets = [ls] if reason == "selected" else ls.peers()
+    for target in [t for t in targets if t is ls or getattr(t.protocol, "initialize_seen", True)]:
+        models = await local_models(target.engine, target.roles)
+        notify(target, MODELS_CHANGED, ModelsChanged(reason=reason, model=model, models=models))
 
 
 def chat_delta(

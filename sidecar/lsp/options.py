@@ -2,7 +2,7 @@
 
     initializationOptions = {
       "models": {"completion": "...", "chat": "...", "embedding": "..."},
-      "httpPort": 8080,
+      "httpPort": 8080,            (0 or absent: no OpenAI port)
       "completion": {"maxTokens": 24, "prefixTokens": 256, "suffixTokens": 64, ...}
     }
 

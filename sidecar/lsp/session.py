@@ -139,6 +139,9 @@ class SidecarServer(LanguageServer):
         self.stop_requested = asyncio.Event()
         self.exit_code = 0
         self.watch_task: asyncio.Task[None] | None = None
+        # The sessions on this engine (the daemon gives each the live list), for notifications
+        # about the engine's models.
+        self.peers: Callable[[], list[SidecarServer]] = lambda: [self]
 
     def apply_options(self, options: InitOptions) -> None:
         """Adopt new options: roles whose setting changed (a model chosen with

@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from typing import BinaryIO
 
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter
 
-from sidecar.lsp.lifecycle import ClientLogHandler
 from sidecar.lsp.session import SidecarServer
+from sidecar.lsp.stdout import claim_stdout  # noqa: F401  (the stdio runner's first step)
+from sidecar.lsp.streams import run_session
 from sidecar.lsp.transport import serve_stdin
 
 log = logging.getLogger(__name__)
-
-
-def claim_stdout() -> BinaryIO:
-    """A private handle on the real stdout; fd 1 and sys.stdout now go to stderr."""
-    transport = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    sys.stdout = sys.stderr
-    return transport
 
 
 class ExpectedErrors(logging.Filter):
@@ -51,25 +41,5 @@ def quiet_pygls() -> None:
 
 async def serve(server: SidecarServer, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """Serve JSON-RPC on stdin/stdout; return the exit code (the caller closes what it made)."""
-    handler = ClientLogHandler(server, asyncio.get_running_loop(), logging.WARNING)
-    logging.getLogger("sidecar").addHandler(handler)
-    server.protocol.set_writer(StdoutWriter(stdout))
-    rpc = asyncio.ensure_future(
-        serve_stdin(stdin, server.protocol, server.settings.max_message_bytes)
-    )
-    stop = asyncio.ensure_future(server.stop_requested.wait())
-    code = 0
-    try:
-        await asyncio.wait({rpc, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if rpc.done() and rpc.exception() is not None:
-            log.error("the JSON-RPC loop failed: %r", rpc.exception())
-            code = 1
-        else:
-            code = server.exit_code  # 0 at end of input or when the parent died
-    finally:
-        for task in (rpc, stop):
-            task.cancel()
-        if server.watch_task is not None:
-            server.watch_task.cancel()
-        logging.getLogger("sidecar").removeHandler(handler)
-    return code
+    rpc = serve_stdin(stdin, server.protocol, server.settings.max_message_bytes)
+    return await run_session(server, rpc, StdoutWriter(stdout))

@@ -149,7 +149,18 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
         workspace,
       ],
       // Its own process group, so `after` ends code-server's helpers and the sidecar with it.
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MLX_SIDECAR_MODELS_DIR: modelsDir }, detached: true },
+      // The window's sidecar is the default daemon, in a runtime dir of this run's own (short: a socket
+      // path), which exits 2 s after code-server's window closes.
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: {
+          ...process.env,
+          MLX_SIDECAR_MODELS_DIR: modelsDir,
+          MLX_SIDECAR_DAEMON_RUNTIME_DIR: fs.mkdtempSync("/tmp/mlxd-e2e-"),
+          MLX_SIDECAR_DAEMON_GRACE_S: "2",
+        },
+        detached: true,
+      },
     );
     const ready = new Promise((resolve, reject) => {
       const onData = (d) => {

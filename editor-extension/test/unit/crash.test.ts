@@ -15,6 +15,7 @@ test("a sidecar that keeps dying is restarted with backoff, then reported once",
   fs.writeFileSync(fake, "#!/bin/sh\necho 'boom: no model' >&2\nexit 3\n", { mode: 0o755 });
   settings.clear();
   settings.set("mlxSidecar.serverPath", fake);
+  settings.set("mlxSidecar.mode", "stdio");
   const log = vscode.window.createOutputChannel("test", { log: true }) as vscode.LogOutputChannel & { lines: string[] };
   const sidecar = new SidecarClient(vscode.Uri.file(dir), log);
   const states: SidecarState[] = [];

@@ -10,11 +10,13 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as vscode from "vscode";
-import { commandFromSettings, ensureManagedVenv, findOnPath } from "../../src/sidecar-path";
+import { runtimeDir } from "../../src/daemon";
+import { commandFromSettings, daemonArgs, ensureManagedVenv, findOnPath } from "../../src/sidecar-path";
 import { servedText, summarize } from "../../src/status-bar";
 import { nameProblem, urlProblem } from "../../src/upstreams";
 
 const launch = {
+  mode: "stdio" as const,
   serverPath: "",
   pythonPath: "",
   pipPackage: "mlx-sidecar",
@@ -40,6 +42,19 @@ test("serverPath wins over pythonPath; pythonPath runs the module", () => {
     "debug",
     "stdio",
   ]);
+});
+
+test("the daemon is the same command with `daemon` for `stdio`; its runtime dir follows the sidecar's rule", () => {
+  const cmd = commandFromSettings({ ...launch, pythonPath: "/venv/bin/python", httpPort: 8080 })!;
+  assert.deepEqual(
+    daemonArgs(cmd),
+    cmd.args.map((a) => (a === "stdio" ? "daemon" : a)),
+  );
+  assert.ok(daemonArgs(cmd).includes("daemon") && !daemonArgs(cmd).includes("stdio"));
+  assert.deepEqual(daemonArgs(cmd).slice(-2), ["--http-port", "8080"]);
+  assert.equal(runtimeDir({ MLX_SIDECAR_DAEMON_RUNTIME_DIR: "/tmp/x" }), "/tmp/x");
+  assert.equal(runtimeDir({ XDG_RUNTIME_DIR: "/" }), "/mlx-sidecar");
+  assert.equal(runtimeDir({}), path.join(os.homedir(), ".cache", "mlx-sidecar", "run"));
 });
 
 test("findOnPath finds executables only on the given PATH", () => {

@@ -117,6 +117,7 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
       process.env.HF_ENDPOINT = url;
     }
     settings.clear();
+    settings.set("mlxSidecar.mode", "stdio"); // this suite covers one window's own process
     settings.set("mlxSidecar.pythonPath", python);
     settings.set("mlxSidecar.modelsDir", modelsDir);
     settings.set("mlxSidecar.completion.maxTokens", 6);
