@@ -21,6 +21,10 @@ def default_models_dir() -> Path:
     return Path.home() / ".cache" / "mlx-sidecar" / "models"
 
 
+def default_workspace_index_dir() -> Path:
+    return Path.home() / ".cache" / "mlx-sidecar" / "workspaces"
+
+
 def default_memory_budget() -> int:
     try:
         import os
@@ -64,6 +68,16 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=512, ge=1)
     # The largest JSON-RPC message accepted on stdio; a longer Content-Length is refused.
     max_message_bytes: int = 64 << 20
+    # Workspace index and @workspace retrieval (issue 14; sidecar/workspace/): one SQLite file per
+    # workspace root under the dir; files over max_file_bytes are skipped; embeddings go to the
+    # engine in calls of embed_batch texts at BULK priority; @workspace puts retrieved chunks
+    # into the chat prompt up to chat_tokens.
+    workspace_index_dir: Path = Field(default_factory=default_workspace_index_dir)
+    workspace_max_file_bytes: int = Field(default=256 << 10, ge=1)
+    workspace_max_files: int = Field(default=20000, ge=1)
+    workspace_embed_batch: int = Field(default=32, ge=9)  # > 8 texts: always a BULK call
+    workspace_chat_tokens: int = Field(default=1500, ge=0)
+    workspace_chat_chunks: int = Field(default=6, ge=1)
 
 
 def on_macos() -> bool:

@@ -12,7 +12,7 @@ from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import Delta, GenerateRequest, Priority, Result
 from sidecar.errors import result_error
-from sidecar.lsp import notify
+from sidecar.lsp import notify, workspace
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
 from sidecar.wire import ChatResult, Usage
@@ -57,7 +57,10 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
     result: Result | None = None
     with rpc_errors():
-        prompt = await ls.engine.chat_prompt([m.to_template() for m in p.messages], model)
+        messages, sources = await workspace.chat_messages(
+            ls, [m.to_template() for m in p.messages], model
+        )  # `@workspace`: retrieved chunks in the prompt, listed in the reply
+        prompt = await ls.engine.chat_prompt(messages, model)
         request = GenerateRequest(
             prompt=prompt,
             model=model,
@@ -84,4 +87,5 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
         usage=Usage.of(result.prompt_tokens, result.completion_tokens),
         time_to_first_token_s=result.time_to_first_token_s,
         tokens_per_s=result.tokens_per_s,
+        sources=sources,
     )

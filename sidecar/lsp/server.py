@@ -18,7 +18,7 @@ from sidecar.lsp.session import SidecarServer
 from sidecar.roles import Roles
 
 log = logging.getLogger(__name__)
-PLUGINS = ("sidecar.lsp.downloads",)
+PLUGINS = ("sidecar.lsp.downloads", "sidecar.lsp.workspace")
 
 
 def build_server(engine: Engine, settings: Settings, roles: Roles | None = None) -> SidecarServer:

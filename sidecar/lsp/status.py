@@ -6,7 +6,8 @@ from typing import Any
 
 from sidecar.completion.options import CompletionOptions
 from sidecar.lsp.session import SidecarServer
-from sidecar.wire import CompletionSessionStats, EngineStatus, RoleModels
+from sidecar.lsp.workspace import current_status
+from sidecar.wire import CompletionSessionStats, EngineStatus, RoleModels, WorkspaceStatus
 
 
 # Here rather than in sidecar.wire: it carries the editor's completion options, which live with
@@ -19,6 +20,7 @@ class EditorStatus(EngineStatus):
     completion: CompletionOptions
     completion_session: CompletionSessionStats
     open_documents: int
+    workspace: WorkspaceStatus  # the index of the workspace last indexed (root None: none)
 
 
 async def status(ls: SidecarServer, params: Any) -> EditorStatus:
@@ -30,4 +32,5 @@ async def status(ls: SidecarServer, params: Any) -> EditorStatus:
         completion=ls.options.completion,
         completion_session=CompletionSessionStats.model_validate(ls.completions.stats()),
         open_documents=len(workspace.text_documents) if workspace is not None else 0,
+        workspace=current_status(ls),
     )
