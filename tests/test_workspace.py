@@ -28,6 +28,7 @@ from sidecar.workspace.chunker import chunk_file
 from sidecar.workspace.index import IndexCancelled, WorkspaceIndex
 from sidecar.workspace.registry import Workspaces
 from sidecar.workspace.walker import walk
+from tests.helpers.waiting import until
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = FIXTURES / "workspace-repo"
@@ -284,6 +285,39 @@ async def test_at_workspace_chat_cites_the_right_file(client: LanguageClient) ->
         client, "mlx/chat", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
     )
     assert plain.sources == []
+
+
+async def test_completions_get_workspace_chunks_as_cross_file_context(
+    client: LanguageClient, indexed: Indexed
+) -> None:
+    uri = (indexed.index.root / "bookshelf" / "report.py").as_uri()
+    text = (
+        "from bookshelf.pagination import paginate\n\n\n"
+        "def books_page(books, number, size):\n"
+        '    """One page of the shelf, split into pages of size books."""\n'
+        "    return "
+    )
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=1, text=text
+            )
+        )
+    )
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=5, character=11),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic
+        ),
+    )
+
+    async def has_workspace_context() -> bool:  # the first completion starts the lookup
+        await asyncio.wait_for(client.text_document_inline_completion_async(params), 120)
+        stats = await call(client, "mlx/completion/stats")
+        return bool(stats.context_chunks > 0)  # no other buffer is open: the index gave them
+
+    await until(has_workspace_context, timeout=240, every=0.2)
 
 
 async def test_bad_workspace_params_are_clear_errors(client: LanguageClient) -> None:

@@ -26,6 +26,8 @@ from lsprotocol import types
 from lsprotocol.types import WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport
 from pydantic import Field
 
+from sidecar.completion.context import Chunk
+from sidecar.completion.related import RelatedContext
 from sidecar.engine.engine import Engine
 from sidecar.errors import InvalidRequest
 from sidecar.lsp.errors import Params, parse, rpc_errors
@@ -48,6 +50,7 @@ INDEX = "mlx/workspace/index"
 UPDATE = "mlx/workspace/update"
 SEARCH = "mlx/workspace/search"
 STATUS = "mlx/workspace/status"
+RELATED_CHUNKS = 4  # completion candidates looked up per document (most are left out by budget)
 DEFAULT_MODE: Mode = "embedding"  # measured best on the fixture repo (README, "Workspace index")
 EMPTY = WorkspaceStatus(
     root=None,
@@ -247,7 +250,21 @@ def saved(ls: SidecarServer, params: types.DidSaveTextDocumentParams) -> None:
     task.add_done_callback(done)
 
 
+async def related_chunks(ls: SidecarServer, uri: str, query: str) -> list[Chunk]:
+    """Cross-file completion candidates for the document `uri`: the workspace chunks nearest
+    the code before the cursor (none outside an indexed workspace)."""
+    if not uri.startswith("file:") or not query.strip():
+        return []
+    path = Path(unquote(urlparse(uri).path))
+    workspace = ls.workspaces.containing(path) or index_for(ls, None)
+    if workspace is None or workspace.root not in path.parents:
+        return []
+    hits = await workspace.search(query, RELATED_CHUNKS, "embedding", ls.roles["embedding"])
+    return [Chunk((workspace.root / h.path).as_uri(), h.start_line - 1, h.text) for h in hits]
+
+
 def register(server: SidecarServer, engine: Engine) -> None:
+    server.completions.related = RelatedContext(lambda uri, q: related_chunks(server, uri, q))
     server.feature(INDEX)(index)
     server.feature(UPDATE)(update)
     server.feature(SEARCH)(search)
