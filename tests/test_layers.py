@@ -17,6 +17,7 @@ FORBIDDEN = {
     "engine": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "models": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "completion": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
+    "workspace": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
 }
 
 

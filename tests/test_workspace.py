@@ -65,7 +65,7 @@ def test_a_large_class_is_cut_into_its_methods() -> None:
     methods = "\n".join(f"    def m{i}(self):\n" + "        x = 1\n" * 8 for i in range(8))
     chunks = chunk_file("big.py", f"class Big:\n    '''Doc.'''\n\n{methods}\n")
     assert [c.symbol for c in chunks][:3] == ["Big", "Big.m0", "Big.m1"]
-    assert all(c.end_line - c.start_line < 60 for c in chunks)
+    assert all(c.end_line - c.start_line < 40 for c in chunks)
 
 
 def test_other_languages_are_cut_at_top_level_blocks() -> None:
@@ -80,7 +80,7 @@ def test_other_languages_are_cut_at_top_level_blocks() -> None:
 def test_a_file_that_does_not_parse_falls_back_to_lines() -> None:
     text = "def broken(:\n" + "    pass\n" * 150
     chunks = chunk_file("broken.py", text)
-    assert chunks and all(c.end_line - c.start_line + 1 <= 60 for c in chunks)
+    assert chunks and all(c.end_line - c.start_line + 1 <= 40 for c in chunks)
     assert chunks[-1].end_line == 151
 
 

@@ -156,6 +156,11 @@ class Engine:
     def _runners(self) -> list[Runner]:
         return [m.runner for m in list(self.pool.models.values()) if m.runner is not None]
 
+    def most_urgent_work(self) -> Priority | None:
+        """The most urgent class of work started or waiting on any runner (None: idle). Read on
+        the event loop while the worker runs: a snapshot, good for deciding when to yield."""
+        return min((u for r in self._runners() if (u := r.urgency()) is not None), default=None)
+
     def _generating(self) -> bool:
         """Whether a text or vision runner has work (worker thread)."""
         return any(

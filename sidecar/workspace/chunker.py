@@ -12,7 +12,7 @@
   `tree-sitter-languages` wheel bundles them but is unmaintained since 2024 and pins an old
   tree-sitter. The blank-line blocks cut the same places for code laid out as formatters do.
 - Lines: any chunk longer than MAX_LINES is cut into windows of MAX_LINES (the fallback that keeps
-  each chunk within the embedding model's 256-512 token window).
+  each chunk near the embedding model's 256-token window).
 
 Line numbers are 1-based and inclusive, as editors show them.
 """
@@ -23,9 +23,12 @@ import ast
 import re
 from dataclasses import dataclass
 
-TARGET_LINES = 40  # blocks are merged up to this many lines
-MAX_LINES = 60  # a longer chunk is cut into windows of this many lines
-MIN_CLASS_SPLIT = 60  # classes longer than this are cut into their methods
+TARGET_LINES = 30  # blocks are merged up to this many lines
+MAX_LINES = 40  # a longer chunk is cut into windows of this many lines
+MIN_CLASS_SPLIT = 40  # classes longer than this are cut into their methods
+# What is embedded of a chunk, at most (~300 tokens): all-MiniLM-L6-v2 was trained on 256-token
+# inputs, and one forward pass costs the worker time a keystroke may wait for (pacing.py).
+EMBED_CHARS = 1200
 
 DEFINITION = re.compile(
     r"^\s*(?:export\s+)?(?:default\s+)?(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:static\s+)?"
@@ -46,7 +49,7 @@ class Chunk:
     def embed_text(self) -> str:
         """What is embedded: the path and symbol name carry meaning the body may not."""
         head = f"{self.path}" + (f" {self.symbol}" if self.symbol else "")
-        return f"{head}\n{self.text}"
+        return f"{head}\n{self.text}"[:EMBED_CHARS]
 
 
 def chunk_file(path: str, text: str) -> list[Chunk]:

@@ -31,6 +31,7 @@ from sidecar.engine.requests import Priority
 from sidecar.errors import ErrorKind, SidecarError
 from sidecar.workspace import retrieval
 from sidecar.workspace.chunker import Chunk, chunk_file
+from sidecar.workspace.pacing import Pacer
 from sidecar.workspace.store import FileRecord, IndexStore, now
 from sidecar.workspace.walker import FileEntry, read_text, stat_entry, walk
 
@@ -166,11 +167,20 @@ class WorkspaceIndex:
         for p in pending:
             if not p.missing:
                 await asyncio.to_thread(self._store_file, p, run)
-        batch = self.settings.workspace_embed_batch
-        for start in range(0, total, batch):
+        s = self.settings
+        pacer = Pacer(
+            self.engine.most_urgent_work,
+            s.workspace_embed_batch,
+            s.workspace_embed_busy_batch,
+            s.workspace_quiet_s,
+        )
+        start = 0
+        while start < total:
             if cancel is not None and cancel.is_set():
                 raise IndexCancelled("indexing cancelled")
-            part = todo[start : start + batch]
+            size = await pacer.next_size()
+            part = todo[start : start + size]
+            start += len(part)
             texts = [p.chunks[i].embed_text() for p, i in part]
             result = await self.engine.embed(texts, model, priority=Priority.BULK)
             run.texts_embedded += len(texts)
