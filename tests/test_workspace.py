@@ -24,8 +24,10 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
+from sidecar.engine.requests import Priority
 from sidecar.workspace.chunker import chunk_file
 from sidecar.workspace.index import IndexCancelled, WorkspaceIndex
+from sidecar.workspace.pacing import Pacer
 from sidecar.workspace.registry import Workspaces
 from sidecar.workspace.walker import walk
 from tests.helpers.waiting import until
@@ -91,6 +93,23 @@ def test_walker_honours_gitignore_and_skips_binaries_and_huge_files(tmp_path: Pa
     assert "bookshelf/auth.py" in paths and "web/static/app.js" in paths
     assert not {".env", "server.log", "secrets/keys.py", "huge.txt"} & paths
     assert "utils/__init__.py" not in paths  # empty
+
+
+async def test_the_indexer_waits_for_a_quiet_engine_and_sends_less_after_activity() -> None:
+    polls = {"n": 0}
+
+    def typing_for_five_polls() -> Priority | None:
+        polls["n"] += 1
+        return Priority.COMPLETION if polls["n"] <= 5 else None
+
+    idle = Pacer(lambda: None, idle_texts=16, busy_texts=2, quiet_s=0.05)
+    assert await idle.next_size() == 16 and idle.waited_s < 0.05  # long idle: big calls
+    busy = Pacer(typing_for_five_polls, idle_texts=16, busy_texts=2, quiet_s=0.05)
+    assert await busy.next_size() == 2  # the user was just active: a small call
+    assert polls["n"] > 5  # it waited the activity out, then quiet_s more
+    assert busy.waited_s >= 0.05
+    stuck = Pacer(lambda: Priority.CHAT, idle_texts=16, busy_texts=2, quiet_s=1, max_wait_s=0.1)
+    assert await stuck.next_size() == 2  # constant load: a small call after max_wait_s anyway
 
 
 # -- on the embedding model ---------------------------------------------------------------------
