@@ -239,7 +239,7 @@ def saved(ls: SidecarServer, params: types.DidSaveTextDocumentParams) -> None:
     workspace = ls.workspaces.containing(path)
     if workspace is None:
         return
-    task = asyncio.ensure_future(workspace.update([str(path)], [], []))
+    task = asyncio.ensure_future(workspace.update([str(path)], [], [], ls.roles["embedding"]))
     ls.workspaces.background.add(task)
 
     def done(t: asyncio.Task[IndexRun]) -> None:

@@ -244,7 +244,13 @@ class WorkspaceIndex:
             started = time.perf_counter()
             run = IndexRun()
             model = model or self.model
-            await asyncio.to_thread(self._check_model, model)
+            if await asyncio.to_thread(self.store.get_meta, "model") != model:
+                # Another embedding model (or none yet): every vector must be made again.
+                self.indexing = True
+                try:
+                    return await self._index(None, None, model)
+                finally:
+                    self.indexing = False
             gone = [r for p in deleted if (r := self.relative(p)) is not None]
             if gone:
                 # A deleted folder: everything under it goes too.

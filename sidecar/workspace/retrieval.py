@@ -6,6 +6,7 @@ scales, no weights to tune). Measured on the fixture repo (tests/test_workspace.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -32,9 +33,10 @@ class Hit:
 
 
 async def search(index: WorkspaceIndex, query: str, k: int, mode: Mode, model: str) -> list[Hit]:
-    import asyncio
-
     store = index.store
+    # The query must be embedded by the model that made the stored vectors.
+    stored: str | None = await asyncio.to_thread(store.get_meta, "model")
+    model = stored or model
     dense: list[tuple[int, float]] = []
     lexical: list[tuple[int, float]] = []
     if mode in ("fused", "embedding"):
