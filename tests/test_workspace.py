@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,14 +103,14 @@ async def test_the_indexer_waits_for_a_quiet_engine_and_sends_less_after_activit
         polls["n"] += 1
         return Priority.COMPLETION if polls["n"] <= 5 else None
 
-    idle = Pacer(lambda: None, idle_texts=16, busy_texts=2, quiet_s=0.05)
+    idle = Pacer(lambda: None, None, idle_texts=16, busy_texts=2, quiet_s=0.05)
     assert await idle.next_size() == 16 and idle.waited_s < 0.05  # long idle: big calls
-    busy = Pacer(typing_for_five_polls, idle_texts=16, busy_texts=2, quiet_s=0.05)
+    busy = Pacer(typing_for_five_polls, None, idle_texts=16, busy_texts=2, quiet_s=0.05)
     assert await busy.next_size() == 2  # the user was just active: a small call
     assert polls["n"] > 5  # it waited the activity out, then quiet_s more
     assert busy.waited_s >= 0.05
-    stuck = Pacer(lambda: Priority.CHAT, idle_texts=16, busy_texts=2, quiet_s=1, max_wait_s=0.1)
-    assert await stuck.next_size() == 2  # constant load: a small call after max_wait_s anyway
+    stuck = Pacer(lambda: None, time.monotonic, idle_texts=16, quiet_s=1, max_wait_s=0.1)
+    assert await stuck.next_size() == 1  # the user types on: one text after max_wait_s anyway
 
 
 # -- on the embedding model ---------------------------------------------------------------------

@@ -89,6 +89,7 @@ class CompletionSession:
         self._warmed: list[int] = []
         # Workspace-index candidates after the ring's (set by the LSP layer; sidecar/lsp/workspace.py).
         self.related: RelatedContext | None = None
+        self.last_request_at = 0.0  # time.monotonic() of the last completion request
 
     # -- settings --------------------------------------------------------------------------
 
@@ -137,6 +138,7 @@ class CompletionSession:
         """Ghost text for the cursor between `prefix` and `suffix`, within the time budget.
         Cancelling the caller leaves the generation to the next request (or its grace)."""
         started = time.perf_counter()
+        self.last_request_at = time.monotonic()  # the user is typing (background work waits)
         budget_s = self.options.max_time_ms / 1000
         hit = self.cache.get(prefix, suffix)
         if hit is not None:

@@ -265,6 +265,7 @@ async def related_chunks(ls: SidecarServer, uri: str, query: str) -> list[Chunk]
 
 def register(server: SidecarServer, engine: Engine) -> None:
     server.completions.related = RelatedContext(lambda uri, q: related_chunks(server, uri, q))
+    server.workspaces.user_activity = lambda: server.completions.last_request_at
     server.feature(INDEX)(index)
     server.feature(UPDATE)(update)
     server.feature(SEARCH)(search)

@@ -85,6 +85,8 @@ class WorkspaceIndex:
         self.lock = asyncio.Lock()  # one run or update at a time
         self.indexing = False
         self.last_run: IndexRun | None = None
+        # time.monotonic() of the user's last request (the editor's completions), if known
+        self.user_activity: Callable[[], float] | None = None
 
     @property
     def model(self) -> str:
@@ -170,6 +172,7 @@ class WorkspaceIndex:
         s = self.settings
         pacer = Pacer(
             self.engine.most_urgent_work,
+            self.user_activity,
             s.workspace_embed_batch,
             s.workspace_embed_busy_batch,
             s.workspace_quiet_s,

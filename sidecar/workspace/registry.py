@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,11 @@ class Workspaces:
         self.indexes: dict[Path, WorkspaceIndex] = {}
         self.default_root: Path | None = None  # the editor's first workspace folder
         self.last_root: Path | None = None  # the root last indexed or searched
-        self.background: set[asyncio.Task[Any]] = set()  # re-indexing on save, kept referenced
+        self.background: set[asyncio.Task[Any]] = set()
+        # time.monotonic() of the user's last request; indexing yields to it (pacing.py)
+        self.user_activity: Callable[[], float] | None = (
+            None  # re-indexing on save, kept referenced
+        )
 
     def get(self, root: str | Path) -> WorkspaceIndex:
         """The index of `root` (opened from disk, or created empty)."""
@@ -43,6 +48,7 @@ class Workspaces:
         if index is None:
             store = IndexStore(index_path(self.settings.workspace_index_dir, path))
             index = WorkspaceIndex(path, store, self.engine, self.settings)
+            index.user_activity = self.user_activity
             self.indexes[path] = index
         self.last_root = path
         return index
