@@ -19,6 +19,7 @@ FORBIDDEN = {
     "completion": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "daemon": ("sidecar.http", "sidecar.cli", "sidecar.engine"),  # the CLI composes the port
     "upstreams": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
+    "workspace": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
 }
 
 

@@ -16,7 +16,7 @@ from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.response_format import ResponseFormat
 from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, of_request
 from sidecar.errors import result_error
-from sidecar.lsp import notify, upstreams
+from sidecar.lsp import notify, upstreams, workspace
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
 from sidecar.wire import ChatResult, ToolCall, Usage
@@ -92,6 +92,8 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     result: ChatReply | None = None
     with rpc_errors():
         tools = of_request(p.tools, p.tool_choice, p.parallel_tool_calls)
+        # `@workspace`: retrieved chunks in the prompt, listed in the reply
+        messages, sources = await workspace.chat_messages(ls, messages, model)
         plan = await plan_chat(ls.engine, messages, model, tools, p.response_format)
         request = GenerateRequest(
             prompt=plan.prompt,
@@ -131,6 +133,7 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
         tokens_per_s=result.tokens_per_s,
         reasoning=result.reasoning,
         tool_calls=[wire_call(c) for c in result.tool_calls],
+        sources=sources,
     )
 
 

@@ -27,6 +27,7 @@ from sidecar.engine.engine import Engine
 from sidecar.lsp.options import InitOptions, Role, default_roles
 from sidecar.roles import Roles
 from sidecar.upstreams.router import Router
+from sidecar.workspace.registry import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,9 @@ class SidecarServer(LanguageServer):
         # The sessions on this engine (the daemon gives each the live list), for notifications
         # about the engine's models.
         self.peers: Callable[[], list[SidecarServer]] = lambda: [self]
+        self.workspaces = Workspaces(
+            engine, settings
+        )  # workspace indexes (sidecar/lsp/workspace.py)
 
     def apply_options(self, options: InitOptions) -> None:
         """Adopt new options: roles whose setting changed (a model chosen with
