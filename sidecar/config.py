@@ -31,6 +31,10 @@ def default_models_dir() -> Path:
     return Path.home() / ".cache" / "mlx-sidecar" / "models"
 
 
+def default_workspace_index_dir() -> Path:
+    return Path.home() / ".cache" / "mlx-sidecar" / "workspaces"
+
+
 def default_memory_budget() -> int:
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -158,6 +162,21 @@ class Settings(BaseSettings):
         if path is None:
             return (init_settings, env_settings)
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+
+    # Workspace index and @workspace retrieval (issue 14; sidecar/workspace/): one SQLite file per
+    # workspace root under the dir; files over max_file_bytes are skipped; embeddings go to the
+    # engine at BULK priority in calls of embed_batch texts when the engine has long been idle,
+    # embed_busy_batch right after the user's work, each once no completion or chat has run for
+    # quiet_s (sidecar/workspace/pacing.py); @workspace puts retrieved chunks into the chat
+    # prompt up to chat_tokens.
+    workspace_index_dir: Path = Field(default_factory=default_workspace_index_dir)
+    workspace_max_file_bytes: int = Field(default=256 << 10, ge=1)
+    workspace_max_files: int = Field(default=20000, ge=1)
+    workspace_embed_batch: int = Field(default=16, ge=1)
+    workspace_embed_busy_batch: int = Field(default=2, ge=1)
+    workspace_quiet_s: float = Field(default=0.5, ge=0)
+    workspace_chat_tokens: int = Field(default=1500, ge=0)
+    workspace_chat_chunks: int = Field(default=6, ge=1)
 
 
 def on_macos() -> bool:

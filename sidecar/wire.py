@@ -327,6 +327,14 @@ class ToolCall(Wire):
     arguments: str
 
 
+class Source(Wire):
+    """A part of a workspace file an `@workspace` reply was given (lines 1-based, inclusive)."""
+
+    path: str  # relative to the workspace root
+    start_line: int
+    end_line: int
+
+
 class ChatResult(Wire):
     """`mlx/chat`. `text` is the answer, without the model's thinking (`reasoning`, unless the
     request asked for `reasoning_format: "inline"`) or tool-call markup (`tool_calls`)."""
@@ -341,6 +349,7 @@ class ChatResult(Wire):
     fallback_reason: str | None = None  # why an upstream served a local request
     reasoning: str | None = None
     tool_calls: list[ToolCall] = []
+    sources: list[Source] = []  # `@workspace`: the chunks put into the prompt, best first
 
 
 class EmbedResult(Wire):
@@ -350,6 +359,60 @@ class EmbedResult(Wire):
     model: str
     usage: Usage
     served_by: str | None = None  # the upstream that answered; None: the local engine
+
+
+# -- workspace index (issue 14) -----------------------------------------------------------------
+
+
+class WorkspaceStatus(Wire):
+    """`mlx/workspace/status` (and `workspace` in `mlx/status`): one workspace's index."""
+
+    root: str | None  # None: no workspace indexed yet
+    files: int
+    chunks: int
+    bytes: int  # of the indexed files' text
+    index_bytes: int  # of the index file on disk
+    last_indexed_at: float | None  # Unix time of the newest file indexed
+    indexing: bool  # a run is in progress
+    model: str | None  # the embedding model of the stored vectors
+
+
+class WorkspaceRun(Wire):
+    """What one `mlx/workspace/index` or `mlx/workspace/update` did."""
+
+    files_seen: int
+    files_indexed: int
+    files_unchanged: int
+    files_deleted: int
+    files_skipped: int
+    files_renamed: int
+    chunks_stored: int
+    texts_embedded: int
+    seconds: float
+
+
+class WorkspaceIndexResult(Wire):
+    """`mlx/workspace/index`, `mlx/workspace/update`: the run and the index after it."""
+
+    run: WorkspaceRun
+    status: WorkspaceStatus
+
+
+class WorkspaceHit(Wire):
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None  # the function, class or heading the chunk holds
+    score: float  # cosine (embedding), BM25 (lexical) or reciprocal-rank sum (fused)
+    text: str
+
+
+class WorkspaceSearchResult(Wire):
+    """`mlx/workspace/search`: chunks best first."""
+
+    root: str
+    mode: Literal["fused", "embedding", "lexical"]
+    hits: list[WorkspaceHit]
 
 
 # -- notifications -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "models": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "completion": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
     "upstreams": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
+    "workspace": ("sidecar.lsp", "sidecar.http", "sidecar.cli"),
 }
 
 

@@ -119,7 +119,7 @@ async def test_a_part_with_a_remote_url_is_refused(client: LanguageClient) -> No
     assert e.value.code == -32602 and "data: URL" in str(e.value)
 
 
-def test_the_size_check_counts_decoded_bytes() -> None:
+async def test_the_size_check_counts_decoded_bytes() -> None:
     from sidecar import limits
 
     url = "data:image/png;base64," + base64.b64encode(b"x" * 100).decode()

@@ -63,6 +63,7 @@ export interface ChatResult {
   fallback_reason: string | null;
   reasoning: string | null;
   tool_calls: ToolCall[];
+  sources: Source[];
 }
 
 export interface CompletionOptions {
@@ -150,6 +151,7 @@ export interface EditorStatus {
   completion_session: CompletionSessionStats;
   open_documents: number;
   upstreams: UpstreamStatus[];
+  workspace: WorkspaceStatus;
 }
 
 /** `mlx/embed`: one vector per input, in order. */
@@ -331,6 +333,13 @@ export interface SelectResult {
   roles: RoleModels;
 }
 
+/** A part of a workspace file an `@workspace` reply was given (lines 1-based, inclusive). */
+export interface Source {
+  path: string;
+  start_line: number;
+  end_line: number;
+}
+
 /** Seconds between two tokens of one stream, over recent tokens. */
 export interface TokenGaps {
   recent_max: number | null;
@@ -383,6 +392,81 @@ export interface Usage {
   completion_tokens: number;
   total_tokens: number;
 }
+
+export interface WorkspaceHit {
+  path: string;
+  start_line: number;
+  end_line: number;
+  symbol: string | null;
+  score: number;
+  text: string;
+}
+
+export interface WorkspaceIndexParams {
+  root?: string | null;
+  work_done_token?: string | number | null;
+}
+
+/** `mlx/workspace/index`, `mlx/workspace/update`: the run and the index after it. */
+export interface WorkspaceIndexResult {
+  run: WorkspaceRun;
+  status: WorkspaceStatus;
+}
+
+export interface WorkspaceRename {
+  old: string;
+  new: string;
+}
+
+/** What one `mlx/workspace/index` or `mlx/workspace/update` did. */
+export interface WorkspaceRun {
+  files_seen: number;
+  files_indexed: number;
+  files_unchanged: number;
+  files_deleted: number;
+  files_skipped: number;
+  files_renamed: number;
+  chunks_stored: number;
+  texts_embedded: number;
+  seconds: number;
+}
+
+export interface WorkspaceSearchParams {
+  query: string;
+  k?: number;
+  root?: string | null;
+  mode?: "fused" | "embedding" | "lexical";
+}
+
+/** `mlx/workspace/search`: chunks best first. */
+export interface WorkspaceSearchResult {
+  root: string;
+  mode: "fused" | "embedding" | "lexical";
+  hits: WorkspaceHit[];
+}
+
+/** `mlx/workspace/status` (and `workspace` in `mlx/status`): one workspace's index. */
+export interface WorkspaceStatus {
+  root: string | null;
+  files: number;
+  chunks: number;
+  bytes: number;
+  index_bytes: number;
+  last_indexed_at: number | null;
+  indexing: boolean;
+  model: string | null;
+}
+
+export interface WorkspaceStatusParams {
+  root?: string | null;
+}
+
+export interface WorkspaceUpdateParams {
+  root?: string | null;
+  changed?: string[];
+  deleted?: string[];
+  renamed?: WorkspaceRename[];
+}
 // END generated
 
 export const METHODS = {
@@ -401,6 +485,10 @@ export const METHODS = {
   upstreamsList: "mlx/upstreams/list",
   upstreamsAdd: "mlx/upstreams/add",
   upstreamsSetKey: "mlx/upstreams/setKey",
+  workspaceIndex: "mlx/workspace/index",
+  workspaceUpdate: "mlx/workspace/update",
+  workspaceSearch: "mlx/workspace/search",
+  workspaceStatus: "mlx/workspace/status",
 } as const;
 
 export function formatBytes(n: number | null | undefined): string {

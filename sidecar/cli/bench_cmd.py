@@ -7,6 +7,9 @@ ratios measured in one run. This module only parses the command line and picks t
 - typing: a recorded typing session replayed through the JSON-RPC server (didChange,
   $/cancelRequest, inlineCompletion), alone and while a chat streams over mlx/chat: pause
   latency, chat tokens/s and longest gap, as ratios;
+- typing-index: the typing replay idle, then while `mlx/workspace/index` builds a workspace
+  index from scratch (`--index-root`, default a copy of the sidecar's own source): pause latency
+  with indexing vs idle;
 - soak: mixed traffic over both edges with random disconnects and cancels; lost, unexpected
   errors, memory after idle;
 - structured: json_schema constrained vs free decoding tokens/s at 1 and 8 streams.
@@ -25,7 +28,7 @@ from typing import Any
 
 from sidecar.config import Settings
 
-SUITES = ("engine", "http", "typing", "soak", "speculative", "structured", "memory")
+SUITES = ("engine", "http", "typing", "typing-index", "soak", "speculative", "structured", "memory")
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
 
@@ -35,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suite",
         default="engine",
-        help="comma-separated: engine, http, typing, soak, speculative, structured, memory, or all",
+        help="comma-separated: engine, http, typing, typing-index, soak, speculative, structured, "
+        "memory, or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
@@ -53,6 +57,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="--suite http: also run the largest level with one stream arriving every S s (0: off)",
     )
     p.add_argument("--typing-session", type=Path, default=DEFAULT_TYPING_SESSION)
+    p.add_argument(
+        "--index-root",
+        type=Path,
+        help="--suite typing-index: the workspace to index (default: the sidecar's own source)",
+    )
     p.add_argument("--soak-requests", type=int, default=1000, help="--suite soak: requests")
     p.add_argument("--soak-concurrency", type=int, default=8, help="--suite soak: clients")
     p.add_argument("--skip-text", action="store_true")
@@ -124,6 +133,21 @@ async def typing_suite(args: argparse.Namespace, settings: Settings) -> dict[str
     return report
 
 
+async def typing_index_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import typing_index
+
+    if args.index_root is not None and not args.index_root.is_dir():
+        raise FileNotFoundError(f"--index-root is not a folder: {args.index_root}")
+    report = await typing_index.typing_while_indexing(
+        sidecar_env(settings),
+        args.model or settings.completion_model,
+        args.typing_session,
+        args.index_root,
+    )
+    print(typing_index.format_table(report), flush=True)
+    return report
+
+
 def sidecar_env(settings: Settings) -> dict[str, str]:
     """The environment for a sidecar subprocess on the same models."""
     env = dict(os.environ)
@@ -177,6 +201,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "engine": engine_suite,
         "http": http_suite,
         "typing": typing_suite,
+        "typing-index": typing_index_suite,
         "soak": soak_suite,
         "speculative": speculative_suite,
         "structured": structured_suite,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sidecar.completion.cache import CompletionCache
-from sidecar.completion.context import Chunk, ContextRing, as_files, sticky, uri_path
+from sidecar.completion.context import HEADER_TOKENS, Chunk, ContextRing, as_files, sticky, uri_path
 from sidecar.completion.generation import BLOCK_END, Generation, Place
 from sidecar.completion.options import CompletionOptions
 from sidecar.completion.prompt import (
@@ -31,6 +31,7 @@ from sidecar.completion.prompt import (
     token_counter,
     vocab_of,
 )
+from sidecar.completion.related import RelatedContext
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest, Priority, Result
 from sidecar.models.pool import LoadedModel
@@ -86,6 +87,9 @@ class CompletionSession:
         self._warm_handle: asyncio.TimerHandle | None = None
         self._warm_task: asyncio.Task[Result | None] | None = None
         self._warmed: list[int] = []
+        # Workspace-index candidates after the ring's (set by the LSP layer; sidecar/lsp/workspace.py).
+        self.related: RelatedContext | None = None
+        self.last_request_at = 0.0  # time.monotonic() of the last completion request
 
     # -- settings --------------------------------------------------------------------------
 
@@ -116,6 +120,8 @@ class CompletionSession:
         """A closed document leaves the context, and its generation stops."""
         version = self.ring.version
         self.ring.forget(uri)
+        if self.related is not None:
+            self.related.forget(uri)
         gen = self.inflight.get(uri)
         if gen is not None:
             gen.abandon()
@@ -132,6 +138,7 @@ class CompletionSession:
         """Ghost text for the cursor between `prefix` and `suffix`, within the time budget.
         Cancelling the caller leaves the generation to the next request (or its grace)."""
         started = time.perf_counter()
+        self.last_request_at = time.monotonic()  # the user is typing (background work waits)
         budget_s = self.options.max_time_ms / 1000
         hit = self.cache.get(prefix, suffix)
         if hit is not None:
@@ -210,17 +217,25 @@ class CompletionSession:
             place.suffix,
             prefix_tokens=options.prefix_tokens,
             suffix_tokens=options.suffix_tokens,
-            extra_files=self._context(place.uri, tokenizer) or None,
+            extra_files=self._context(place.uri, tokenizer, place.prefix) or None,
             fallback=options.fallback,
             path=uri_path(place.uri) if place.uri else None,
             repo=self.repo,
             vocab=self._vocab[loaded.id],
         )
 
-    def _context(self, uri: str | None, tokenizer: Any) -> list[tuple[str, str]]:
+    def _context(self, uri: str | None, tokenizer: Any, prefix: str = "") -> list[tuple[str, str]]:
         if uri is None or not self.options.context_tokens:
             return []
-        fresh = self.ring.pick(uri, self.options.context_tokens, self._counter(tokenizer))
+        count = self._counter(tokenizer)
+        fresh = self.ring.pick(uri, self.options.context_tokens, count)
+        if self.related is not None:  # workspace chunks in what the ring leaves of the budget
+            left = self.options.context_tokens - sum(count(c.text) + HEADER_TOKENS for c in fresh)
+            for chunk in self.related.get(uri, prefix):
+                cost = count(chunk.text) + HEADER_TOKENS
+                if cost <= left and all(c.uri != chunk.uri for c in fresh):
+                    fresh.insert(0, chunk)  # older than the ring's: farthest from the cursor
+                    left -= cost
         self.picked = sticky(self.picked, fresh)
         return as_files(self.picked)
 

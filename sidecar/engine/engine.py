@@ -189,6 +189,11 @@ class Engine:
     def _prompt_caches(self) -> list[Any]:
         return [r.prompt_cache for r in self._runners() if isinstance(r, TextRunner)]
 
+    def most_urgent_work(self) -> Priority | None:
+        """The most urgent class of work started or waiting on any runner (None: idle). Read on
+        the event loop while the worker runs: a snapshot, good for deciding when to yield."""
+        return min((u for r in self._runners() if (u := r.urgency()) is not None), default=None)
+
     def _generating(self) -> bool:
         """Whether a text or vision runner has work (worker thread)."""
         return any(

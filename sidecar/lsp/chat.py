@@ -18,7 +18,7 @@ from sidecar.engine.response_format import ResponseFormat
 from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, of_request
 from sidecar.engine.vision_runner import message_images
 from sidecar.errors import result_error
-from sidecar.lsp import notify, upstreams
+from sidecar.lsp import notify, upstreams, workspace
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
 from sidecar.wire import ChatResult, ToolCall, Usage
@@ -97,6 +97,8 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
     result: ChatReply | None = None
     with rpc_errors():
+        # `@workspace`: retrieved chunks in the prompt, listed in the reply
+        messages, sources = await workspace.chat_messages(ls, messages, model)
         tools = of_request(p.tools, p.tool_choice, p.parallel_tool_calls)
         plan = await plan_chat(ls.engine, messages, model, tools, p.response_format)
         request = GenerateRequest(
@@ -138,6 +140,7 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
         tokens_per_s=result.tokens_per_s,
         reasoning=result.reasoning,
         tool_calls=[wire_call(c) for c in result.tool_calls],
+        sources=sources,
     )
 
 

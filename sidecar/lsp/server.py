@@ -22,7 +22,7 @@ from sidecar.roles import Roles
 from sidecar.upstreams.router import Router
 
 log = logging.getLogger(__name__)
-PLUGINS = ("sidecar.lsp.downloads",)
+PLUGINS = ("sidecar.lsp.downloads", "sidecar.lsp.workspace")
 
 
 def traced(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:

@@ -27,6 +27,7 @@ from sidecar.engine.engine import Engine
 from sidecar.lsp.options import InitOptions, Role, default_roles
 from sidecar.roles import Roles
 from sidecar.upstreams.router import Router
+from sidecar.workspace.registry import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,9 @@ class SidecarServer(LanguageServer):
         self.stop_requested = asyncio.Event()
         self.exit_code = 0
         self.watch_task: asyncio.Task[None] | None = None
+        self.workspaces = Workspaces(
+            engine, settings
+        )  # workspace indexes (sidecar/lsp/workspace.py)
 
     def apply_options(self, options: InitOptions) -> None:
         """Adopt new options: roles whose setting changed (a model chosen with

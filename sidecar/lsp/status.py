@@ -6,7 +6,14 @@ from typing import Any
 
 from sidecar.completion.options import CompletionOptions
 from sidecar.lsp.session import SidecarServer
-from sidecar.wire import CompletionSessionStats, EngineStatus, RoleModels, UpstreamStatus
+from sidecar.lsp.workspace import current_status
+from sidecar.wire import (
+    CompletionSessionStats,
+    EngineStatus,
+    RoleModels,
+    UpstreamStatus,
+    WorkspaceStatus,
+)
 
 
 # Here rather than in sidecar.wire: it carries the editor's completion options, which live with
@@ -20,6 +27,7 @@ class EditorStatus(EngineStatus):
     completion_session: CompletionSessionStats
     open_documents: int
     upstreams: list[UpstreamStatus]  # each upstream's URL, key source, breaker (never its key)
+    workspace: WorkspaceStatus  # the index of the workspace last indexed (root None: none)
 
 
 async def status(ls: SidecarServer, params: Any) -> EditorStatus:
@@ -32,4 +40,5 @@ async def status(ls: SidecarServer, params: Any) -> EditorStatus:
         completion_session=CompletionSessionStats.model_validate(ls.completions.stats()),
         open_documents=len(workspace.text_documents) if workspace is not None else 0,
         upstreams=ls.router.statuses(),
+        workspace=current_status(ls),
     )
