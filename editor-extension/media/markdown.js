@@ -14,9 +14,7 @@ md.renderer.rules.fence = (tokens, idx, _options, env) => {
   const lang = token.info.trim().split(/\s+/)[0] ?? "";
   const code = token.content.replace(/\n$/, "");
   const language = hljs.getLanguage(lang) ? lang : "";
-  const html = language
-    ? hljs.highlight(code, { language, ignoreIllegals: true }).value
-    : md.utils.escapeHtml(code);
+  const html = language ? hljs.highlight(code, { language, ignoreIllegals: true }).value : md.utils.escapeHtml(code);
   const index = env.blocks.push(code) - 1;
   return (
     `<div class="codeblock"><button class="insert" data-code="${index}" title="Insert at cursor">Insert</button>` +

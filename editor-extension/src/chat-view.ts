@@ -12,13 +12,7 @@ import {
   type Source,
 } from "./protocol";
 import { applyDelta, assistantMessage, newTurn, type Turn } from "./chat-turn";
-import {
-  type ContextItem,
-  type ImageAttachment,
-  IMAGE_TYPES,
-  imageProblem,
-  userMessageContent,
-} from "./chat-content";
+import { type ContextItem, type ImageAttachment, IMAGE_TYPES, imageProblem, userMessageContent } from "./chat-content";
 import { openSource, sourceLinks } from "./chat-sources";
 import type { ChatStore, ShownTurn } from "./chat-store";
 import { setModelForRole, sidecarOptions } from "./settings";
@@ -170,7 +164,11 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private async onMessage(m: FromWebview): Promise<void> {
     switch (m.type) {
       case "ready":
-        this.post({ type: "restore", shown: this.shown.map((t) => this.forWebview(t)), context: this.context.map((c) => c.label) });
+        this.post({
+          type: "restore",
+          shown: this.shown.map((t) => this.forWebview(t)),
+          context: this.context.map((c) => c.label),
+        });
         this.postImages();
         await this.sendModels();
         break;
@@ -279,7 +277,10 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       this.post({ type: "models", models: this.models.map((m) => m.id), current: model });
       vscode.window.setStatusBarMessage(`MLX: chat model is now ${model}`, 5000);
     } catch (e) {
-      this.post({ type: "error", message: `Could not switch to ${model}: ${e instanceof Error ? e.message : String(e)}` });
+      this.post({
+        type: "error",
+        message: `Could not switch to ${model}: ${e instanceof Error ? e.message : String(e)}`,
+      });
     }
   }
 

@@ -2,7 +2,7 @@
 // cancellable progress notification fed by $/progress) and file watchers that tell the sidecar
 // what was created, changed, deleted or renamed (mlx/workspace/update), batched.
 import * as vscode from "vscode";
-import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient";
+import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient/node";
 import type { SidecarClient } from "./client";
 import {
   METHODS,
@@ -52,7 +52,10 @@ export class PendingUpdate {
 }
 
 /** "12 files, 40 chunks, indexed 3 min ago" */
-export function indexSummary(s: { files: number; chunks: number; last_indexed_at: number | null }, now = Date.now()): string {
+export function indexSummary(
+  s: { files: number; chunks: number; last_indexed_at: number | null },
+  now = Date.now(),
+): string {
   const when = s.last_indexed_at ? ago(now - s.last_indexed_at * 1000) : "never";
   return `${s.files} files, ${s.chunks} chunks, indexed ${when}`;
 }
