@@ -390,7 +390,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         meta,
       };
       this.shown.push(shown);
-      this.post({ ...(this.forWebview(shown) as object), type: "done" });
+      const { finish_reason, usage, model } = result;
+      this.post({ ...(this.forWebview(shown) as object), type: "done", finish_reason, usage, model });
     } catch (e) {
       const partial = this.current?.turn ?? newTurn();
       if (cts.token.isCancellationRequested) {
@@ -404,7 +405,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
           meta: replyMeta("cancelled"),
         };
         this.shown.push(shown);
-        this.post({ ...shown, type: "done" });
+        this.post({ ...shown, type: "done", finish_reason: "cancelled" });
       } else {
         this.messages.pop();
         this.shown.pop();

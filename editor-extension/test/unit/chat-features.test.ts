@@ -4,13 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as vscode from "vscode";
-import {
-  dataUrlBytes,
-  imageProblem,
-  MAX_IMAGE_BYTES,
-  userMessageContent,
-  withoutImages,
-} from "../../src/chat-content";
+import { dataUrlBytes, imageProblem, MAX_IMAGE_BYTES, userMessageContent, withoutImages } from "../../src/chat-content";
 import { sourceLinks, sourceUri } from "../../src/chat-sources";
 import { ChatStore, KEY, MAX_TURNS } from "../../src/chat-store";
 import { visionProblem } from "../../src/chat-view";
@@ -71,7 +65,8 @@ test("a text-only chat model with images names the vision model to switch to", (
   const models = [entry("SmolLM2", "text"), entry("tiny-qwen2-vl", "vision")];
   assert.equal(visionProblem("tiny-qwen2-vl", models), undefined);
   assert.deepEqual(visionProblem("SmolLM2", models), {
-    message: "SmolLM2 is a text-only model and cannot see images. Switch to tiny-qwen2-vl (a vision model) to send them.",
+    message:
+      "SmolLM2 is a text-only model and cannot see images. Switch to tiny-qwen2-vl (a vision model) to send them.",
     vision: "tiny-qwen2-vl",
   });
   assert.match(visionProblem("SmolLM2", [models[0]])?.message ?? "", /Download a vision model/);
@@ -143,7 +138,11 @@ test("workspace updates are batched: last word per path, renames kept", () => {
   u.remove("/r/b.py");
   u.change("/r/b.py");
   u.rename("/r/c.py", "/r/d.py");
-  assert.deepEqual(u.take(), { changed: ["/r/b.py"], deleted: ["/r/a.py"], renamed: [{ old: "/r/c.py", new: "/r/d.py" }] });
+  assert.deepEqual(u.take(), {
+    changed: ["/r/b.py"],
+    deleted: ["/r/a.py"],
+    renamed: [{ old: "/r/c.py", new: "/r/d.py" }],
+  });
   assert.ok(u.empty);
 });
 
@@ -185,7 +184,11 @@ test("language model provider: registered only where the host has the API", () =
   assert.equal(lmApi({}), undefined);
   assert.equal(lmApi({ lm: {} }), undefined);
   assert.equal(lmApi({ lm: { selectChatModels: () => [] } }), undefined, "an older host's lm namespace");
-  const fakeSidecar: any = { log: { warn: () => undefined }, onModelsChanged: () => undefined, onDidChangeState: () => undefined };
+  const fakeSidecar: any = {
+    log: { warn: () => undefined },
+    onModelsChanged: () => undefined,
+    onDidChangeState: () => undefined,
+  };
   assert.equal(registerLocalChatModels(fakeSidecar, { lm: {} }), undefined, "no API: nothing registered, no error");
   const calls: string[] = [];
   const host = {

@@ -329,7 +329,6 @@ export const ui = {
   openedDocuments: [] as { uri: any; options?: any }[],
 };
 
-
 function showMessage(level: string) {
   return async (message: string, ...rest: any[]) => {
     ui.shown.push({ level, message });
