@@ -127,3 +127,21 @@ async def test_the_size_check_counts_decoded_bytes() -> None:
     with pytest.raises(ValueError, match="101 bytes"):
         url = "data:image/png;base64," + base64.b64encode(b"x" * 101).decode()
         limits.check_image_url(url, limits.Limits(max_image_bytes=100))
+
+
+async def test_a_vision_model_can_be_the_chat_role_and_takes_the_images(
+    client: LanguageClient,
+) -> None:
+    """What the panel's "Switch to <vision model>" does: select it for chat; a request without
+    `model` then goes to it."""
+    selected = await client.protocol.send_request_async(
+        "mlx/models/select", {"role": "chat", "model": TINY_VLM_ID}
+    )
+    assert selected.roles.chat == TINY_VLM_ID
+    try:
+        result = await chat(client, messages=ask(NOISE_PNG), max_tokens=2)
+        assert result.model == TINY_VLM_ID and result.usage.completion_tokens > 0
+    finally:
+        await client.protocol.send_request_async(
+            "mlx/models/select", {"role": "chat", "model": CHAT_MODEL}
+        )

@@ -15,7 +15,7 @@ import { type Role, setModelForRole } from "./settings";
 
 const ROLE_KINDS: Record<Role, string[]> = {
   completion: ["text"],
-  chat: ["text"],
+  chat: ["text", "vision"],
   embedding: ["embedding"],
 };
 

@@ -389,7 +389,15 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     assert.match(needs.message, /SmolLM2-135M-Instruct is a text-only model/);
     assert.ok(!posted.some((m) => m.type === "user"), "nothing was sent to the text model");
     send({ type: "switchModel", model: needs.model });
-    await until("switched", () => settings.get("mlxSidecar.chatModel") === "tiny-qwen2-vl");
+    await until(
+      "switched",
+      () => {
+        const failed = posted.find((m) => m.type === "error");
+        if (failed) throw new Error(failed.message);
+        return settings.get("mlxSidecar.chatModel") === "tiny-qwen2-vl";
+      },
+      180_000,
+    );
     settings.set("mlxSidecar.chat.temperature", 1); // greedy decoding of the random weights makes no text
     try {
       send({ type: "send", text: "What is in this picture?" });
