@@ -38,7 +38,10 @@ export class ChatStore {
   }
 
   async save(c: Conversation): Promise<void> {
-    const messages = c.messages.slice(-MAX_TURNS).map((m) => ({ ...m, content: withoutImages(m.content) }));
+    let messages = c.messages.slice(-MAX_TURNS).map((m) => ({ ...m, content: withoutImages(m.content) }));
+    // The history starts at a user turn (a cut inside a tool exchange would confuse templates).
+    const first = messages.findIndex((m) => m.role === "user");
+    messages = first < 0 ? [] : messages.slice(first);
     await this.memento.update(KEY, { version: VERSION, messages, shown: c.shown.slice(-MAX_TURNS) });
   }
 

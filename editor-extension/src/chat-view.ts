@@ -274,7 +274,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       await this.sidecar.request(METHODS.select, { role: "chat", model });
       await setModelForRole("chat", model);
       this.currentModel = model;
-      this.post({ type: "models", models: this.models.map((m) => m.id), current: model });
+      await this.sendModels();
       vscode.window.setStatusBarMessage(`MLX: chat model is now ${model}`, 5000);
     } catch (e) {
       this.post({

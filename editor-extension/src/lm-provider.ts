@@ -91,11 +91,20 @@ export class LocalChatProvider {
   readonly onDidChangeLanguageModelChatInformation = this.changed.event;
   private seq = 0;
 
+  private readonly disposables: vscode.Disposable[];
+
   constructor(private readonly sidecar: SidecarClient) {
-    sidecar.onModelsChanged(() => this.changed.fire());
-    sidecar.onDidChangeState((s) => {
-      if (s === "running") this.changed.fire();
-    });
+    this.disposables = [
+      this.changed,
+      sidecar.onModelsChanged(() => this.changed.fire()),
+      sidecar.onDidChangeState((s) => {
+        if (s === "running") this.changed.fire();
+      }),
+    ];
+  }
+
+  dispose(): void {
+    for (const d of this.disposables) d.dispose();
   }
 
   async provideLanguageModelChatInformation(): Promise<ChatInformation[]> {
@@ -156,7 +165,8 @@ export function registerLocalChatModels(sidecar: SidecarClient, host: unknown = 
   const lm = lmApi(host);
   if (!lm) return undefined;
   try {
-    return lm.registerLanguageModelChatProvider(VENDOR, new LocalChatProvider(sidecar));
+    const provider = new LocalChatProvider(sidecar);
+    return vscode.Disposable.from(lm.registerLanguageModelChatProvider(VENDOR, provider), provider);
   } catch (e) {
     // e.g. a host that has the function but not our package.json contribution
     sidecar.log.warn(`local models not offered to VS Code's chat: ${e instanceof Error ? e.message : String(e)}`);

@@ -105,6 +105,7 @@ export class StatusPage implements vscode.Disposable {
   private schedule(ms: number): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.poll(), ms);
+    this.timer.unref?.(); // never what keeps the extension host (or a test) alive
   }
 
   /** One sample: asked, kept in the history, posted to the open dashboard. */

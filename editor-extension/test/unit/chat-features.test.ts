@@ -11,7 +11,7 @@ import { visionProblem } from "../../src/chat-view";
 import { chatInformation, lmApi, registerLocalChatModels, toChatMessages } from "../../src/lm-provider";
 import type { ModelEntry, ModelList } from "../../src/protocol";
 import { chartPoints, StatusHistory } from "../../src/status-history";
-import { PendingUpdate } from "../../src/workspace-index";
+import { indexSummary, PendingUpdate, watched } from "../../src/workspace-index";
 
 const PNG = "data:image/png;base64," + Buffer.from("\x89PNG fake image bytes").toString("base64");
 
@@ -121,6 +121,18 @@ test("the conversation store keeps messages and shown turns, without image data"
   assert.deepEqual(store.load(), { messages: [], shown: [] });
 });
 
+test("a cut history starts at a user turn", async () => {
+  const m = memento();
+  const messages = Array.from({ length: MAX_TURNS + 1 }, (_, i) => ({
+    role: i % 2 ? ("user" as const) : ("assistant" as const),
+    content: `${i}`,
+  }));
+  await new ChatStore(m).save({ messages, shown: [] });
+  const kept = new ChatStore(m).load().messages;
+  assert.equal(kept[0].role, "user");
+  assert.equal(kept[kept.length - 1].content, `${MAX_TURNS}`);
+});
+
 test("the store keeps the last MAX_TURNS turns", async () => {
   const m = memento();
   const shown = Array.from({ length: MAX_TURNS + 5 }, (_, i) => ({ role: "assistant" as const, text: `${i}` }));
@@ -144,6 +156,9 @@ test("workspace updates are batched: last word per path, renames kept", () => {
     renamed: [{ old: "/r/c.py", new: "/r/d.py" }],
   });
   assert.ok(u.empty);
+  assert.ok(watched("/r/src/a.py"));
+  assert.ok(!watched("/r/.git/index") && !watched("/r/web/node_modules/x/y.js") && !watched("/r/.venv"));
+  assert.equal(indexSummary({ files: 3, chunks: 9, last_indexed_at: 100 }, 100_000 + 180_000), "3 files, 9 chunks, indexed 3 min ago");
 });
 
 test("status charts: samples over the window, drawn right to left from now", () => {
