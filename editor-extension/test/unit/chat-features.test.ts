@@ -158,7 +158,10 @@ test("workspace updates are batched: last word per path, renames kept", () => {
   assert.ok(u.empty);
   assert.ok(watched("/r/src/a.py"));
   assert.ok(!watched("/r/.git/index") && !watched("/r/web/node_modules/x/y.js") && !watched("/r/.venv"));
-  assert.equal(indexSummary({ files: 3, chunks: 9, last_indexed_at: 100 }, 100_000 + 180_000), "3 files, 9 chunks, indexed 3 min ago");
+  assert.equal(
+    indexSummary({ files: 3, chunks: 9, last_indexed_at: 100 }, 100_000 + 180_000),
+    "3 files, 9 chunks, indexed 3 min ago",
+  );
 });
 
 test("status charts: samples over the window, drawn right to left from now", () => {
