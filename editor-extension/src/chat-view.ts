@@ -57,6 +57,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private images: ImageAttachment[] = [];
   private models: ModelEntry[] = [];
   private currentModel = "";
+  /** The model this panel switched to, until the setting says so or changes to another: a
+   * settings write lands some time after it resolves, and the next Send must not miss it. */
+  private picked: { model: string; over: string | null } | undefined;
   private current: { token: string; cts: vscode.CancellationTokenSource; turn: Turn } | undefined;
   private seq = 0;
   private readonly disposables: vscode.Disposable[] = [];
@@ -150,7 +153,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     try {
       const list = await this.sidecar.request<ModelList>(METHODS.list, {});
       const local = list.models.filter((m) => m.kind !== "embedding");
-      const current = sidecarOptions().models.chat ?? local.find((m) => m.roles.includes("chat"))?.id ?? "";
+      const current =
+        this.picked?.model ?? sidecarOptions().models.chat ?? local.find((m) => m.roles.includes("chat"))?.id ?? "";
       this.models = local;
       this.currentModel = current;
       // Remote models ("UPSTREAM/MODEL") after the local ones, grouped by upstream.
@@ -182,6 +186,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         this.newChat();
         break;
       case "pickModel":
+        this.pick(m.model);
         await setModelForRole("chat", m.model);
         break;
       case "addSelection":
@@ -224,6 +229,16 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.images = [];
     void this.store?.clear();
     this.post({ type: "cleared" });
+  }
+
+  private pick(model: string): void {
+    this.picked = { model, over: sidecarOptions().models.chat };
+  }
+
+  /** The model requests go to: the one picked here, else the setting, else the sidecar's. */
+  private chatModel(): string {
+    if (this.picked && sidecarOptions().models.chat !== this.picked.over) this.picked = undefined;
+    return this.picked?.model ?? sidecarOptions().models.chat ?? this.currentModel;
   }
 
   /** An assistant turn with its sources as links for the webview. */
@@ -272,6 +287,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     }
     try {
       await this.sidecar.request(METHODS.select, { role: "chat", model });
+      this.pick(model);
       await setModelForRole("chat", model);
       this.currentModel = model;
       await this.sendModels();
@@ -340,7 +356,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   private async send(text: string): Promise<void> {
     if ((!text.trim() && !this.images.length) || this.current) return;
-    const chatModel = sidecarOptions().models.chat ?? this.currentModel;
+    const chatModel = this.chatModel();
     const blocked = this.images.length ? visionProblem(chatModel, this.models) : undefined;
     if (blocked) {
       // The images stay attached: one click switches the model, then Send again.
@@ -371,7 +387,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         METHODS.chat,
         {
           messages: this.messages,
-          ...(sidecarOptions().models.chat ? { model: sidecarOptions().models.chat } : {}),
+          ...(this.picked || sidecarOptions().models.chat ? { model: this.chatModel() } : {}),
           max_tokens: opts.maxTokens,
           temperature: opts.temperature,
           stream_token: token,

@@ -325,7 +325,9 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
       await button.waitFor({ timeout: 60_000 });
       await shot("08a-needs-vision");
       await button.click();
-      await page.waitForTimeout(2000); // the switch loads the model; the panel then sends to it
+      await frame.waitForFunction(() => document.getElementById("model").value === "tiny-qwen2-vl", undefined, {
+        timeout: 60_000,
+      });
       await frame.locator("#input").press("Enter");
       await frame.locator(".msg.user .thumbs img").first().waitFor({ timeout: 60_000 });
       await frame.waitForFunction(
