@@ -9,6 +9,9 @@
 - `mlx/workspace/search` `{query, k?, root?, mode?}` -> WorkspaceSearchResult.
 - `mlx/workspace/status` `{root?}` -> WorkspaceStatus.
 `root` defaults to the root last indexed, else the editor's first workspace folder.
+Also: `mlx/chat`'s `@workspace` hook (`chat_messages`), the inline completion session's
+cross-file candidates from the index (`related_chunks`), and the user's last completion request
+as the indexer's signal to yield (`sidecar/workspace/pacing.py`).
 
     register(server, engine)   # once, while the server is built (sidecar.lsp.server.PLUGINS)
 """
