@@ -1,7 +1,9 @@
-// Bundles the extension into one file so the .vsix needs no node_modules.
+// Bundles the extension into one file so the .vsix needs no node_modules, and the webview
+// scripts (media/chat.js with markdown-it, DOMPurify and highlight.js; media/status.js) into
+// dist/webview/ for the webviews' strict CSP (one nonce script each, nothing remote).
 import * as esbuild from "esbuild";
 
-const options = {
+const extension = {
   entryPoints: ["src/extension.ts"],
   bundle: true,
   outfile: "dist/extension.js",
@@ -13,9 +15,20 @@ const options = {
   logLevel: "warning",
 };
 
+const webview = {
+  entryPoints: ["media/chat.js", "media/status.js"],
+  bundle: true,
+  outdir: "dist/webview",
+  format: "iife",
+  platform: "browser",
+  target: "es2022",
+  minify: true,
+  sourcemap: false,
+  logLevel: "warning",
+};
+
 if (process.argv.includes("--watch")) {
-  const ctx = await esbuild.context(options);
-  await ctx.watch();
+  for (const options of [extension, webview]) await (await esbuild.context(options)).watch();
 } else {
-  await esbuild.build(options);
+  await Promise.all([esbuild.build(extension), esbuild.build(webview)]);
 }

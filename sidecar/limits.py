@@ -22,6 +22,9 @@ class Limits(BaseModel):
     # OpenAI takes 2,048 inputs; on a laptop CPU 512 short texts already take seconds.
     max_embed_inputs: int = Field(default=512, ge=1)
     max_embed_input_chars: int = Field(default=32_768, ge=1)
+    # Bytes of one inline image (decoded): a screenshot is well under this; the vision
+    # processor resizes anyway, so a bigger image only costs time and memory.
+    max_image_bytes: int = Field(default=8 << 20, ge=1)
 
 
 DEFAULT = Limits()
@@ -64,4 +67,16 @@ def check_embed_inputs(texts: Sequence[str], limits: Limits) -> None:
         raise ValueError(
             f"an input has {longest} characters; at most {limits.max_embed_input_chars} are "
             "accepted (the embedding model reads only its first few hundred tokens anyway)"
+        )
+
+
+def check_image_url(url: str, limits: Limits) -> None:
+    """A `data:` URL's decoded size against `max_image_bytes` (from the base64 length, so a
+    huge image is refused before it is decoded)."""
+    payload = url.partition(",")[2]
+    size = len(payload) * 3 // 4 - payload[-2:].count("=")
+    if size > limits.max_image_bytes:
+        raise ValueError(
+            f"an image has {size} bytes; at most {limits.max_image_bytes} are accepted "
+            "(MLX_SIDECAR_LIMITS__MAX_IMAGE_BYTES)"
         )

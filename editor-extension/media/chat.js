@@ -1,6 +1,9 @@
-// Chat webview: renders the conversation (markdown with code blocks) and sends user actions
-// to the extension. No remote resources; all text is escaped before it becomes HTML.
+// Chat webview: renders the conversation (markdown via media/markdown.js, tool-call cards,
+// folded reasoning, images, @workspace sources) and sends user actions to the extension.
+// No remote resources; markdown is sanitized before it becomes HTML. Bundled by esbuild.mjs.
 // @ts-check
+import { renderMarkdown } from "./markdown.js";
+
 (function () {
   // @ts-expect-error acquireVsCodeApi is a global of the webview host, unknown to TypeScript
   const vscode = acquireVsCodeApi();
@@ -11,70 +14,6 @@
   const send = $("send");
   const stop = $("stop");
   let streaming = null; // { el, text, reasoning, calls }
-
-  const escapeHtml = (s) =>
-    s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-
-  function inline(s) {
-    return escapeHtml(s)
-      .replace(/`([^`]+)`/g, "<code>$1</code>")
-      .replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>")
-      .replace(/(^|[^*])\*([^*\s][^*]*)\*/g, "$1<em>$2</em>");
-  }
-
-  function prose(text) {
-    const out = [];
-    let list = null;
-    for (const line of text.split("\n")) {
-      const item = /^\s*(?:[-*]|\d+\.)\s+(.*)$/.exec(line);
-      const heading = /^(#{1,6})\s+(.*)$/.exec(line);
-      if (item) {
-        if (!list) {
-          list = [];
-        }
-        list.push(`<li>${inline(item[1])}</li>`);
-        continue;
-      }
-      if (list) {
-        out.push(`<ul>${list.join("")}</ul>`);
-        list = null;
-      }
-      if (heading) out.push(`<p><strong>${inline(heading[2])}</strong></p>`);
-      else if (line.trim()) out.push(`<p>${inline(line)}</p>`);
-    }
-    if (list) out.push(`<ul>${list.join("")}</ul>`);
-    return out.join("");
-  }
-
-  /** Markdown to HTML: fenced code blocks (an unclosed fence while streaming too), then prose. */
-  function render(text) {
-    const parts = [];
-    const fence = /```([\w+-]*)[^\n]*\n([\s\S]*?)(?:```|$)/g;
-    let last = 0;
-    let m;
-    let i = 0;
-    while ((m = fence.exec(text)) !== null) {
-      parts.push(prose(text.slice(last, m.index)));
-      const code = m[2].replace(/\n$/, "");
-      parts.push(
-        `<div class="codeblock"><button class="insert" data-code="${i}" title="Insert at cursor">Insert</button>` +
-          `<pre><code class="language-${escapeHtml(m[1])}">${escapeHtml(code)}</code></pre></div>`,
-      );
-      i++;
-      last = fence.lastIndex;
-      if (m[0].length === 0) break;
-    }
-    parts.push(prose(text.slice(last)));
-    return parts.join("");
-  }
-
-  function codeBlocks(text) {
-    const blocks = [];
-    const fence = /```[^\n]*\n([\s\S]*?)(?:```|$)/g;
-    let m;
-    while ((m = fence.exec(text)) !== null) blocks.push(m[1].replace(/\n$/, ""));
-    return blocks;
-  }
 
   function chips(labels, removable) {
     const el = document.createElement("div");
@@ -111,9 +50,9 @@
 
   function setAssistant(el, text, done) {
     const body = /** @type {HTMLElement} */ (el.querySelector(".body"));
-    body.innerHTML = render(text);
+    const { html, blocks } = renderMarkdown(text);
+    body.innerHTML = html;
     body.classList.toggle("cursor", !done);
-    const blocks = codeBlocks(text);
     body.querySelectorAll("button.insert").forEach((b) => {
       b.addEventListener("click", () => {
         const code = blocks[Number(/** @type {HTMLElement} */ (b).dataset.code)] ?? "";
@@ -171,6 +110,90 @@
     messages.scrollTop = messages.scrollHeight;
   }
 
+  /** The files an @workspace reply used, as links that open the file at the lines. */
+  function setSources(el, links) {
+    if (!links || !links.length) return;
+    const box = document.createElement("div");
+    box.className = "sources";
+    box.append("Sources: ");
+    links.forEach((link, i) => {
+      const a = document.createElement("a");
+      a.href = "#";
+      a.className = "source";
+      a.textContent = link.label;
+      a.title = `Open ${link.path} at line ${link.start_line}`;
+      a.addEventListener("click", (e) => {
+        e.preventDefault();
+        const { path, start_line, end_line } = link;
+        vscode.postMessage({ type: "openSource", source: { path, start_line, end_line } });
+      });
+      if (i) box.append(", ");
+      box.appendChild(a);
+    });
+    el.appendChild(box);
+  }
+
+  function setMeta(el, text) {
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = text ?? "";
+    el.appendChild(meta);
+  }
+
+  /** A finished assistant turn: answer, thinking, tool calls, sources, meta. */
+  function finish(el, m) {
+    setAssistant(el, m.text ?? "", true);
+    setReasoning(el, m.reasoning ?? "", true);
+    setToolCalls(el, m.tool_calls ?? []);
+    setSources(el, m.sources);
+    setMeta(el, m.meta);
+    el.classList.add("done");
+  }
+
+  function thumbnails(urls) {
+    const box = document.createElement("div");
+    box.className = "thumbs";
+    for (const url of urls) {
+      const img = document.createElement("img");
+      img.src = url;
+      img.alt = "attached image";
+      box.appendChild(img);
+    }
+    return box;
+  }
+
+  /** The images waiting to be sent, each removable. */
+  function showImages(items) {
+    const box = $("images");
+    box.replaceChildren(
+      ...items.map((item, index) => {
+        const chip = document.createElement("span");
+        chip.className = "imagechip";
+        const img = document.createElement("img");
+        img.src = item.dataUrl;
+        img.alt = item.name;
+        img.title = item.name;
+        const x = document.createElement("button");
+        x.textContent = "×";
+        x.title = `Remove ${item.name}`;
+        x.addEventListener("click", () => vscode.postMessage({ type: "removeImage", index }));
+        chip.append(img, x);
+        return chip;
+      }),
+    );
+  }
+
+  /** Image files (paste, drop) go to the extension as data: URLs; it checks type and size. */
+  function attachFiles(files) {
+    for (const file of files) {
+      if (!file.type.startsWith("image/")) continue;
+      const reader = new FileReader();
+      reader.onload = () =>
+        vscode.postMessage({ type: "attachImage", name: file.name || "pasted image", dataUrl: String(reader.result) });
+      reader.readAsDataURL(file);
+    }
+  }
+
   function setBusy(busy) {
     send.hidden = busy;
     stop.hidden = !busy;
@@ -178,7 +201,7 @@
 
   function submit() {
     const text = input.value;
-    if (!text.trim() || streaming) return;
+    if ((!text.trim() && !$("images").childElementCount) || streaming) return;
     input.value = "";
     vscode.postMessage({ type: "send", text });
   }
@@ -188,6 +211,25 @@
   $("new").addEventListener("click", () => vscode.postMessage({ type: "newChat" }));
   $("addSelection").addEventListener("click", () => vscode.postMessage({ type: "addSelection" }));
   $("addFile").addEventListener("click", () => vscode.postMessage({ type: "addFile" }));
+  $("addImage").addEventListener("click", () => vscode.postMessage({ type: "pickImage" }));
+  input.addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData?.files ?? [])].filter((f) => f.type.startsWith("image/"));
+    if (files.length) {
+      e.preventDefault();
+      attachFiles(files);
+    }
+  });
+  const composer = $("composer");
+  composer.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    composer.classList.add("dropping");
+  });
+  composer.addEventListener("dragleave", () => composer.classList.remove("dropping"));
+  composer.addEventListener("drop", (e) => {
+    e.preventDefault();
+    composer.classList.remove("dropping");
+    attachFiles([...(e.dataTransfer?.files ?? [])]);
+  });
   model.addEventListener("change", () => vscode.postMessage({ type: "pickModel", model: model.value }));
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) {
@@ -211,24 +253,20 @@
         break;
       }
       case "restore":
-        for (const msg of m.messages) {
-          if (msg.role === "user") add("user", "You").querySelector(".body").textContent = msg.content;
-          else {
-            const el = add("assistant", "MLX");
-            setAssistant(el, msg.content ?? "", true);
-            const calls = (msg.tool_calls ?? []).map((c) => ({
-              name: c.function.name,
-              arguments:
-                typeof c.function.arguments === "string" ? c.function.arguments : JSON.stringify(c.function.arguments),
-            }));
-            setToolCalls(el, calls);
-          }
+        for (const turn of m.shown) {
+          if (turn.role === "user") {
+            const el = add("user", "You");
+            const labels = [...turn.context, ...turn.images.map((n) => `image: ${n}`)];
+            if (labels.length) el.insertBefore(chips(labels, false), el.querySelector(".body"));
+            /** @type {HTMLElement} */ (el.querySelector(".body")).textContent = turn.text;
+          } else finish(add("assistant", "MLX"), turn);
         }
         $("context").replaceChildren(chips(m.context, true));
         break;
       case "user": {
         const el = add("user", "You");
         if (m.context.length) el.insertBefore(chips(m.context, false), el.querySelector(".body"));
+        if (m.imageUrls?.length) el.insertBefore(thumbnails(m.imageUrls), el.querySelector(".body"));
         /** @type {HTMLElement} */ (el.querySelector(".body")).textContent = m.text;
         break;
       }
@@ -256,25 +294,29 @@
         }
         break;
       case "done":
-        if (streaming) {
-          setAssistant(streaming.el, m.text ?? streaming.text, true);
-          setReasoning(streaming.el, m.reasoning ?? streaming.reasoning, true);
-          setToolCalls(streaming.el, m.tool_calls ?? streaming.calls);
-          const meta = document.createElement("div");
-          meta.className = "meta";
-          const bits = [];
-          if (m.finish_reason === "cancelled") bits.push("stopped");
-          else if (m.finish_reason === "length") bits.push("stopped at the token limit");
-          else if (m.finish_reason === "tool_calls") bits.push("asked to run tools (not run here)");
-          if (m.usage) bits.push(`${m.usage.completion_tokens} tokens`);
-          if (m.model) bits.push(m.model);
-          meta.textContent = bits.join(" · ");
-          streaming.el.appendChild(meta);
-          streaming.el.classList.add("done");
-        }
+        if (streaming) finish(streaming.el, m);
         streaming = null;
         setBusy(false);
         break;
+      case "images":
+        showImages(m.items);
+        break;
+      case "needsVision": {
+        // A text-only chat model and images attached: say so, one click switches.
+        const el = add("error", "Images need a vision model");
+        /** @type {HTMLElement} */ (el.querySelector(".body")).textContent = m.message;
+        const button = document.createElement("button");
+        button.className = "switch";
+        button.textContent = m.model ? `Switch to ${m.model}` : "Switch model…";
+        button.addEventListener("click", () => {
+          vscode.postMessage({ type: "switchModel", model: m.model });
+          el.remove();
+        });
+        el.appendChild(button);
+        if (!input.value && m.text) input.value = m.text;
+        messages.scrollTop = messages.scrollHeight;
+        break;
+      }
       case "error": {
         if (streaming) streaming.el.remove();
         streaming = null;
@@ -289,6 +331,7 @@
       case "cleared":
         messages.innerHTML = '<div id="empty" class="hint">New chat. Ask about your code.</div>';
         $("context").replaceChildren();
+        $("images").replaceChildren();
         streaming = null;
         setBusy(false);
         break;

@@ -1,9 +1,8 @@
-// Command palette: download, switch, delete models; show status; restart the sidecar.
+// Command palette: download, switch, delete models; restart the sidecar (status: status-page.ts).
 import * as vscode from "vscode";
 import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient/node";
 import type { SidecarClient } from "./client";
 import {
-  type EditorStatus,
   formatBytes,
   type HubModel,
   METHODS,
@@ -16,7 +15,7 @@ import { type Role, setModelForRole } from "./settings";
 
 const ROLE_KINDS: Record<Role, string[]> = {
   completion: ["text"],
-  chat: ["text"],
+  chat: ["text", "vision"],
   embedding: ["embedding"],
 };
 
@@ -211,72 +210,7 @@ async function deleteModel(sidecar: SidecarClient): Promise<void> {
   }
 }
 
-/** The status as markdown, for the read-only status document. */
-export function statusMarkdown(
-  sidecar: SidecarClient,
-  status: EditorStatus | undefined,
-  models: ModelEntry[],
-  error?: string,
-): string {
-  const lines = ["# MLX Sidecar", "", `- state: **${sidecar.state}**`];
-  if (sidecar.command)
-    lines.push(
-      `- started from ${sidecar.command.source}: \`${sidecar.command.command} ${sidecar.command.args.join(" ")}\``,
-    );
-  if (sidecar.lastError) lines.push(`- last error: ${sidecar.lastError}`);
-  if (error) lines.push(`- status request failed: ${error}`);
-  if (models.length) {
-    lines.push("", "## Models", "", "| id | kind | size | loaded |", "|---|---|---|---|");
-    for (const m of models)
-      lines.push(`| ${m.id} | ${m.kind} | ${formatBytes(m.size_bytes)} | ${m.loaded ? "yes" : "no"} |`);
-  }
-  if (status?.upstreams?.length) {
-    lines.push(
-      "",
-      "## Remote upstreams",
-      "",
-      "| name | base URL | key from | breaker | listed |",
-      "|---|---|---|---|---|",
-    );
-    for (const u of status.upstreams)
-      lines.push(`| ${u.name} | ${u.base_url} | ${u.key_source} | ${u.breaker} | ${u.error ?? `${u.models} models`} |`);
-  }
-  if (status) lines.push("", "## Engine", "", "```json", JSON.stringify(status, null, 2), "```");
-  return lines.join("\n") + "\n";
-}
-
-class StatusDocument implements vscode.TextDocumentContentProvider {
-  static readonly uri = vscode.Uri.parse("mlx-sidecar-status:/MLX%20Sidecar%20Status.md");
-  private readonly emitter = new vscode.EventEmitter<vscode.Uri>();
-  readonly onDidChange = this.emitter.event;
-  content = "";
-  set(text: string): void {
-    this.content = text;
-    this.emitter.fire(StatusDocument.uri);
-  }
-  provideTextDocumentContent(): string {
-    return this.content;
-  }
-}
-
-async function showStatus(sidecar: SidecarClient, doc: StatusDocument): Promise<void> {
-  let status: EditorStatus | undefined;
-  let models: ModelEntry[] = [];
-  let error: string | undefined;
-  if (sidecar.state === "running") {
-    try {
-      [status, models] = await Promise.all([sidecar.request<EditorStatus>(METHODS.status, {}), listModels(sidecar)]);
-    } catch (e) {
-      error = errorText(e);
-    }
-  }
-  doc.set(statusMarkdown(sidecar, status, models, error));
-  const opened = await vscode.workspace.openTextDocument(StatusDocument.uri);
-  await vscode.window.showTextDocument(opened, { preview: true });
-}
-
 export function registerCommands(sidecar: SidecarClient): vscode.Disposable[] {
-  const doc = new StatusDocument();
   const guard = (fn: () => Promise<void>) => async (): Promise<void> => {
     try {
       await fn();
@@ -285,7 +219,6 @@ export function registerCommands(sidecar: SidecarClient): vscode.Disposable[] {
     }
   };
   return [
-    vscode.workspace.registerTextDocumentContentProvider("mlx-sidecar-status", doc),
     vscode.commands.registerCommand(
       "mlxSidecar.downloadModel",
       guard(() => downloadModel(sidecar)),
@@ -296,10 +229,6 @@ export function registerCommands(sidecar: SidecarClient): vscode.Disposable[] {
     vscode.commands.registerCommand(
       "mlxSidecar.deleteModel",
       guard(() => deleteModel(sidecar)),
-    ),
-    vscode.commands.registerCommand(
-      "mlxSidecar.showStatus",
-      guard(() => showStatus(sidecar, doc)),
     ),
     vscode.commands.registerCommand("mlxSidecar.showLog", () => sidecar.log.show()),
     vscode.commands.registerCommand(

@@ -4,7 +4,11 @@ import { SidecarClient } from "./client";
 import { ChatViewProvider } from "./chat-view";
 import { registerCommands } from "./commands";
 import { RESTART_KEYS, SECTION } from "./settings";
+import { ChatStore } from "./chat-store";
+import { registerLocalChatModels } from "./lm-provider";
 import { StatusBar } from "./status-bar";
+import { StatusPage } from "./status-page";
+import { WorkspaceIndexer } from "./workspace-index";
 import { Upstreams } from "./upstreams";
 
 let sidecar: SidecarClient | undefined;
@@ -13,13 +17,23 @@ let sidecar: SidecarClient | undefined;
 export interface MlxSidecarApi {
   sidecar: SidecarClient;
   chat: ChatViewProvider;
+  indexer: WorkspaceIndexer;
+  status: StatusPage;
+  /** Whether the local models were offered to VS Code's chat (the host has the lm API). */
+  lmRegistered: boolean;
 }
 
 export async function activate(context: vscode.ExtensionContext): Promise<MlxSidecarApi> {
   const log = vscode.window.createOutputChannel("MLX Sidecar", { log: true });
   sidecar = new SidecarClient(context.globalStorageUri, log);
-  const chat = new ChatViewProvider(context.extensionUri, sidecar);
+  const chat = new ChatViewProvider(context.extensionUri, sidecar, new ChatStore(context.workspaceState));
+  const indexer = new WorkspaceIndexer(sidecar);
+  const status = new StatusPage(context.extensionUri, sidecar);
+  const lm = registerLocalChatModels(sidecar);
+  if (lm) context.subscriptions.push(lm);
   context.subscriptions.push(
+    indexer,
+    status,
     log,
     sidecar,
     chat,
@@ -51,7 +65,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<MlxSid
         if (choice === "Open Settings") void vscode.commands.executeCommand("workbench.action.openSettings", SECTION);
       });
   });
-  return { sidecar, chat };
+  return { sidecar, chat, indexer, status, lmRegistered: lm !== undefined };
 }
 
 export async function deactivate(): Promise<void> {

@@ -26,7 +26,7 @@ export interface ChatDelta {
 
 export interface ChatMessage {
   role: "system" | "developer" | "user" | "assistant" | "tool";
-  content?: string | null;
+  content?: string | ContentPart[] | null;
   tool_calls?: ToolCallIn[] | null;
   tool_call_id?: string | null;
   reasoning_content?: string | null;
@@ -94,6 +94,12 @@ export interface CompletionSessionStats {
   warm_prefilled_tokens: number;
   context_chunks: number;
   ring_chunks: number;
+}
+
+export interface ContentPart {
+  type: "text" | "image_url";
+  text?: string | null;
+  image_url?: ImageURL | null;
 }
 
 export interface DeleteResult {
@@ -178,6 +184,11 @@ export interface HubModel {
   last_modified: string | null;
   gated: boolean;
   local: boolean;
+}
+
+export interface ImageURL {
+  url: string;
+  detail?: string | null;
 }
 
 /** A model in memory (`mlx/models/load`, `mlx/status` `loaded`). */

@@ -16,6 +16,7 @@ from pydantic import (
 
 from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
+from sidecar.engine.content import ContentPart, text_chars, to_template
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.response_format import ResponseFormat
 from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, ToolRequest
@@ -27,30 +28,6 @@ class Lenient(BaseModel):
     "5"` is a 400, not a guess (JSON has real booleans and numbers)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class ImageURL(Lenient):
-    url: str
-    detail: str | None = None
-
-
-class ContentPart(Lenient):
-    type: Literal["text", "image_url"]
-    text: str | None = None
-    image_url: ImageURL | None = None
-
-    @model_validator(mode="after")
-    def complete(self) -> ContentPart:
-        if self.type == "text" and self.text is None:
-            raise ValueError("a text part needs 'text'")
-        # Over HTTP only inline images: no fetching, and no local paths (file probing).
-        inline = self.image_url is not None and self.image_url.url.startswith("data:")
-        if self.type == "image_url" and not inline:
-            raise ValueError(
-                "an image_url part needs a data: URL (data:image/png;base64,...); "
-                "the sidecar does not fetch images"
-            )
-        return self
 
 
 class Message(Lenient):
@@ -68,19 +45,14 @@ class Message(Lenient):
         return self
 
     def text_chars(self) -> int:
-        parts = self.content if isinstance(self.content, list) else [self.content]
-        texts = [p if isinstance(p, str) else p.text for p in parts if p is not None]
-        return sum(len(t or "") for t in texts) + len(self.name or "")
+        return text_chars(self.content) + len(self.name or "")
 
     def to_template(self) -> dict[str, Any]:
         """The message as the engine takes it: no 'developer' role; list contents stay
         OpenAI-style parts (text models join the text, vision models place the images)."""
-        content: Any = self.content
-        if isinstance(content, list):
-            content = [part.model_dump(exclude_none=True) for part in content]
         out: dict[str, Any] = {
             "role": template_role(self.role),
-            "content": content or "",
+            "content": to_template(self.content),
         }
         if self.name:
             out["name"] = self.name

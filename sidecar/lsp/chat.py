@@ -11,10 +11,12 @@ from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine import reply
 from sidecar.engine.chat import ChatReply, ReplyDelta, chat_stream, plan_chat
+from sidecar.engine.content import ContentPart, text_chars, to_template
 from sidecar.engine.messages import Role, template_role
 from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.response_format import ResponseFormat
 from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, of_request
+from sidecar.engine.vision_runner import message_images
 from sidecar.errors import result_error
 from sidecar.lsp import notify, upstreams, workspace
 from sidecar.lsp.errors import Params, parse, rpc_errors
@@ -24,7 +26,8 @@ from sidecar.wire import ChatResult, ToolCall, Usage
 
 class ChatMessage(Params):
     role: Role  # the same closed set as the HTTP edge
-    content: str | None = None
+    # A string, or OpenAI-style parts: text and inline images (the HTTP edge's ContentPart)
+    content: str | list[ContentPart] | None = None
     tool_calls: list[ToolCallIn] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # a tool result's call
     reasoning_content: str | None = None
@@ -36,7 +39,10 @@ class ChatMessage(Params):
         return self
 
     def to_template(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": template_role(self.role), "content": self.content or ""}
+        out: dict[str, Any] = {
+            "role": template_role(self.role),
+            "content": to_template(self.content),
+        }
         if self.tool_calls:
             out["tool_calls"] = [c.to_template() for c in self.tool_calls]
         if self.tool_call_id:
@@ -65,7 +71,7 @@ class ChatParams(Params):
     @field_validator("messages")
     @classmethod
     def bounded(cls, value: list[ChatMessage], info: ValidationInfo) -> list[ChatMessage]:
-        chars = sum(len(m.content or "") for m in value)
+        chars = sum(text_chars(m.content) for m in value)
         limits.check_messages(len(value), chars, limits.of(info))
         return value
 
@@ -98,6 +104,7 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
         request = GenerateRequest(
             prompt=plan.prompt,
             model=plan.model,
+            images=message_images(messages),
             max_tokens=p.max_tokens,
             temperature=p.temperature,
             top_p=p.top_p,

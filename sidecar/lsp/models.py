@@ -24,7 +24,7 @@ from sidecar.wire import (
 
 KINDS_FOR_ROLE: dict[str, tuple[str, ...]] = {
     "completion": ("text",),
-    "chat": ("text",),
+    "chat": ("text", "vision"),  # a vision model chats too, and sees images (issue 14)
     "embedding": ("embedding",),
 }
 

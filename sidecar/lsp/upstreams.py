@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 from pygls.exceptions import JsonRpcInvalidParams
 
+from sidecar.engine.content import to_template
 from sidecar.lsp import notify
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
@@ -73,7 +74,8 @@ async def set_key(ls: SidecarServer, params: Any) -> UpstreamsResult:
 def chat_body(params: Any) -> dict[str, Any]:
     """`mlx/chat` params as an OpenAI chat request body."""
     body: dict[str, Any] = {
-        "messages": [{"role": m.role, "content": m.content} for m in params.messages],
+        # content parts (images) as the plain OpenAI dicts an upstream takes
+        "messages": [{"role": m.role, "content": to_template(m.content)} for m in params.messages],
         "max_tokens": params.max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,

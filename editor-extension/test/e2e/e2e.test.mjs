@@ -1,5 +1,7 @@
 // End to end in a real VS Code (code-server) driven by playwright-core in Debian's chromium:
-// inline completion (ghost text + Tab), the chat view (streamed reply), "MLX: Switch Model…".
+// inline completion (ghost text + Tab), the chat view (streamed reply), "MLX: Switch Model…",
+// an image pasted into the chat reaching the tiny vision model, "@workspace" citing the right file
+// of the fixture repo, the status dashboard.
 // Needs: CODE_SERVER_NODE (node 24), CODE_SERVER_ENTRY (code-server's out/node/entry.js),
 // SIDECAR_PYTHON (python with the sidecar), MLX_SIDECAR_MODELS_DIR, and the built .vsix.
 // Screenshots go to editor-extension/test-artifacts/.
@@ -95,6 +97,8 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
     assert.ok(fs.existsSync(vsix), `build the .vsix first (${vsix})`);
     fs.mkdirSync(path.join(userData, "User"), { recursive: true });
     fs.mkdirSync(workspace, { recursive: true });
+    // The workspace: the fixture repo of the workspace-index tests, plus the file we type in.
+    fs.cpSync(path.resolve(root, "../tests/fixtures/workspace-repo"), workspace, { recursive: true });
     fs.writeFileSync(path.join(workspace, "calc.py"), SOURCE);
     fs.writeFileSync(
       path.join(userData, "User", "settings.json"),
@@ -158,6 +162,7 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
           MLX_SIDECAR_MODELS_DIR: modelsDir,
           MLX_SIDECAR_DAEMON_RUNTIME_DIR: fs.mkdtempSync("/tmp/mlxd-e2e-"),
           MLX_SIDECAR_DAEMON_GRACE_S: "2",
+          MLX_SIDECAR_WORKSPACE_INDEX_DIR: path.join(tmp, "workspace-index"),
         },
         detached: true,
       },
@@ -293,18 +298,103 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
     });
   });
 
-  test("clicking the status bar item opens the status page", async () => {
+  test("an image pasted into the chat reaches the vision model and a reply streams", async () => {
+    await step("image", async () => {
+      // Sampled: greedy decoding of the tiny model's random weights makes no visible text.
+      const file = path.join(userData, "User", "settings.json");
+      const userSettings = JSON.parse(fs.readFileSync(file, "utf8"));
+      fs.writeFileSync(file, JSON.stringify({ ...userSettings, "mlxSidecar.chat.temperature": 1 }, null, 2));
+      const png = execFileSync(python, [
+        "-c",
+        "import io,sys,numpy as np; from PIL import Image; b=io.BytesIO(); " +
+          "Image.fromarray(np.random.default_rng(0).integers(0,255,(56,56,3),dtype=np.uint8)).save(b,format='PNG'); " +
+          "sys.stdout.buffer.write(b.getvalue())",
+      ]).toString("base64");
+      // the chat view is open from the chat test (clicking its icon again would close it)
+      const frame = await chatFrame();
+      await frame.locator("#new").click();
+      await frame.evaluate((b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "noise.png", { type: "image/png" }));
+        const input = document.getElementById("input");
+        input.focus();
+        input.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
+      }, png);
+      await frame.locator("#images img").first().waitFor({ timeout: 30_000 });
+      await frame.locator("#input").fill("What is in this picture?");
+      await frame.locator("#input").press("Enter");
+      // SmolLM2 (text only) is the chat model: one click switches to the vision model.
+      const button = frame.locator(".msg.error button.switch", { hasText: "tiny-qwen2-vl" });
+      await button.waitFor({ timeout: 60_000 });
+      await shot("08a-needs-vision");
+      await button.click();
+      await frame.waitForFunction(() => document.getElementById("model").value === "tiny-qwen2-vl", undefined, {
+        timeout: 60_000,
+      });
+      await frame.locator("#input").press("Enter");
+      await frame.locator(".msg.user .thumbs img").first().waitFor({ timeout: 60_000 });
+      await frame.waitForFunction(
+        () => {
+          const bodies = document.querySelectorAll(".msg.assistant .body.cursor");
+          const body = bodies[bodies.length - 1];
+          return body && body.textContent.trim().length > 0;
+        },
+        undefined,
+        { timeout: 120_000, polling: 50 },
+      );
+      await shot("08b-image-streaming");
+      await frame
+        .locator(".msg.assistant.done .meta", { hasText: "tiny-qwen2-vl" })
+        .first()
+        .waitFor({ timeout: 180_000 });
+      await shot("08c-image-done");
+    });
+  });
+
+  test("MLX: Index Workspace, then @workspace cites the right file as a link", async () => {
+    await step("workspace", async () => {
+      await runCommand("MLX: Index Workspace");
+      await page.locator(".notifications-toasts", { hasText: "workspace indexed" }).waitFor({ timeout: 300_000 });
+      await shot("09a-indexed");
+      const frame = await chatFrame();
+      await frame.locator("#new").click();
+      await frame.locator("#input").fill("@workspace How are passwords hashed and checked at login?");
+      await frame.locator("#input").press("Enter");
+      const link = frame.locator(".msg.assistant.done .sources a", { hasText: "bookshelf/auth.py" }).first();
+      await link.waitFor({ timeout: 180_000 });
+      await shot("09b-workspace-sources");
+      await link.click();
+      await page.locator(".tab", { hasText: "auth.py" }).first().waitFor({ timeout: 30_000 });
+      await shot("09c-source-opened");
+    });
+  });
+
+  test("clicking the status bar item opens the status dashboard", async () => {
     await step("status", async () => {
       await page
-        .locator(".statusbar-item", { hasText: /SmolLM2-135M-Instruct · idle/ })
+        .locator(".statusbar-item", { hasText: /· (idle|busy)/ })
         .first()
         .click();
       await page.locator(".tab", { hasText: "MLX Sidecar Status" }).first().waitFor({ timeout: 30_000 });
-      await page
-        .locator(".monaco-editor .view-lines", { hasText: "state: **running**" })
-        .first()
-        .waitFor({ timeout: 30_000 });
-      await shot("07-status");
+      let dashboard;
+      for (let i = 0; i < 60 && !dashboard; i++) {
+        for (const f of page.frames()) {
+          if (
+            (await f
+              .locator("#dashboard h2", { hasText: "Models" })
+              .count()
+              .catch(() => 0)) > 0
+          )
+            dashboard = f;
+        }
+        if (!dashboard) await page.waitForTimeout(500);
+      }
+      assert.ok(dashboard, "the dashboard drew its sections");
+      await dashboard.locator("figure.chart svg polyline").first().waitFor({ timeout: 30_000 });
+      const index = await dashboard.locator("section", { hasText: "Workspace index" }).innerText();
+      assert.match(index, /chunks/, index);
+      await shot("10-status-dashboard");
     });
   });
 });

@@ -1,6 +1,7 @@
 // A small fake of the `vscode` module: enough host API for vscode-languageclient and this
 // extension to run under node:test. Unknown namespace members are harmless no-ops; tests
 // script the UI through `ui` (quick pick / message answers) and read what was shown.
+import * as fs from "node:fs";
 import * as path from "node:path";
 
 type Listener<T> = (e: T) => any;
@@ -152,6 +153,9 @@ export class SnippetString {
 export class MarkdownString {
   constructor(public value = "") {}
 }
+export class LanguageModelTextPart {
+  constructor(public value: string) {}
+}
 export class ThemeIcon {
   constructor(public id: string) {}
 }
@@ -269,6 +273,21 @@ const changeEmitter = new EventEmitter<any>();
 const closeEmitter = new EventEmitter<FakeTextDocument>();
 export const textDocuments: FakeTextDocument[] = [];
 
+/** File system watchers the extension made: tests fire their events. */
+export const watchers: { create: EventEmitter<Uri>; change: EventEmitter<Uri>; remove: EventEmitter<Uri> }[] = [];
+export const renameEmitter = new EventEmitter<{ files: { oldUri: Uri; newUri: Uri }[] }>();
+
+function fileSystemWatcher(): any {
+  const w = { create: new EventEmitter<Uri>(), change: new EventEmitter<Uri>(), remove: new EventEmitter<Uri>() };
+  watchers.push(w);
+  return {
+    onDidCreate: w.create.event,
+    onDidChange: w.change.event,
+    onDidDelete: w.remove.event,
+    dispose: () => watchers.splice(watchers.indexOf(w), 1),
+  };
+}
+
 export const workspace = namespace("workspace", {
   getConfiguration: configuration,
   onDidChangeConfiguration: configEmitter.event,
@@ -285,7 +304,9 @@ export const workspace = namespace("workspace", {
   },
   openTextDocument: async (u: any) =>
     textDocuments.find((d) => d.uri.toString() === String(u)) ?? new FakeTextDocument(u, "markdown", ""),
-  fs: {},
+  createFileSystemWatcher: () => fileSystemWatcher(),
+  onDidRenameFiles: renameEmitter.event,
+  fs: { readFile: async (u: any) => new Uint8Array(fs.readFileSync(u.fsPath)) },
 });
 
 /** Opens a document the way VS Code would (didOpen reaches the server). */
@@ -304,6 +325,8 @@ export const ui = {
   progress: [] as any[],
   quickPicks: [] as any[],
   statusBarItems: [] as any[],
+  panels: [] as any[],
+  openedDocuments: [] as { uri: any; options?: any }[],
 };
 
 function showMessage(level: string) {
@@ -320,6 +343,7 @@ export const registered = {
   commands: new Map<string, (...args: any[]) => any>(),
   webviewProviders: new Map<string, any>(),
   contentProviders: new Map<string, any>(),
+  lmProviders: [] as { vendor: string; provider: any }[],
 };
 
 function outputChannel(name: string): any {
@@ -411,6 +435,37 @@ export const window = namespace("window", {
     registered.webviewProviders.set(id, provider);
     return new Disposable();
   },
+  /** A panel whose webview records what the extension posts; `send` plays the page's part. */
+  createWebviewPanel: (viewType: string, title: string) => {
+    const receive = new EventEmitter<any>();
+    const disposed = new EventEmitter<void>();
+    const panel: any = {
+      viewType,
+      title,
+      posted: [] as any[],
+      webview: {
+        html: "",
+        options: {},
+        cspSource: "vscode-resource:",
+        asWebviewUri: (u: Uri) => u,
+        postMessage: async (m: any) => {
+          panel.posted.push(m);
+          return true;
+        },
+        onDidReceiveMessage: receive.event,
+      },
+      reveal: () => undefined,
+      onDidDispose: disposed.event,
+      dispose: () => disposed.fire(),
+      send: (m: any) => receive.fire(m),
+    };
+    ui.panels.push(panel);
+    return panel;
+  },
+  showTextDocument: async (doc: any, options?: any) => {
+    ui.openedDocuments.push({ uri: doc?.uri ?? doc, options });
+    return { document: doc, selection: options?.selection };
+  },
   activeTextEditor: undefined,
   visibleTextEditors: [],
   onDidChangeActiveTextEditor: event(),
@@ -469,6 +524,7 @@ const known: Record<string, any> = {
   SnippetString,
   MarkdownString,
   ThemeIcon,
+  LanguageModelTextPart,
   InlineCompletionTriggerKind,
   QuickPickItemKind,
   ProgressLocation,
@@ -549,9 +605,16 @@ for (const name of [
   "WorkspaceEdit",
 ])
   known[name] = genericClass(name);
-for (const name of ["debug", "tasks", "notebooks", "scm", "tests", "authentication", "l10n", "lm", "chat"]) {
+for (const name of ["debug", "tasks", "notebooks", "scm", "tests", "authentication", "l10n", "chat"]) {
   known[name] = namespace(name, {});
 }
+// A host new enough to take chat model providers (VS Code 1.104+).
+known.lm = namespace("lm", {
+  registerLanguageModelChatProvider: (vendor: string, provider: any) => {
+    registered.lmProviders.push({ vendor, provider });
+    return new Disposable();
+  },
+});
 
 /** The module object `require("vscode")` returns. */
 export const vscodeModule = new Proxy(known, {

@@ -4,15 +4,17 @@
 // streaming through the chat view, Stop, Switch/Download/Delete Model, Show Status, restart
 // after a crash. Slow machine: tiny token limits.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as vscode from "vscode";
+import { ChatStore } from "../../src/chat-store";
+import { ChatViewProvider } from "../../src/chat-view";
 import { activate, deactivate, type MlxSidecarApi } from "../../src/extension";
 import type { EditorStatus, ModelList } from "../../src/protocol";
-import { openDocument, Position, registered, settings, ui } from "./fake-vscode";
+import { openDocument, Position, registered, settings, ui, watchers } from "./fake-vscode";
 
 const root = path.resolve(__dirname, "../../..");
 const repo = path.resolve(root, "..");
@@ -77,12 +79,14 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
   let hub: ChildProcess | undefined;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mlx-ext-test-"));
   const modelsDir = path.join(tmp, "models");
+  const fixtureRepo = path.join(tmp, "workspace-repo");
   const context: any = {
     subscriptions: [],
     globalStorageUri: vscode.Uri.file(path.join(tmp, "storage")),
     extensionUri: vscode.Uri.file(root),
     secrets: fakeSecrets(),
     globalState: fakeMemento(),
+    workspaceState: fakeMemento(),
   };
 
   const request = <R>(method: string, params: unknown = {}) => api.sidecar.request<R>(method, params);
@@ -91,7 +95,7 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
   before(async () => {
     // Own models dir (links to the shared defaults) so download/delete touch nothing shared.
     fs.mkdirSync(modelsDir);
-    for (const m of ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"])
+    for (const m of ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2", "tiny-qwen2-vl"])
       fs.symlinkSync(path.join(sharedModels, m), path.join(modelsDir, m));
     // A local Hugging Face hub (the Python tests' server) serving a 16 MB model to download.
     const tinySrc = path.join(sharedModels, "tiny-fim-qwen");
@@ -116,6 +120,9 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
       });
       process.env.HF_ENDPOINT = url;
     }
+    // The workspace index goes to this run's temp dir, not the user's cache.
+    process.env.MLX_SIDECAR_WORKSPACE_INDEX_DIR = path.join(tmp, "workspaces");
+    fs.cpSync(path.join(repo, "tests/fixtures/workspace-repo"), fixtureRepo, { recursive: true });
     settings.clear();
     settings.set("mlxSidecar.mode", "stdio"); // this suite covers one window's own process
     settings.set("mlxSidecar.pythonPath", python);
@@ -334,12 +341,167 @@ describe("extension + real sidecar", { timeout: 20 * 60_000 }, () => {
     assert.ok(!(await models()).some((m) => m.id === local!.id), `deleted: ${JSON.stringify(ui.shown.slice(-2))}`);
   });
 
-  test("MLX: Show Status renders the state, models and engine numbers", async () => {
+  test("MLX: Show Status opens the dashboard: state, models, memory, a tokens/s history", async () => {
     await vscode.commands.executeCommand("mlxSidecar.showStatus");
-    const text: string = registered.contentProviders.get("mlx-sidecar-status").provideTextDocumentContent();
-    assert.match(text, /state: \*\*running\*\*/);
-    assert.match(text, /\| SmolLM2-135M-Instruct \| text \| 542 MB \| yes \|/);
-    assert.match(text, /"recent_tokens_per_s"/);
+    const panel = ui.panels.find((p) => p.viewType === "mlxSidecar.statusPage");
+    assert.ok(panel, "a webview panel");
+    assert.match(panel.webview.html, /Content-Security-Policy/);
+    assert.match(panel.webview.html, /script-src 'nonce-/);
+    assert.doesNotMatch(panel.webview.html, /https?:\/\//, "no remote resources");
+    panel.send({ type: "ready" });
+    const state = await until("a state with status", () =>
+      [...panel.posted].reverse().find((m: any) => m.type === "state" && m.status),
+    );
+    assert.equal(state.state, "running");
+    assert.ok(state.models.some((m: any) => m.id === "SmolLM2-135M-Instruct" && m.kind === "text"));
+    assert.ok(state.status.memory.budget_bytes > 0);
+    assert.ok(state.history.length >= 1 && typeof state.history[0].tokensPerS === "number");
+    assert.ok("workspace" in state, "index size and freshness");
+    await api.status.poll();
+    assert.ok(api.status.history.all.length >= 2, "each poll adds a sample for the charts");
+    panel.dispose();
+  });
+
+  test("chat: an image with a text-only model offers the vision model; after one click the reply streams", async () => {
+    // A 56x56 noise PNG (4 image tokens for the tiny Qwen2-VL), made by PIL as tests/test_vision.py does.
+    const made = spawnSync(python, [
+      "-c",
+      "import io,sys,numpy as np; from PIL import Image; b=io.BytesIO(); " +
+        "Image.fromarray(np.random.default_rng(0).integers(0,255,(56,56,3),dtype=np.uint8)).save(b,format='PNG'); " +
+        "sys.stdout.buffer.write(b.getvalue())",
+    ]);
+    assert.equal(made.status, 0, String(made.stderr));
+    const png = made.stdout;
+    const { view, posted, send } = fakeWebviewView();
+    api.chat.resolveWebviewView(view);
+    send({ type: "newChat" });
+    send({ type: "ready" });
+    await until("models", () => posted.find((m) => m.type === "models"));
+    send({ type: "attachImage", name: "logo.png", dataUrl: `data:image/png;base64,${png.toString("base64")}` });
+    send({ type: "attachImage", name: "anim.gif", dataUrl: "data:image/gif;base64,R0lGODlh" });
+    await until("gif refused", () => ui.shown.some((m) => /anim\.gif is not a PNG or JPEG/.test(m.message)));
+    const attached = await until("one image attached", () =>
+      posted.find((m) => m.type === "images" && m.items.length === 1),
+    );
+    assert.equal(attached.items[0].name, "logo.png");
+    send({ type: "send", text: "What is in this picture?" });
+    const needs = await until("needs vision", () => posted.find((m) => m.type === "needsVision"));
+    assert.equal(needs.model, "tiny-qwen2-vl");
+    assert.match(needs.message, /SmolLM2-135M-Instruct is a text-only model/);
+    assert.ok(!posted.some((m) => m.type === "user"), "nothing was sent to the text model");
+    send({ type: "switchModel", model: needs.model });
+    await until(
+      "switched",
+      () => {
+        const failed = posted.find((m) => m.type === "error");
+        if (failed) throw new Error(failed.message);
+        return settings.get("mlxSidecar.chatModel") === "tiny-qwen2-vl";
+      },
+      180_000,
+    );
+    settings.set("mlxSidecar.chat.temperature", 1); // greedy decoding of the random weights makes no text
+    try {
+      send({ type: "send", text: "What is in this picture?" });
+      const user = await until("user echo", () => posted.find((m) => m.type === "user"));
+      assert.deepEqual(user.images, ["logo.png"]);
+      const done = await until("done", () => posted.find((m) => m.type === "done" || m.type === "error"));
+      assert.equal(done.type, "done", JSON.stringify(done));
+      assert.equal(done.model, "tiny-qwen2-vl");
+      const sent = (api.chat as any).messages[0].content;
+      assert.equal(sent[1].type, "image_url", "the image went as an image_url part");
+      assert.ok(done.usage.prompt_tokens > 10);
+    } finally {
+      settings.set("mlxSidecar.chat.temperature", 0);
+      await request("mlx/models/select", { role: "chat", model: "SmolLM2-135M-Instruct" });
+      settings.delete("mlxSidecar.chatModel");
+    }
+  });
+
+  test("the conversation is kept per workspace: a new panel (a restart) shows it again", async () => {
+    const first = fakeWebviewView();
+    api.chat.resolveWebviewView(first.view);
+    first.send({ type: "newChat" });
+    first.send({ type: "send", text: "Say one word." });
+    const done = await until("done", () => first.posted.find((m) => m.type === "done" || m.type === "error"));
+    assert.equal(done.type, "done", JSON.stringify(done));
+    // What a restart does: a new provider on the same workspace state.
+    const again = new ChatViewProvider(context.extensionUri, api.sidecar, new ChatStore(context.workspaceState));
+    const second = fakeWebviewView();
+    again.resolveWebviewView(second.view);
+    second.send({ type: "ready" });
+    const restore = await until("restore", () => second.posted.find((m) => m.type === "restore"));
+    assert.deepEqual(
+      restore.shown.map((t: any) => [t.role, t.text]),
+      [
+        ["user", "Say one word."],
+        ["assistant", done.text],
+      ],
+    );
+    assert.deepEqual(
+      (again as any).messages.map((m: any) => m.role),
+      ["user", "assistant"],
+    );
+    again.dispose();
+  });
+
+  test("MLX: Index Workspace indexes with progress; @workspace cites the right file as a link", async () => {
+    (vscode.workspace as any).workspaceFolders = [{ uri: vscode.Uri.file(fixtureRepo), name: "repo", index: 0 }];
+    try {
+      ui.progress.length = 0;
+      const result = await api.indexer.index();
+      assert.ok(result, JSON.stringify(ui.shown.slice(-2)));
+      assert.ok(result.status.files >= 30, `indexed ${result.status.files} files`);
+      assert.ok(ui.progress.some((p) => p.title === "MLX: indexing the workspace" && p.cancellable));
+      assert.ok(ui.shown.some((m) => /workspace indexed/.test(m.message)));
+
+      const { view, posted, send } = fakeWebviewView();
+      api.chat.resolveWebviewView(view);
+      send({ type: "newChat" });
+      send({ type: "send", text: "@workspace How are passwords hashed and checked at login?" });
+      const done = await until("done", () => posted.find((m) => m.type === "done" || m.type === "error"));
+      assert.equal(done.type, "done", JSON.stringify(done));
+      const paths = done.sources.map((s: any) => s.path);
+      assert.ok(paths.includes("bookshelf/auth.py"), JSON.stringify(done.sources));
+      assert.equal(new Set(paths).size, paths.length, "one link per file");
+      const link = done.sources.find((s: any) => s.path === "bookshelf/auth.py");
+      assert.match(link.label, /^bookshelf\/auth\.py:\d+-\d+/);
+      send({ type: "openSource", source: link });
+      const opened = await until("opened", () => ui.openedDocuments.find((d) => /auth\.py$/.test(d.uri.fsPath)));
+      assert.equal(opened.uri.fsPath, path.join(fixtureRepo, "bookshelf/auth.py"));
+      assert.equal(opened.options.selection.start.line, link.start_line - 1);
+
+      // A file created in the workspace reaches the index through the watcher, alone.
+      const added = path.join(fixtureRepo, "bookshelf/shipping.py");
+      fs.writeFileSync(added, "def shipping_cost(weight_kg: float) -> float:\n    return 4.5 + 1.2 * weight_kg\n");
+      watchers[0].create.fire(vscode.Uri.file(added));
+      const update = await api.indexer.flush();
+      assert.ok(update, "an update was sent");
+      assert.equal(update.run.files_indexed, 1);
+      assert.equal(update.status.files, result.status.files + 1);
+    } finally {
+      (vscode.workspace as any).workspaceFolders = undefined;
+    }
+  });
+
+  test("the local chat models are offered to VS Code's chat (a host with the lm API) and stream", async () => {
+    assert.ok(api.lmRegistered);
+    const { vendor, provider } = registered.lmProviders[0];
+    assert.equal(vendor, "mlx-sidecar");
+    const models = await provider.provideLanguageModelChatInformation({ silent: true }, undefined);
+    const smol = models.find((m: any) => m.id === "SmolLM2-135M-Instruct");
+    assert.ok(smol && !models.some((m: any) => m.id === "all-MiniLM-L6-v2"));
+    const parts: any[] = [];
+    const cts = new vscode.CancellationTokenSource();
+    await provider.provideLanguageModelChatResponse(
+      smol,
+      [{ role: 1, content: [new vscode.LanguageModelTextPart("Say hello.")] }],
+      {},
+      { report: (p: any) => parts.push(p) },
+      cts.token,
+    );
+    assert.ok(parts.length >= 2, "streamed in pieces");
+    assert.ok(parts.every((p) => p instanceof vscode.LanguageModelTextPart));
+    assert.ok(parts.map((p) => p.value).join("").length > 0);
   });
 
   test("a crashed sidecar is restarted and works again; Restart Sidecar too", async () => {

@@ -1,0 +1,157 @@
+// "MLX: Show Status" as a webview dashboard: models and memory, tokens/s and queue over the last
+// minutes (charts drawn by media/status.js from StatusHistory), the workspace index's size and
+// freshness. Polls `mlx/status` (and `mlx/workspace/status`) while open, more slowly while closed
+// so the charts have a history when it opens.
+import * as vscode from "vscode";
+import type { SidecarClient } from "./client";
+import { type EditorStatus, METHODS, type ModelList, type WorkspaceStatus } from "./protocol";
+import { StatusHistory } from "./status-history";
+
+export const OPEN_POLL_MS = 2000;
+export const CLOSED_POLL_MS = 15_000;
+
+/** One message to the dashboard: everything it draws. */
+export interface DashboardState {
+  type: "state";
+  state: string;
+  command?: string;
+  lastError?: string;
+  error?: string;
+  status?: EditorStatus;
+  models: ModelList["models"];
+  workspace?: WorkspaceStatus;
+  history: StatusHistory["all"];
+  windowMs: number;
+  now: number;
+}
+
+export class StatusPage implements vscode.Disposable {
+  static readonly viewType = "mlxSidecar.statusPage";
+  readonly history = new StatusHistory();
+  private panel: vscode.WebviewPanel | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(
+    private readonly extensionUri: vscode.Uri,
+    private readonly sidecar: SidecarClient,
+  ) {
+    this.disposables.push(
+      vscode.commands.registerCommand("mlxSidecar.showStatus", () => this.show()),
+      sidecar.onDidChangeState(() => this.schedule(0)),
+    );
+    this.schedule(CLOSED_POLL_MS);
+  }
+
+  async show(): Promise<void> {
+    if (this.panel) {
+      this.panel.reveal();
+    } else {
+      const bundles = vscode.Uri.joinPath(this.extensionUri, "dist", "webview");
+      const media = vscode.Uri.joinPath(this.extensionUri, "media");
+      this.panel = vscode.window.createWebviewPanel(
+        StatusPage.viewType,
+        "MLX Sidecar Status",
+        vscode.ViewColumn.Active,
+        {
+          enableScripts: true,
+          localResourceRoots: [bundles, media],
+        },
+      );
+      this.panel.webview.html = this.html(this.panel.webview, bundles, media);
+      this.panel.webview.onDidReceiveMessage(
+        (m: { type: string }) => {
+          if (m.type === "ready") void this.poll();
+          if (m.type === "indexWorkspace") void vscode.commands.executeCommand("mlxSidecar.indexWorkspace");
+          if (m.type === "showLog") this.sidecar.log.show();
+        },
+        undefined,
+        this.disposables,
+      );
+      this.panel.onDidDispose(() => {
+        this.panel = undefined;
+        this.schedule(CLOSED_POLL_MS);
+      });
+    }
+    await this.poll();
+  }
+
+  private html(webview: vscode.Webview, bundles: vscode.Uri, media: vscode.Uri): string {
+    const nonce = Array.from({ length: 32 }, () => Math.floor(Math.random() * 36).toString(36)).join("");
+    const script = webview.asWebviewUri(vscode.Uri.joinPath(bundles, "status.js"));
+    const style = webview.asWebviewUri(vscode.Uri.joinPath(media, "status.css"));
+    const csp = [
+      "default-src 'none'",
+      `style-src ${webview.cspSource}`,
+      `script-src 'nonce-${nonce}'`,
+      `img-src ${webview.cspSource} data:`,
+    ].join("; ");
+    return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<meta http-equiv="Content-Security-Policy" content="${csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<link href="${style}" rel="stylesheet">
+<title>MLX Sidecar Status</title>
+</head>
+<body>
+<main id="dashboard" aria-live="polite"><p class="hint">Loading…</p></main>
+<script nonce="${nonce}" src="${script}"></script>
+</body>
+</html>`;
+  }
+
+  private schedule(ms: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.poll(), ms);
+    this.timer.unref?.(); // never what keeps the extension host (or a test) alive
+  }
+
+  /** One sample: asked, kept in the history, posted to the open dashboard. */
+  async poll(): Promise<DashboardState> {
+    clearTimeout(this.timer);
+    const state: DashboardState = {
+      type: "state",
+      state: this.sidecar.state,
+      command: this.sidecar.command
+        ? `${this.sidecar.command.command} ${this.sidecar.command.args.join(" ")}`
+        : undefined,
+      lastError: this.sidecar.lastError,
+      models: [],
+      history: this.history.all,
+      windowMs: this.history.windowMs,
+      now: Date.now(),
+    };
+    if (this.sidecar.state === "running") {
+      try {
+        const [status, list] = await Promise.all([
+          this.sidecar.request<EditorStatus>(METHODS.status, {}),
+          this.sidecar.request<ModelList>(METHODS.list, {}),
+        ]);
+        state.status = status;
+        state.models = list.models;
+        state.workspace = status.workspace;
+        const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+        if (root && status.workspace?.root !== root) {
+          state.workspace = await this.sidecar
+            .request<WorkspaceStatus>(METHODS.workspaceStatus, { root })
+            .catch(() => status.workspace);
+        }
+        this.history.add(status);
+        state.history = this.history.all;
+      } catch (e) {
+        state.error = e instanceof Error ? e.message : String(e);
+      }
+    }
+    void this.panel?.webview.postMessage(state);
+    this.schedule(this.panel ? OPEN_POLL_MS : CLOSED_POLL_MS);
+    return state;
+  }
+
+  dispose(): void {
+    clearTimeout(this.timer);
+    this.panel?.dispose();
+    for (const d of this.disposables) d.dispose();
+  }
+}
