@@ -103,5 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     finally:
-        clear_thread_streams()
+        if argv is None:
+            # The process's own command line: its main thread is done with MLX. A caller that
+            # passes argv (a test, an embedding program) keeps its thread's streams, which it
+            # may still use; clearing them would fail its next MLX call ("no Stream(cpu, 0)").
+            clear_thread_streams()
     sys.exit(code or 0)
