@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -18,7 +17,6 @@ import sys
 from sidecar.config import Settings
 
 log = logging.getLogger(__name__)
-CLOSE_TIMEOUT_S = 5.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,50 +39,40 @@ async def serve(settings: Settings, http_port: int | None) -> int:
         print(f"mlx-sidecar daemon: already running ({paths.socket})", file=sys.stderr)
         return 0
 
+    from sidecar.cli.compose import engine_and_router
     from sidecar.cli.http_port import OpenAIPort
     from sidecar.daemon.server import Daemon
-    from sidecar.engine.engine import Engine
     from sidecar.lsp.server import build_server
     from sidecar.lsp.session import SidecarServer
     from sidecar.lsp.stdio import quiet_pygls
     from sidecar.roles import Roles
-    from sidecar.upstreams.router import Router
-    from sidecar.usage.store import open_usage
 
     quiet_pygls()
-    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
-    engine = Engine(settings, usage=usage)
-    # One router for every window and the port; upstream usage goes to the engine's ledger.
-    router = Router(engine, settings, usage=engine.record_usage)
-    port = OpenAIPort(engine, settings, Roles.from_settings(settings), router)
     try:
-        await engine.start()
-        await port.start_logged(http_port)
+        async with engine_and_router(settings) as (engine, router):
+            port = OpenAIPort(engine, settings, Roles.from_settings(settings), router)
+            try:
+                await port.start_logged(http_port)
 
-        def make_session() -> SidecarServer:
-            # Each window its own roles, options and completion session; one engine for all.
-            session = build_server(engine, settings, Roles.from_settings(settings), router)
-            session.start_http = port.start
-            session.http_url = port.url
-            return session
+                def make_session() -> SidecarServer:
+                    # Each window its own roles, options and completion session; one engine.
+                    session = build_server(engine, settings, Roles.from_settings(settings), router)
+                    session.start_http = port.start
+                    session.http_url = port.url
+                    return session
 
-        daemon = Daemon(paths, make_session, settings.daemon_grace_s)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, daemon.stop)
-        await daemon.listen()
-        print(f"mlx-sidecar daemon: pid {os.getpid()} on {paths.socket}", file=sys.stderr)
-        await daemon.done.wait()
-        await daemon.close()
-        return 0
+                daemon = Daemon(paths, make_session, settings.daemon_grace_s)
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, daemon.stop)
+                await daemon.listen()
+                print(f"mlx-sidecar daemon: pid {os.getpid()} on {paths.socket}", file=sys.stderr)
+                await daemon.done.wait()
+                await daemon.close()
+                return 0
+            finally:
+                await port.stop()
     finally:
-        await port.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
-        if usage is not None:
-            usage.close()
         os.close(lock)
 
 

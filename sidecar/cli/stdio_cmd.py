@@ -8,8 +8,6 @@ the OpenAI port, and closes them; the language server only gets a `start_http` c
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -19,7 +17,6 @@ from sidecar import tracing
 from sidecar.config import Settings
 
 log = logging.getLogger(__name__)
-CLOSE_TIMEOUT_S = 5.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,35 +33,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 async def serve(
     settings: Settings, http_port: int | None, stdin: BinaryIO, stdout: BinaryIO
 ) -> int:
+    from sidecar.cli.compose import engine_and_router
     from sidecar.cli.http_port import OpenAIPort
-    from sidecar.engine.engine import Engine
     from sidecar.lsp import stdio
     from sidecar.lsp.server import build_server
     from sidecar.roles import Roles
-    from sidecar.upstreams.router import Router
-    from sidecar.usage.store import open_usage
 
-    usage = open_usage(settings.usage_db, settings.prices, settings.usage)
-    engine = Engine(settings, usage=usage)
-    await engine.start()
-    roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
-    # The editor's keys and endpoints, shared with the port; upstream usage goes to the ledger.
-    router = Router(engine, settings, usage=engine.record_usage)
-    port = OpenAIPort(engine, settings, roles, router)
-    try:
-        server = build_server(engine, settings, roles, router)
-        server.start_http = port.start  # for the editor's `httpPort` setting
-        await port.start_logged(http_port)
-        server.http_url = port.url
-        return await stdio.serve(server, stdin, stdout)
-    finally:
-        await port.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(router.close(), CLOSE_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(engine.close(), CLOSE_TIMEOUT_S)
-        if usage is not None:
-            usage.close()
+    async with engine_and_router(settings) as (engine, router):
+        roles = Roles.from_settings(settings)  # the editor's choices, shared with the port
+        port = OpenAIPort(engine, settings, roles, router)
+        try:
+            server = build_server(engine, settings, roles, router)
+            server.start_http = port.start  # for the editor's `httpPort` setting
+            await port.start_logged(http_port)
+            server.http_url = port.url
+            return await stdio.serve(server, stdin, stdout)
+        finally:
+            await port.stop()
 
 
 async def attach(
