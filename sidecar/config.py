@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,12 +26,18 @@ from sidecar.upstreams.settings import FallbackSettings, UpstreamSettings
 DEFAULT_TEMPERATURE = 0.0
 
 
+def cache_home() -> Path:
+    """$XDG_CACHE_HOME (when set to an absolute path, as the XDG spec asks), else ~/.cache."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+
+
 def default_models_dir() -> Path:
-    return Path.home() / ".cache" / "mlx-sidecar" / "models"
+    return cache_home() / "mlx-sidecar" / "models"
 
 
 def default_workspace_index_dir() -> Path:
-    return Path.home() / ".cache" / "mlx-sidecar" / "workspaces"
+    return cache_home() / "mlx-sidecar" / "workspaces"
 
 
 def default_memory_budget() -> int:
@@ -91,12 +96,12 @@ class Settings(BaseSettings):
 
     models_dir: Path = Field(default_factory=default_models_dir)
     use_hf_cache: bool = True
-    completion_model: str = "SmolLM2-135M-Instruct"
+    completion_model: str = "Qwen2.5-Coder-0.5B-Instruct"  # FIM-trained (models/defaults.py)
     chat_model: str = "SmolLM2-135M-Instruct"
     embedding_model: str = "all-MiniLM-L6-v2"
-    memory_budget_bytes: int = Field(default_factory=default_memory_budget)
-    idle_ttl_s: float = 1800.0
-    max_batch: int = 32
+    memory_budget_bytes: int = Field(default_factory=default_memory_budget, ge=1)
+    idle_ttl_s: float = Field(default=1800.0, ge=0)
+    max_batch: int = Field(default=32, ge=1)
     # Prompt tokens per prefill chunk (None: 64 on a CPU, 512 on Metal/CUDA): a running stream
     # waits at most one chunk for another request's prompt.
     prefill_chunk: int | None = Field(default=None, ge=8)
@@ -106,7 +111,7 @@ class Settings(BaseSettings):
     speculative: bool = True
     embed_slice_texts: int = Field(default=16, ge=1)  # texts per embedding forward pass
     http_host: str = "127.0.0.1"
-    http_port: int | None = None
+    http_port: int | None = Field(default=None, ge=0, le=65535)  # 0: a free port
     api_key: str | None = None
     api_key_file: Path | None = None  # the key on the file's first line: not visible in `ps`
     limits: Limits = Field(default_factory=Limits)
@@ -116,7 +121,7 @@ class Settings(BaseSettings):
     http_keep_alive_s: float = Field(default=5.0, gt=0)
     http_max_connections: int = Field(default=512, ge=1)
     # The largest JSON-RPC message accepted on stdio; a longer Content-Length is refused.
-    max_message_bytes: int = 64 << 20
+    max_message_bytes: int = Field(default=64 << 20, ge=1024)
     # One sidecar per machine (`mlx-sidecar daemon`, `stdio --attach`; issue 12). The daemon's
     # socket, token and lock live in `daemon_runtime_dir` (default $XDG_RUNTIME_DIR/mlx-sidecar,
     # else ~/.cache/mlx-sidecar/run); it exits `daemon_grace_s` after its last client left. Its
@@ -184,7 +189,6 @@ class Settings(BaseSettings):
     workspace_quiet_s: float = Field(default=0.5, ge=0)
     workspace_chat_tokens: int = Field(default=1500, ge=0)
     workspace_chat_chunks: int = Field(default=6, ge=1)
-
-
-def on_macos() -> bool:
-    return sys.platform == "darwin"
+    # Indexes kept open at once (each holds a SQLite connection: ~3 file descriptors); the least
+    # recently used idle one is closed past this, and reopened from disk when asked for again.
+    workspace_max_open_indexes: int = Field(default=16, ge=1)

@@ -82,6 +82,8 @@ def read_file(where: ConfigPath) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:  # its message ends with "(at line L, column C)"
         raise ConfigError(f"{path}: TOML syntax error: {e}") from e
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"{path}: arrays or tables nested too deeply") from None
 
 
 def model_of(annotation: Any) -> type[BaseModel] | None:

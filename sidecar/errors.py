@@ -12,9 +12,14 @@ new error class needs a kind, never a new branch at either edge.
     cancelled          503   -32800     the work was stopped before it finished
     internal           500   -32603     a bug or an unexpected failure
 
-The message of a `SidecarError` is written for the user; `code` is the OpenAI-style machine
-code on HTTP (`model_not_found`, `context_length_exceeded`, ...) and `param` the request field
-to blame when the error always means one field (`model`); otherwise the edge names the field.
+The message of a `SidecarError` is written for the user; `code` is its machine code
+(`model_not_found`, `context_length_exceeded`, `insufficient_memory`, ...): the OpenAI body's
+`error.code` on HTTP, `error.data.code` on JSON-RPC (the kind's name when the class has none),
+so clients branch on it, never on the message. `param` is the request field to blame when the
+error always means one field (`model`); otherwise the edge names the field.
+
+Every error class of the sidecar is here (the edges' own, transport-level ones aside), so the
+list of codes a client can meet is this file.
 """
 
 from __future__ import annotations
@@ -41,7 +46,17 @@ class SidecarError(Exception):
 
     kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
     code: ClassVar[str | None] = None
-    param: ClassVar[str | None] = None
+    param: str | None = None  # per class, or per error where one class means several fields
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        if param is not None:
+            self.param = param
+
+    @property
+    def machine_code(self) -> str:
+        """The code clients branch on: the class's own, else its kind's name."""
+        return self.code or self.kind.value
 
 
 class NotFound(SidecarError):
@@ -66,12 +81,14 @@ class GenerationFailed(SidecarError):
     kind = ErrorKind.INTERNAL
 
 
-class OverMemoryBudget(InvalidRequest):
-    """A request whose KV cache would not fit the memory budget even with nothing else running
-    (see sidecar/engine/memory.py): fewer max_tokens or a shorter prompt fits."""
+class InsufficientMemory(Unavailable):
+    """The memory budget refuses the work: a model that does not fit beside the pinned and busy
+    ones (or at all), a request whose KV cache or images would not fit even with nothing else
+    running (see sidecar/engine/memory.py). One name, one answer on both edges: 503
+    `insufficient_memory` / -32001, whose message says what fits (fewer max_tokens, a smaller
+    model, a larger budget); `param` names the field when one is to blame."""
 
     code = "insufficient_memory"
-    param = "max_tokens"
 
 
 class OutOfMemory(Unavailable):
@@ -80,8 +97,117 @@ class OutOfMemory(Unavailable):
     code = "out_of_memory"
 
 
+class ContextOverflow(SidecarError):
+    """Prompt and max_tokens over the model's context, found while the request ran (a vision
+    prompt's length is known once its images are processed)."""
+
+    kind = ErrorKind.CONTEXT_OVERFLOW
+    code = "context_length_exceeded"
+
+
+# -- the domain's errors, by where they arise ------------------------------------------------
+
+
+class ModelNotFoundError(NotFound, LookupError):
+    """No local model has this id."""
+
+    code = "model_not_found"
+    param = "model"
+
+
+class InvalidModelIdError(NotFound, ValueError):
+    """The id is not a valid model id (e.g. it climbs out of the store with '..'); answered as
+    not found, since no model can have it."""
+
+    code = "model_not_found"
+    param = "model"
+
+
+class ModelLoadError(LoadFailed, RuntimeError):
+    """A model's files are there but do not load (corrupt weights, bad config)."""
+
+    code = "model_load_failed"
+    param = "model"
+
+
+class EngineError(InvalidRequest):
+    """A request the engine cannot run; the message is meant for the user."""
+
+
+class WrongModelKindError(EngineError):
+    """The request names a model of another kind (chat on an embedding model, ...)."""
+
+    code = "wrong_model_kind"
+    param = "model"
+
+
+class ImagesNotSupported(EngineError):
+    """Images sent to a model that does not take them (the editor offers a vision model)."""
+
+    code = "images_not_supported"
+
+
+class PromptTooLongError(EngineError):
+    kind = ErrorKind.CONTEXT_OVERFLOW
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, context: int) -> None:
+        super().__init__(
+            f"prompt has {prompt_tokens} tokens and asks for {max_tokens} more, "
+            f"over the model's context of {context} tokens"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context = context
+
+
+class HubError(Unavailable):
+    """A hub operation failed (missing, gated, offline, network); the message is for the user."""
+
+    code = "hub_error"
+
+
+class DownloadCancelledError(HubError):
+    kind = ErrorKind.CANCELLED
+    code = "cancelled"
+
+
+class IndexCancelled(SidecarError):
+    kind = ErrorKind.CANCELLED
+
+
+class KeyringUnavailable(Unavailable):
+    code = "keyring_unavailable"
+
+
+class UpstreamError(SidecarError):
+    """An upstream answered with an error, or could not be reached. `http_status` is what the
+    OpenAI port answers (the upstream's own status for its 4xx and 5xx, 502/503/504 when there
+    was no answer); the JSON-RPC edge maps `kind` like any other error."""
+
+    kind = ErrorKind.UNAVAILABLE
+
+    def __init__(
+        self, upstream: str, message: str, http_status: int = 502, code: str | None = None
+    ) -> None:
+        super().__init__(f"upstream {upstream!r}: {message}")
+        self.upstream = upstream
+        self.http_status = http_status
+        self.error_code = code or "upstream_error"
+
+    @property
+    def code(self) -> str:  # type: ignore[override]  # the upstream's own code when it sent one
+        return self.error_code
+
+
+class UpstreamRejected(UpstreamError):
+    """A 4xx other than auth and rate limits: the request itself was wrong for the upstream."""
+
+    kind = ErrorKind.INVALID_REQUEST
+
+
 RESULT_ERRORS: dict[str | None, type[SidecarError]] = {
-    OverMemoryBudget.code: OverMemoryBudget,
+    ContextOverflow.code: ContextOverflow,
+    InsufficientMemory.code: InsufficientMemory,
     OutOfMemory.code: OutOfMemory,
 }
 
@@ -94,5 +220,6 @@ def result_error(result: Result) -> SidecarError | None:
     message = result.error or "unknown error"
     known = RESULT_ERRORS.get(result.error_code)
     if known is not None:
-        return known(message)
+        # A refused request fits with fewer max_tokens (the memory governor's refusal).
+        return known(message, param="max_tokens" if known is InsufficientMemory else None)
     return GenerationFailed(f"generation failed: {message}")

@@ -25,6 +25,11 @@ class Limits(BaseModel):
     # Bytes of one inline image (decoded): a screenshot is well under this; the vision
     # processor resizes anyway, so a bigger image only costs time and memory.
     max_image_bytes: int = Field(default=8 << 20, ge=1)
+    # Pixels of one image and of all images of one request, read from the image headers before
+    # anything is decoded (a 164 KB PNG can declare 13000x13000 pixels: 500 MB decoded). A 5K
+    # screenshot is 14.7 M pixels; the vision processor resizes to far fewer anyway.
+    max_image_pixels: int = Field(default=16_777_216, ge=1)
+    max_request_pixels: int = Field(default=50_331_648, ge=1)
 
 
 DEFAULT = Limits()

@@ -5,25 +5,22 @@ Both edges build these and nothing else, so a field exists in one place; the edi
 TypeScript types in `editor-extension/src/protocol.ts` are generated from them
 (`python -m sidecar.wire_ts --write`) and `tests/test_wire.py` fails when the two differ.
 Neutral ground: the engine, the LSP edge and the HTTP edge all import it, it imports none of them.
+Types only: what builds them lives with what it reads (`sidecar.models.listing` the model list).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from sidecar.completion.options import CompletionOptions
 from sidecar.models.kinds import ModelKind
-from sidecar.models.store import ModelInfo
 from sidecar.roles import Role
 
-if TYPE_CHECKING:
-    from sidecar.engine.engine import Engine
-    from sidecar.models.pool import LoadedModel
-
 ModelRole = Role  # one role set: sidecar.roles
+# How a request ended, everywhere (the engine's Result too); "tool_calls": a chat reply that
+# ended with tool calls (sidecar/engine/chat.py).
 FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
 ChangeReason = Literal["downloaded", "deleted", "loaded", "unloaded", "selected"]
 
@@ -33,13 +30,6 @@ class Wire(BaseModel):
     but not here fails at once instead of reaching the editor untyped."""
 
     model_config = ConfigDict(extra="forbid")
-
-    def __getitem__(self, name: str) -> Any:
-        # Readers of Engine.status() (sidecar/http/metrics.py, tests) index it like the dict it
-        # used to be; attribute access is the typed way.
-        if name not in type(self).model_fields:
-            raise KeyError(name)
-        return getattr(self, name)
 
 
 class Usage(Wire):
@@ -76,44 +66,6 @@ class ModelEntry(Wire):
     loaded: bool
     pinned: bool
     roles: list[ModelRole]  # the roles it serves in the editor (none on the HTTP port)
-
-    @classmethod
-    def of(
-        cls,
-        info: ModelInfo,
-        loaded: Mapping[str, LoadedModel],
-        roles: Mapping[ModelRole, str] | None = None,
-    ) -> ModelEntry:
-        held = loaded.get(info.id)
-        return cls(
-            id=info.id,
-            created=int(info.path.stat().st_mtime),
-            kind=info.kind,
-            path=str(info.path),
-            source=info.source,  # type: ignore[arg-type]  # ModelInfo.source is one of the two
-            size_bytes=info.size_bytes,
-            quantization=info.quantization,
-            fim=info.fim,
-            loaded=held is not None,
-            pinned=bool(held is not None and held.pinned),
-            roles=[role for role, mid in (roles or {}).items() if mid == info.id],
-        )
-
-
-def model_entries(
-    infos: Iterable[ModelInfo],
-    loaded: Mapping[str, LoadedModel],
-    roles: Mapping[ModelRole, str] | None = None,
-) -> list[ModelEntry]:
-    return [ModelEntry.of(info, loaded, roles) for info in infos]
-
-
-async def local_models(
-    engine: Engine, roles: Mapping[ModelRole, str] | None = None
-) -> list[ModelEntry]:
-    """The local model list, read off the event loop (it walks the model directories)."""
-    loaded = dict(engine.pool.models)  # a snapshot taken on the loop, which owns the pool
-    return await asyncio.to_thread(lambda: model_entries(engine.store.list(), loaded, roles))
 
 
 class RoleModels(Wire):
@@ -315,6 +267,13 @@ class EngineStatus(Wire):
     uptime_s: float
     usage: list[ModelUsage]  # the usage ledger; empty when none is kept
 
+    def __getitem__(self, name: str) -> Any:
+        # Kept only for sidecar/completion/session.py (`busy()`), which another change owns now;
+        # every other reader uses attributes. Delete with that last reader.
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
 
 # -- chat and embeddings -------------------------------------------------------------------------
 
@@ -434,3 +393,15 @@ class ModelsChanged(Wire):
     reason: ChangeReason
     model: str | None
     models: list[ModelEntry]
+
+
+class EditorStatus(EngineStatus):
+    """`mlx/status`: the engine's state, and the editor's roles, options and open documents."""
+
+    http_url: str | None  # the OpenAI port, when the editor asked for one
+    roles: RoleModels
+    completion: CompletionOptions
+    completion_session: CompletionSessionStats
+    open_documents: int
+    upstreams: list[UpstreamStatus]  # each upstream's URL, key source, breaker (never its key)
+    workspace: WorkspaceStatus  # the index of the workspace last indexed (root None: none)

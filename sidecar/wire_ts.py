@@ -1,6 +1,8 @@
 """TypeScript interfaces for the editor extension, generated from the pydantic models of what the
-sidecar sends (`sidecar.wire`, `mlx/status`) and of the params the extension sends, via their JSON
-Schema. They fill the marked block of `editor-extension/src/protocol.ts`:
+sidecar sends (`sidecar.wire`) and of the params and initialization options the extension sends,
+via their JSON Schema, with the map of each `mlx/*` method to its params and result (`Requests`,
+which types the extension's `request()`) and of each notification to its params. They fill the
+marked block of `editor-extension/src/protocol.ts`:
 
     python -m sidecar.wire_ts --write    # regenerate after changing a model
     python -m sidecar.wire_ts --check    # exit 1 when protocol.ts is out of date (tests do this)
@@ -12,6 +14,7 @@ node_modules, and the schema uses a handful of constructs, which the ~60 lines b
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import textwrap
@@ -24,7 +27,10 @@ from pydantic.json_schema import JsonSchemaMode
 from sidecar import wire
 from sidecar.lsp.chat import ChatParams
 from sidecar.lsp.downloads import SearchResults
-from sidecar.lsp.status import EditorStatus
+from sidecar.lsp.embed import EmbedParams
+from sidecar.lsp.models import LoadParams, ModelParams, SelectParams
+from sidecar.lsp.options import InitOptions
+from sidecar.lsp.upstreams import AddParams, KeyParams
 from sidecar.lsp.workspace import (
     WorkspaceIndexParams,
     WorkspaceSearchParams,
@@ -48,7 +54,7 @@ SENT: list[Any] = [
     wire.SelectResult,
     wire.DownloadResult,
     wire.DeleteResult,
-    EditorStatus,
+    wire.EditorStatus,
     wire.ChatResult,
     wire.EmbedResult,
     wire.ChatDelta,
@@ -59,20 +65,78 @@ SENT: list[Any] = [
     wire.WorkspaceIndexResult,
     wire.WorkspaceSearchResult,
 ]
+# Each request the extension sends (sidecar/lsp/server.py registers them): its params model
+# (NO_PARAMS: it takes none; HAND_PARSED: its handler reads a plain object) and its result.
+NO_PARAMS = "Record<string, never>"
+HAND_PARSED = "Record<string, unknown>"
+REQUESTS: dict[str, tuple[type[BaseModel] | str, type[BaseModel]]] = {
+    "mlx/chat": (ChatParams, wire.ChatResult),
+    "mlx/embed": (EmbedParams, wire.EmbedResult),
+    "mlx/models/list": (NO_PARAMS, wire.ModelList),
+    "mlx/models/search": (HAND_PARSED, SearchResults),
+    "mlx/models/download": (HAND_PARSED, wire.DownloadResult),
+    "mlx/models/delete": (HAND_PARSED, wire.DeleteResult),
+    "mlx/models/load": (LoadParams, wire.LoadedModelStatus),
+    "mlx/models/unload": (ModelParams, wire.UnloadResult),
+    "mlx/models/select": (SelectParams, wire.SelectResult),
+    "mlx/status": (NO_PARAMS, wire.EditorStatus),
+    "mlx/upstreams/list": (NO_PARAMS, wire.UpstreamsResult),
+    "mlx/upstreams/add": (AddParams, wire.UpstreamsResult),
+    "mlx/upstreams/setKey": (KeyParams, wire.UpstreamsResult),
+    "mlx/workspace/index": (WorkspaceIndexParams, wire.WorkspaceIndexResult),
+    "mlx/workspace/update": (WorkspaceUpdateParams, wire.WorkspaceIndexResult),
+    "mlx/workspace/search": (WorkspaceSearchParams, wire.WorkspaceSearchResult),
+    "mlx/workspace/status": (WorkspaceStatusParams, wire.WorkspaceStatus),
+}
+# Each notification the sidecar sends, and its params.
+NOTIFICATIONS: dict[str, type[BaseModel]] = {
+    "mlx/chat/delta": wire.ChatDelta,
+    "mlx/models/changed": wire.ModelsChanged,
+}
 # What the extension sends: fields with a default may be left out.
 RECEIVED: list[type[BaseModel]] = [
     ChatParams,
+    EmbedParams,
+    LoadParams,
+    ModelParams,
+    SelectParams,
+    AddParams,
+    KeyParams,
     WorkspaceIndexParams,
     WorkspaceUpdateParams,
     WorkspaceSearchParams,
     WorkspaceStatusParams,
 ]
+# The initialization options (and didChangeConfiguration settings), under the camelCase keys the
+# extension sends; a model that is also sent gets the `Init` prefix here.
+INIT: list[type[BaseModel]] = [InitOptions]
 
 
-def definitions(types: list[Any], mode: JsonSchemaMode) -> dict[str, Any]:
+def definitions(types: list[Any], mode: JsonSchemaMode, by_alias: bool = False) -> dict[str, Any]:
     """The JSON Schema `$defs` of `types` (and of every model they use), by class name."""
     root = create_model("Root", **{f"f{i}": (t, ...) for i, t in enumerate(types)})  # type: ignore[call-overload]
-    return root.model_json_schema(mode=mode, by_alias=False)["$defs"]
+    return root.model_json_schema(mode=mode, by_alias=by_alias)["$defs"]
+
+
+def renamed(defs: dict[str, Any], taken: set[str], prefix: str) -> dict[str, Any]:
+    """`defs` with each name in `taken` prefixed, in the names and in every `$ref` to them."""
+    names = {n: f"{prefix}{n}" if n in taken and not n.startswith(prefix) else n for n in defs}
+    text = json.dumps(defs)
+    for old, new in names.items():
+        text = text.replace(f'"#/$defs/{old}"', f'"#/$defs/{new}"')
+    return {names[n]: schema for n, schema in json.loads(text).items()}
+
+
+def method_map(name: str, doc: str, entries: dict[str, str]) -> list[str]:
+    return (
+        [f"/** {doc} */", f"export interface {name} {{"]
+        + [f'  "{method}": {value};' for method, value in entries.items()]
+        + ["}"]
+    )
+
+
+def type_name(t: type[BaseModel] | str) -> str:
+    return t if isinstance(t, str) else t.__name__
 
 
 def ts_type(schema: dict[str, Any]) -> str:
@@ -123,18 +187,34 @@ def interface(name: str, schema: dict[str, Any], all_required: bool) -> list[str
 def render(sent: list[Any] = SENT, received: list[Any] = RECEIVED) -> str:
     """The generated block, markers included."""
     blocks: dict[str, list[str]] = {}
-    passes: list[tuple[list[Any], JsonSchemaMode, bool]] = [
-        (sent, "serialization", True),
-        (received, "validation", False),
+    passes: list[tuple[dict[str, Any], bool]] = [
+        (definitions(sent, "serialization"), True),
+        (definitions(received, "validation"), False),
     ]
-    for types, mode, all_required in passes:
-        for name, schema in definitions(types, mode).items():
+    sent_or_received = set(passes[0][0]) | set(passes[1][0])
+    init = definitions(INIT, "validation", by_alias=True)
+    passes.append((renamed(init, sent_or_received, "Init"), False))
+    for defs, all_required in passes:
+        for name, schema in defs.items():
             if name in blocks:
                 continue  # a model used both ways: its sent shape
             if schema.get("type") == "object":
                 blocks[name] = interface(name, schema, all_required)
             else:  # an enum
                 blocks[name] = [f"export type {name} = {ts_type(schema)};"]
+    blocks["Requests"] = method_map(
+        "Requests",
+        "Each `mlx/*` request: what it takes and what it answers.",
+        {
+            m: f"{{ params: {type_name(p)}; result: {type_name(r)} }}"
+            for m, (p, r) in REQUESTS.items()
+        },
+    )
+    blocks["Notifications"] = method_map(
+        "Notifications",
+        "Each notification the sidecar sends, and its params.",
+        {m: type_name(t) for m, t in NOTIFICATIONS.items()},
+    )
     body = "\n\n".join("\n".join(blocks[name]) for name in sorted(blocks))
     return f"{BEGIN}\n{body}\n{END}"
 

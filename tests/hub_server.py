@@ -132,6 +132,9 @@ class HubServer:
         self.drop_once: dict[tuple[str, str], int] = {}
         self.delay_s = 0.0
         self.bytes_sent = 0
+        self.sent_by_repo: dict[
+            str, int
+        ] = {}  # body bytes per repo (other tests' stragglers aside)
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, range)
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -160,6 +163,7 @@ class HubServer:
     def reset_counters(self) -> None:
         with self.lock:
             self.bytes_sent = 0
+            self.sent_by_repo.clear()
             self.requests.clear()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -305,6 +309,9 @@ class HubServer:
                         sent += len(block)
                         with hub.lock:
                             hub.bytes_sent += len(block)
+                            hub.sent_by_repo[repo_id] = hub.sent_by_repo.get(repo_id, 0) + len(
+                                block
+                            )
                         if drop_at is not None and sent >= drop_at:
                             self.close_connection = True
                             self.connection.shutdown(socket.SHUT_RDWR)

@@ -62,3 +62,11 @@ def test_structured_suite_compares_constrained_with_free_decoding(models_dir: Pa
     assert all(r["cpu_ratio"] > 0 and r["mask_us_per_token"] > 0 for r in rows)
     assert rows[0]["fewest_tokens"] == 4  # the schema outlasts the budget: equal work per mode
     assert "mixed_cpu_ratio" in rows[1]
+
+
+def test_fim_suite_direct_path_reports_and_exits_cleanly(models_dir: Path) -> None:
+    """The direct path runs MLX on a pool thread: its streams are cleared there, or the process
+    aborted at exit after printing the report (exit 134)."""
+    out = cli(models_dir, "bench", "--suite", "fim", "--limit", "1", "--fim-paths", "direct")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "exact match" in out.stdout and "direct" in out.stdout

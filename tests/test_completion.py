@@ -33,7 +33,7 @@ SUFFIX = "\n\nprint(add(1, 2))\n"
     ("family", "expected"),
     [
         ("starcoder", f"<fim_prefix><fim_suffix>{SUFFIX}<fim_middle>{PREFIX}"),  # SPM
-        ("qwen", f"<|fim_prefix|>{PREFIX}<|fim_suffix|>{SUFFIX}<|fim_middle|>"),
+        ("qwen", f"<|fim_prefix|><|fim_suffix|>{SUFFIX}<|fim_middle|>{PREFIX}"),  # SPM
         ("codellama", f"<PRE> <SUF>{SUFFIX} <MID> {PREFIX}"),  # SPM
         ("deepseek", f"<｜fim▁begin｜>{PREFIX}<｜fim▁hole｜>{SUFFIX}<｜fim▁end｜>"),
         ("codestral", f"[SUFFIX]{SUFFIX}[PREFIX]{PREFIX}"),
@@ -50,7 +50,7 @@ def test_qwen_puts_other_files_in_its_repo_format() -> None:
     )
     assert prompt == (
         "<|repo_name|>shop\n<|file_sep|>lib/util.py\nX = 1\n\n<|file_sep|>main.py\n"
-        f"<|fim_prefix|>{PREFIX}<|fim_suffix|>{SUFFIX}<|fim_middle|>"
+        f"<|fim_prefix|><|fim_suffix|>{SUFFIX}<|fim_middle|>{PREFIX}"
     )
 
 
@@ -166,6 +166,9 @@ def test_heal_splits_the_partial_word() -> None:
     assert heal("x = foo.ba") == ("x = foo.", "ba")
     assert heal("print(") == ("print(", "")
     assert heal("    return ") == ("    return", " ")
+    # a line's end is never healed; a new line's indentation is, whole
+    assert heal("total = 0\n") == ("total = 0\n", "")
+    assert heal("def f():\n    ") == ("def f():\n", "    ")  # the model writes it whole
 
 
 def test_healed_answer_must_start_with_the_typed_word() -> None:
@@ -268,3 +271,33 @@ def test_ring_picks_real_chunks_under_the_default_budget(models_dir: Path) -> No
     assert len(picked) >= 2
     used = sum(len(tokenizer.encode(c.text)) + 8 for c in picked)
     assert used <= options.context_tokens
+
+
+def test_the_editors_completion_defaults_are_the_sidecars() -> None:
+    """The extension sends its settings' defaults: they must be the ones the benchmark chose."""
+    from sidecar.completion.options import CompletionOptions
+
+    manifest = Path(__file__).resolve().parents[1] / "editor-extension" / "package.json"
+    properties = json.loads(manifest.read_text())["contributes"]["configuration"]["properties"]
+    defaults = CompletionOptions()
+    checked = 0
+    for name, field in CompletionOptions.model_fields.items():
+        setting = properties.get(f"mlxSidecar.completion.{field.alias}")
+        if setting is not None:
+            assert setting["default"] == getattr(defaults, name), field.alias
+            checked += 1
+    assert checked >= 5  # maxTokens, maxTimeMs, prefixTokens, suffixTokens, contextTokens, ...
+
+
+def test_a_body_written_from_a_blank_line_ends_with_its_block() -> None:
+    """The cursor at column 0 of the blank line under `def`: the answer indents the body itself
+    and runs on into top-level code (the Qwen coder in SPM order); the ghost text is the body."""
+    raw = (
+        '    """The n-th Fibonacci number."""\n    if n <= 1:\n        return n\n'
+        "    return fibonacci(n - 1) + fibonacci(n - 2)\n\nif __name__ == '__main__':\n"
+        "    print(fib"
+    )
+    got = postprocess(raw, "def fibonacci(n):\n", "\n\n\nprint(fibonacci(10))\n")
+    assert got.endswith("fibonacci(n - 2)") and "__main__" not in got
+    top = postprocess("x = 1\ny = 2", "import os\n", "\n")  # top-level code stays whole
+    assert top == "x = 1\ny = 2"

@@ -8,7 +8,7 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Callable
+import uuid
 from pathlib import Path
 
 from sidecar.benchmarks.prompt_reuse import keystroke_states
@@ -16,18 +16,11 @@ from sidecar.completion.generation import ORPHAN_GRACE_S, Generation, Place
 from sidecar.completion.options import CompletionOptions
 from sidecar.completion.session import CompletionSession
 from sidecar.models.defaults import CHAT_MODEL
+from tests.helpers.waiting import until
 from tests.tiny_models import tiny_fim_model
 
 SESSION = Path(__file__).parent.parent / "sidecar" / "benchmarks" / "typing-session.json"
 PATIENT = {"max_time_ms": 60000}
-
-
-async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Wait for a condition (no fixed sleep: it returns as soon as the condition holds)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def session_of(engine, **options) -> CompletionSession:
@@ -80,13 +73,23 @@ async def test_other_buffers_enter_the_prompt_within_budget(engine) -> None:
     assert await prompt_tokens(context_tokens=4) == alone  # no room for the chunk
 
 
-async def test_time_budget_returns_without_a_token_and_is_not_cached(engine) -> None:
-    session = session_of(engine, max_tokens=8, max_time_ms=50)
-    # A prompt no earlier test left in the KV cache: its prefill alone outlasts 50 ms.
-    prefix = "".join(f"price_{i} = {i}.5  # the {i}th price\n" for i in range(40)) + "total = "
+async def test_time_budget_counts_decoding_and_never_cuts_the_first_line(engine) -> None:
+    session = session_of(engine, max_tokens=48, max_time_ms=50)
+    # A prompt no other test (or earlier run in this process) left in the KV cache: its prefill
+    # alone outlasts 50 ms, and the continuation runs over many lines. The salt makes it new
+    # however the tests are ordered.
+    salt = uuid.uuid4().hex[:8]
+    prefix = (
+        f"# costs {salt}\n"
+        # the cursor on a new line: the next line of the pattern is short and certain to end
+        # (after "total = " the model could write one line of 48 tokens, then nothing is cut)
+        + "".join(f"cost_{i} = {i}.25  # the {i}th cost\n" for i in range(40))
+    )
     hurried = await session.complete(CHAT_MODEL, prefix, "\n")
-    assert hurried.cut_short and hurried.completion_tokens == 0
-    assert hurried.latency_s < 0.5  # the timer, not the first token, ended the wait
+    assert hurried.completion_tokens == 0  # the engine's result is not in yet: cut short
+    assert hurried.cut_short
+    assert hurried.text.strip() and "\n" not in hurried.text  # the finished first line only
+    assert "\n" in hurried.raw  # it waited past the budget for that line to end
     assert session.cache.get(prefix, "\n") is None  # a cut-short answer is not final
     session.configure(session.options.model_copy(update=PATIENT))
     patient = await session.complete(CHAT_MODEL, prefix, "\n")
@@ -98,10 +101,10 @@ async def test_typing_through_a_running_completion_keeps_one_engine_request(engi
     session = session_of(engine, max_tokens=16)
     prefix = "def area(width: float, height: float) -> float:\n    return"
     first = asyncio.create_task(session.complete(CHAT_MODEL, prefix, "\n"))
-    await until(lambda: None in session.inflight)
+    await until(lambda: None in session.inflight, timeout=60)
     gen: Generation = session.inflight[None]
     healed = gen.prompt.healed
-    await until(lambda: len(gen.text) >= len(healed) + 2 or gen.done)
+    await until(lambda: len(gen.text) >= len(healed) + 2 or gen.done, timeout=60)
     assert not gen.done, "the generation ended before the keystroke: raise max_tokens"
     first.cancel()  # the editor's $/cancelRequest for the old request
     typed = gen.text[len(healed) : len(healed) + 1]
@@ -114,15 +117,17 @@ async def test_typing_through_a_running_completion_keeps_one_engine_request(engi
 
 async def test_a_generation_nobody_adopts_is_cancelled(engine) -> None:
     session = session_of(engine, max_tokens=64)
-    task = asyncio.create_task(session.complete(CHAT_MODEL, "import os\n\n\ndef walk(", ")\n"))
-    await until(lambda: None in session.inflight)
+    # A long line to write (it outlasts the grace) after a prompt no other test left cached.
+    prefix = f"# {uuid.uuid4().hex[:8]}\nPRIMES = [2, 3, 5, 7, 11, "
+    task = asyncio.create_task(session.complete(CHAT_MODEL, prefix, "]\n"))
+    await until(lambda: None in session.inflight, timeout=60)
     gen: Generation = session.inflight[None]
     task.cancel()
     started = time.monotonic()
     await asyncio.wait_for(asyncio.shield(gen.task), 30)
     assert gen.abandoned and not gen.final
     assert time.monotonic() - started < ORPHAN_GRACE_S + 5
-    assert session.cache.get("import os\n\n\ndef walk(", ")\n") is None
+    assert session.cache.get(prefix, "]\n") is None
 
 
 async def test_keystrokes_reuse_most_of_the_prompt(engine) -> None:
@@ -145,10 +150,10 @@ async def test_warm_up_prefills_the_context_in_the_background(engine) -> None:
     uri = "file:///w/shop/main.py"
     await session.complete(CHAT_MODEL, "x = 1\n", "\n", uri)  # the active document
     session.note("file:///w/shop/tax.py", "RATE = 0.2\n\ndef tax(p):\n    return p * RATE\n", 0)
-    await until(lambda: not session.busy())  # (other tests' sessions warm up too)
+    await until(lambda: not session.busy(), timeout=60)  # (other tests' sessions warm up too)
     warm = await asyncio.wait_for(session.warm(), 60)
     assert warm is not None and warm.prompt_tokens > warm.cached_prompt_tokens
     after = await session.complete(CHAT_MODEL, "y = 2\nz = ", "\n", uri)
     assert after.cached_prompt_tokens >= warm.prompt_tokens
-    await until(lambda: not session.busy())
+    await until(lambda: not session.busy(), timeout=60)
     assert await session.warm() is None  # nothing new to warm

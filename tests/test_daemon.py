@@ -24,6 +24,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar.benchmarks.soak import rss_of
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
+from tests.helpers.lsp import start_lsp
 from tests.helpers.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -79,7 +80,7 @@ async def attach(env: dict[str, str]) -> LanguageClient:
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio", "--attach"], server_env=env
     )
-    client = await config.start()
+    client = await start_lsp(config)
     deltas: list[Any] = []
     client.deltas = deltas  # type: ignore[attr-defined]
     client.feature("mlx/chat/delta")(lambda params: deltas.append(params))

@@ -9,9 +9,10 @@ import pytest
 from mlx_lm import generate
 
 from sidecar.engine.engine import Engine
-from sidecar.engine.requests import Delta, EngineError, GenerateRequest, PromptTooLongError, Result
+from sidecar.engine.requests import Delta, GenerateRequest, Result
+from sidecar.errors import EngineError, ModelNotFoundError, PromptTooLongError
 from sidecar.models.defaults import CHAT_MODEL
-from sidecar.models.store import ModelNotFoundError
+from tests.helpers.prompts import chat_prompt
 from tests.helpers.waiting import reset_batch_peaks, until
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -29,7 +30,7 @@ async def run(engine: Engine, request: GenerateRequest) -> tuple[list[Delta], Re
 
 
 async def test_chat_answer_streams_and_deltas_concatenate(engine: Engine) -> None:
-    prompt = await engine.chat_prompt(QUESTION)
+    prompt = await chat_prompt(engine, QUESTION)
     deltas, result = await run(engine, GenerateRequest(prompt=prompt, max_tokens=16))
     assert result.text == "The capital of France is Paris."
     assert "".join(d.text for d in deltas) == result.text
@@ -42,7 +43,7 @@ async def test_chat_answer_streams_and_deltas_concatenate(engine: Engine) -> Non
 
 
 async def test_max_tokens_limits_output(engine: Engine) -> None:
-    prompt = await engine.chat_prompt(QUESTION)
+    prompt = await chat_prompt(engine, QUESTION)
     result = await engine.complete(GenerateRequest(prompt=prompt, max_tokens=3))
     assert result.finish_reason == "length"
     assert result.completion_tokens == 3
@@ -50,7 +51,7 @@ async def test_max_tokens_limits_output(engine: Engine) -> None:
 
 
 async def test_stop_string_cuts_text_and_never_leaks_partially(engine: Engine) -> None:
-    prompt = await engine.chat_prompt(QUESTION)
+    prompt = await chat_prompt(engine, QUESTION)
     deltas, result = await run(
         engine, GenerateRequest(prompt=prompt, max_tokens=16, stop=["of France", "zzz"])
     )
@@ -83,7 +84,7 @@ async def test_eight_concurrent_requests_match_their_solo_greedy_output(engine: 
         "Name a planet.",
         "Count to three.",
     ]
-    prompts = [await engine.chat_prompt([{"role": "user", "content": q}]) for q in questions]
+    prompts = [await chat_prompt(engine, [{"role": "user", "content": q}]) for q in questions]
     solo = [
         (await engine.complete(GenerateRequest(prompt=p, max_tokens=8))).text for p in prompts[:3]
     ]
@@ -93,12 +94,12 @@ async def test_eight_concurrent_requests_match_their_solo_greedy_output(engine: 
     )
     assert all(r.finish_reason in ("stop", "length") for r in together)
     assert [r.text for r in together[:3]] == solo
-    assert engine.status()["max_batch_seen"] >= 2
+    assert engine.status().max_batch_seen >= 2
 
 
 async def test_cancel_mid_generation_leaves_others_unaffected(engine: Engine) -> None:
-    story = await engine.chat_prompt([{"role": "user", "content": "Write a long story."}])
-    short = await engine.chat_prompt(QUESTION)
+    story = await chat_prompt(engine, [{"role": "user", "content": "Write a long story."}])
+    short = await chat_prompt(engine, QUESTION)
     victim = GenerateRequest(prompt=story, max_tokens=200)
 
     async def cancel_after_two_deltas() -> Result:
@@ -120,20 +121,20 @@ async def test_cancel_mid_generation_leaves_others_unaffected(engine: Engine) ->
     assert cancelled.finish_reason == "cancelled"
     assert cancelled.completion_tokens < 20
     assert other.text == "The capital of France is Paris."
-    await until(lambda: engine.status()["running"] == 0, timeout=5)
+    await until(lambda: engine.status().running == 0, timeout=5)
 
 
 async def test_abandoned_stream_frees_its_slot(engine: Engine) -> None:
-    prompt = await engine.chat_prompt([{"role": "user", "content": "Write a long story."}])
+    prompt = await chat_prompt(engine, [{"role": "user", "content": "Write a long story."}])
     stream = engine.generate(GenerateRequest(prompt=prompt, max_tokens=200))
     async for _ in stream:
         break
     await stream.aclose()
-    await until(lambda: engine.status()["running"] == 0, timeout=5)
+    await until(lambda: engine.status().running == 0, timeout=5)
 
 
 async def test_bad_requests_fail_alone(engine: Engine) -> None:
-    prompt = await engine.chat_prompt(QUESTION)
+    prompt = await chat_prompt(engine, QUESTION)
     good = asyncio.create_task(engine.complete(GenerateRequest(prompt=prompt, max_tokens=8)))
     with pytest.raises(EngineError, match="max_tokens"):
         await engine.complete(GenerateRequest(prompt=prompt, max_tokens=0))
@@ -169,7 +170,7 @@ async def test_concurrent_embeddings_are_batched_and_agree_with_single(engine: E
     together = await asyncio.gather(*[engine.embed([t]) for t in texts])
     for single, batched in zip(singles, together[:2], strict=True):
         assert np.allclose(single, batched.vectors[0], atol=1e-4)
-    assert engine.status()["max_embed_batch_seen"] > 1
+    assert engine.status().max_embed_batch_seen > 1
     with pytest.raises(EngineError, match="non-empty list"):
         await engine.embed([])
 

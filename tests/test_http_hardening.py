@@ -31,6 +31,7 @@ from sidecar.lsp import embed as lsp_embed
 from sidecar.lsp import models as lsp_models
 from sidecar.models.defaults import CHAT_MODEL
 from tests.helpers.http_client import request
+from tests.helpers.waiting import until
 
 KEY = "hardening-key"
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -224,20 +225,18 @@ async def test_an_abandoned_body_is_one_info_line(
             b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"in'
         )
-        await wait_for(lambda: open_port.server.server_state.tasks, "the request to start")
-    await wait_for(lambda: "left before sending the whole body" in caplog.text, "the log line")
-    await wait_for(lambda: not open_port.server.server_state.tasks, "the request to end")
+        await until(
+            lambda: open_port.server.server_state.tasks, timeout=10, what="the request to start"
+        )
+    await until(
+        lambda: "left before sending the whole body" in caplog.text, timeout=10, what="the log line"
+    )
+    await until(
+        lambda: not open_port.server.server_state.tasks, timeout=10, what="the request to end"
+    )
     mine = [r for r in caplog.records if r.name.startswith(("sidecar", "uvicorn"))]
     assert [r.levelno for r in mine] == [logging.INFO], caplog.text
     assert "Traceback" not in caplog.text and not any(r.exc_info for r in mine)
-
-
-async def wait_for(condition: Any, what: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_idle_connections_beyond_the_cap_get_a_503_then_clear(
@@ -245,14 +244,17 @@ async def test_idle_connections_beyond_the_cap_get_a_503_then_clear(
 ) -> None:
     idle = [await asyncio.to_thread(connect, open_port.port) for _ in range(MAX_CONNECTIONS)]
     try:
-        await wait_for(
+        await until(
             lambda: len(open_port.server.server_state.connections) >= MAX_CONNECTIONS,
-            "the idle connections",
+            timeout=10,
+            what="the idle connections",
         )
         status, _, _ = await asyncio.to_thread(request, open_port.port, "GET", "/health")
         assert status == 503
         # the header timeout closes the idle ones: the port serves again without help
-        await wait_for(lambda: not open_port.server.server_state.connections, "the cut-off")
+        await until(
+            lambda: not open_port.server.server_state.connections, timeout=10, what="the cut-off"
+        )
         status, _, _ = await asyncio.to_thread(request, open_port.port, "GET", "/health")
         assert status == 200
     finally:

@@ -8,7 +8,10 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from unittest.mock import ANY
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -54,7 +57,35 @@ async def test_api_key_is_required_when_set(keyed: HttpServer) -> None:
     assert status == 401 and headers["www-authenticate"] == "Bearer"
     assert orjson.loads(body)["error"]["type"] == "authentication_error"
     models = await client(keyed, KEY).models.list()
-    assert any(m.model_extra["kind"] == "text" for m in models.data)
+    assert any((m.model_extra or {})["kind"] == "text" for m in models.data)
+
+
+async def test_the_anthropic_sdk_key_header_and_errors_on_the_messages_api(
+    keyed: HttpServer,
+) -> None:
+    """`x-api-key` carries the key as `Authorization: Bearer` does; refusals on /v1/messages
+    come in Anthropic's error shape, so its SDK raises its own exception classes."""
+    wrong = anthropic.AsyncAnthropic(base_url=keyed.url, api_key="wrong", max_retries=0)
+    ask: Any = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        await wrong.messages.count_tokens(model="m", messages=ask)
+    assert info.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": ANY},
+    }
+    right = anthropic.AsyncAnthropic(base_url=keyed.url, api_key=KEY, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as bad:  # past the key: the body is checked
+        await right.messages.create(model="m", max_tokens=0, messages=ask)
+    assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    status, _, body = await asyncio.to_thread(
+        request, keyed.port, "GET", "/v1/models", None, {"x-api-key": KEY}
+    )
+    assert status == 200 and orjson.loads(body)["data"]
+    browser = {"x-api-key": KEY, "Origin": "http://evil.example", "Content-Type": "text/plain"}
+    status, _, body = await asyncio.to_thread(
+        request, keyed.port, "POST", "/v1/messages", b"{}", browser
+    )
+    assert status == 403 and orjson.loads(body)["error"]["type"] == "permission_error"
 
 
 async def test_chunked_body_over_the_limit_is_a_413(keyed: HttpServer) -> None:

@@ -17,6 +17,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from tests.helpers.lsp import start_lsp
+from tests.helpers.waiting import until
 from tests.hub_server import MINILM, SMOLLM, TINY, HubServer, default_repos
 
 
@@ -42,7 +44,7 @@ async def client(
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio"], server_env=env
     )
-    lsp = await config.start()
+    lsp = await start_lsp(config)
     assert isinstance(lsp, LanguageClient)
     lsp.changes: list[Any] = []  # type: ignore[misc]
 
@@ -117,13 +119,13 @@ async def test_missing_repo_is_a_clear_error(client: LanguageClient) -> None:
 
 
 async def wait_for_bytes(client: LanguageClient, token: str) -> None:
-    for _ in range(300):
-        if any(
+    await until(
+        lambda: any(
             r.kind == "report" and (r.percentage or 0) > 0 for r in client.progress_reports[token]
-        ):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no progress reported")
+        ),
+        timeout=15,
+        what="progress reported",
+    )
 
 
 @pytest.mark.parametrize("how", ["workDoneProgress/cancel", "$/cancelRequest"])

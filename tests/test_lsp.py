@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,15 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar import wire
+from sidecar.completion.options import CompletionOptions
 from sidecar.lsp.status import EditorStatus
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
+from tests.helpers.lsp import start_lsp
 from tests.helpers.waiting import until
 from tests.tiny_models import tiny_fim_model
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-URI = "file:///workspace/shop.py"
 BUFFER = '''def add(a: int, b: int) -> int:
     """Return the sum of a and b."""
     return 
@@ -41,7 +42,7 @@ async def start_client(env: dict[str, str], **init: Any) -> tuple[LanguageClient
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio"], server_env=env
     )
-    client = await config.start()
+    client = await start_lsp(config)
     result = await client.initialize_session(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(),
@@ -60,13 +61,6 @@ async def session(sidecar_env: dict[str, str]) -> AsyncIterator[tuple[LanguageCl
     changes: list[Any] = []
     client.model_changes = changes  # type: ignore[attr-defined]
     client.feature("mlx/models/changed")(lambda params: changes.append(params))
-    client.text_document_did_open(
-        types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(
-                uri=URI, language_id="python", version=1, text=BUFFER
-            )
-        )
-    )
     yield client, result
     await client.shutdown_session()
     await client.stop()
@@ -87,24 +81,50 @@ async def rpc_error(client: LanguageClient, method: str, params: Any) -> JsonRpc
     return info.value
 
 
+def data(error: JsonRpcException) -> dict[str, Any]:
+    """The error's `data`: every error the sidecar answers carries its machine code there."""
+    assert isinstance(error.data, dict), error
+    return error.data
+
+
 async def requests_done(client: LanguageClient) -> int:
     status = await call(client, "mlx/status")
     return sum(status.requests._asdict().values()) if status.requests else 0
 
 
 async def wait_idle(client: LanguageClient, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The status once nothing runs or waits (failing after `timeout` seconds)."""
+
+    async def idle() -> bool:
         status = await call(client, "mlx/status")
-        if status.running == 0 and status.queue_depth == 0 or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.1)
+        return status.running == 0 and status.queue_depth == 0
+
+    await until(idle, timeout=timeout, every=0.1, what="an idle engine")
+    return await call(client, "mlx/status")
 
 
-def inline(client: LanguageClient, position: types.Position = CURSOR) -> Any:
+@pytest.fixture
+def doc(client: LanguageClient) -> Iterator[str]:
+    """A buffer of this test's own (BUFFER, open for the test, closed after): no test sees what
+    another typed."""
+    uri = f"file:///workspace/shop-{uuid.uuid4().hex[:8]}.py"
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=1, text=BUFFER
+            )
+        )
+    )
+    yield uri
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+
+
+def inline(client: LanguageClient, uri: str, position: types.Position = CURSOR) -> Any:
     return client.text_document_inline_completion_async(
         types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=URI),
+            text_document=types.TextDocumentIdentifier(uri=uri),
             position=position,
             context=types.InlineCompletionContext(
                 trigger_kind=types.InlineCompletionTriggerKind.Automatic
@@ -119,23 +139,37 @@ async def test_inline_completion_is_advertised(session: tuple[LanguageClient, An
     assert capabilities.text_document_sync is not None
 
 
-async def test_inline_completion_returns_text_at_the_cursor(client: LanguageClient) -> None:
-    result = await asyncio.wait_for(inline(client), 120)
+async def test_inline_completion_returns_text_at_the_cursor(
+    client: LanguageClient, doc: str
+) -> None:
+    result = await asyncio.wait_for(inline(client, doc), 120)
     assert isinstance(result, types.InlineCompletionList)
     assert len(result.items) == 1
     item = result.items[0]
-    assert item.insert_text.strip(), "empty completion"
+    assert isinstance(item.insert_text, str) and item.insert_text.strip(), "empty completion"
     assert "\n\n" not in item.insert_text
     assert item.range == types.Range(start=CURSOR, end=CURSOR)
 
 
-async def test_typing_through_the_suggestion_uses_the_cache(client: LanguageClient) -> None:
-    first = (await asyncio.wait_for(inline(client), 120)).items[0].insert_text
+async def test_inline_completion_at_the_start_of_a_file_is_never_an_error(
+    client: LanguageClient, doc: str
+) -> None:
+    """Line 1, column 0: an empty prefix. A model without FIM tokens (SmolLM2 here) has
+    nothing to continue: an empty list, not -32602 "prompt must not be empty"."""
+    result = await asyncio.wait_for(inline(client, doc, types.Position(line=0, character=0)), 120)
+    assert isinstance(result, types.InlineCompletionList)
+    assert not result.items
+
+
+async def test_typing_through_the_suggestion_uses_the_cache(
+    client: LanguageClient, doc: str
+) -> None:
+    first = (await asyncio.wait_for(inline(client, doc), 120)).items[0].insert_text
     before = await requests_done(client)
     typed = first[0]
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
+            text_document=types.VersionedTextDocumentIdentifier(uri=doc, version=2),
             content_changes=[
                 types.TextDocumentContentChangePartial(
                     range=types.Range(start=CURSOR, end=CURSOR), text=typed
@@ -144,45 +178,43 @@ async def test_typing_through_the_suggestion_uses_the_cache(client: LanguageClie
         )
     )
     after_typing = types.Position(line=CURSOR.line, character=CURSOR.character + 1)
-    result = await asyncio.wait_for(inline(client, after_typing), 10)
+    result = await asyncio.wait_for(inline(client, doc, after_typing), 10)
     assert result.items[0].insert_text == first[1:]
     assert result.items[0].range.start == after_typing
     assert await requests_done(client) == before  # served without the model
-    client.text_document_did_change(  # put the buffer back
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=3),
-            content_changes=[types.TextDocumentContentChangeWholeDocument(text=BUFFER)],
-        )
-    )
 
 
-async def test_cancelled_inline_completion_frees_its_slot(client: LanguageClient) -> None:
-    # A new place, so the cache cannot answer.
-    position = types.Position(line=6, character=4)
-    future = client.protocol.send_request(
-        types.TEXT_DOCUMENT_INLINE_COMPLETION,
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=URI),
-            position=position,
-            context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Automatic
+async def test_cancelled_inline_completion_frees_its_slot(client: LanguageClient, doc: str) -> None:
+    # New places, so the cache cannot answer. A machine fast enough to finish a completion
+    # before the cancel arrives gets a few tries, then the test says so (a skip, never a pass).
+    for attempt, line in enumerate((6, 5, 3)):
+        msg_id = f"inline-cancel-{attempt}"
+        future = client.protocol.send_request(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION,
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=doc),
+                position=types.Position(line=line, character=4),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
             ),
-        ),
-        msg_id="inline-cancel",
-    )
+            msg_id=msg_id,
+        )
 
-    async def generating() -> bool:
-        status = await call(client, "mlx/status")
-        return status.running > 0 or future.done()
+        async def generating(future: Any = future) -> bool:
+            status = await call(client, "mlx/status")
+            return status.running > 0 or future.done()
 
-    await until(generating, timeout=30)  # cancel it mid-generation, however slow the machine
-    assert not future.done(), "the completion ended before it could be cancelled"
-    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="inline-cancel"))
-    with pytest.raises(JsonRpcException) as info:
-        await asyncio.wait_for(asyncio.wrap_future(future), 30)
-    assert info.value.code == -32800
-    status = await wait_idle(client)
-    assert status.running == 0
+        await until(generating, timeout=30, what="the completion to start")
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), 30)
+        except JsonRpcException as e:
+            assert e.code == -32800
+            status = await wait_idle(client)
+            assert status.running == 0
+            return
+    pytest.skip("every completion finished before its cancel arrived")
 
 
 async def test_chat_deltas_concatenate_to_the_reply(client: LanguageClient) -> None:
@@ -245,10 +277,7 @@ async def test_cancelled_chat_returns_32800_and_frees_its_slot(client: LanguageC
         },
         msg_id="chat-cancel",
     )
-    deadline = time.monotonic() + 60
-    while not client.deltas and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        await asyncio.sleep(0.05)
-    assert client.deltas, "no delta before the deadline"  # type: ignore[attr-defined]
+    await until(lambda: client.deltas, timeout=60, what="a delta")  # type: ignore[attr-defined]
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="chat-cancel"))
     with pytest.raises(JsonRpcException) as info:
         await asyncio.wait_for(asyncio.wrap_future(future), 30)
@@ -282,20 +311,23 @@ async def test_model_select_sets_the_role(client: LanguageClient) -> None:
     assert status.roles.chat == CHAT_MODEL
     error = await rpc_error(client, "mlx/models/select", {"role": "chat", "model": EMBEDDING_MODEL})
     assert error.code == -32602 and "embedding model" in error.message
+    assert data(error)["code"] == "wrong_model_kind"
     error = await rpc_error(client, "mlx/models/select", {"role": "chat", "model": "no-such-model"})
     assert error.code == -32602 and "no-such-model" in error.message
     error = await rpc_error(client, "mlx/models/select", {"role": "vision", "model": CHAT_MODEL})
     assert error.code == -32602 and "role" in error.message
 
 
-async def test_load_select_and_unload_a_fim_model(client: LanguageClient, models_dir: Path) -> None:
+async def test_load_select_and_unload_a_fim_model(
+    client: LanguageClient, models_dir: Path, doc: str
+) -> None:
     model = tiny_fim_model(models_dir, "qwen")
     loaded = await call(client, "mlx/models/load", {"model": model})
     assert loaded.id == model and loaded.kind == "text"
     assert any(c.reason == "loaded" and c.model == model for c in client.model_changes)  # type: ignore[attr-defined]
     await call(client, "mlx/models/select", {"role": "completion", "model": model})
     before = await requests_done(client)
-    result = await asyncio.wait_for(inline(client), 120)  # FIM prompt, random weights
+    result = await asyncio.wait_for(inline(client, doc), 120)  # FIM prompt, random weights
     assert isinstance(result, types.InlineCompletionList)
     assert await requests_done(client) > before  # the role change bypassed the cache
     listed = {m.id: m for m in (await call(client, "mlx/models/list")).models}
@@ -309,8 +341,11 @@ async def test_load_select_and_unload_a_fim_model(client: LanguageClient, models
 
 
 async def test_invalid_params_name_the_field(client: LanguageClient) -> None:
+    """Each error names the field in its message and carries its machine code in `data.code`,
+    which the editor branches on (never on the message)."""
     error = await rpc_error(client, "mlx/chat", {"max_tokens": 4})
     assert error.code == -32602 and "messages" in error.message
+    assert data(error)["code"] == "invalid_params" and data(error)["fields"] == ["messages"]
     error = await rpc_error(
         client, "mlx/chat", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}
     )
@@ -318,16 +353,20 @@ async def test_invalid_params_name_the_field(client: LanguageClient) -> None:
     error = await rpc_error(client, "mlx/embed", {"input": []})
     assert error.code == -32602 and "input" in error.message
     error = await rpc_error(client, "mlx/embed", ["not", "an", "object"])
-    assert error.code == -32602
+    assert error.code == -32602 and data(error)["code"] == "invalid_params"
     error = await rpc_error(
         client, "mlx/chat", {"messages": [{"role": "user", "content": "x"}], "model": "nope"}
     )
     assert error.code == -32602 and "nope" in error.message
+    assert data(error) == {"code": "model_not_found", "param": "model"}
+    error = await rpc_error(client, "mlx/no-such-method", {})
+    assert error.code == -32601 and data(error)["code"] == "method_not_found"
     status = await call(client, "mlx/status")  # still serving
-    assert status.loaded
+    assert status.healthy
 
 
 async def test_status_reports_engine_and_roles(client: LanguageClient) -> None:
+    await call(client, "mlx/models/load", {"model": CHAT_MODEL})  # loaded whatever ran before
     status = await call(client, "mlx/status")
     assert {m.id for m in status.loaded} >= {CHAT_MODEL}
     assert status.roles.completion == CHAT_MODEL
@@ -399,24 +438,32 @@ async def test_unknown_role_model_in_settings_is_reported_and_ignored(
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"models": {"chat": "missing-model"}})
     )
-    deadline = time.monotonic() + 10
-    while not any("missing-model" in m.message for m in client.messages):
-        assert time.monotonic() < deadline, "no warning shown"
-        await asyncio.sleep(0.05)
+    await until(
+        lambda: any("missing-model" in m.message for m in client.messages),
+        timeout=10,
+        what="a warning shown",
+    )
     status = await call(client, "mlx/status")
     assert status.roles.chat == CHAT_MODEL
     assert any("missing-model" in m.message for m in client.log_messages)  # the output pane
 
 
 async def test_configuration_change_applies(client: LanguageClient) -> None:
-    client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(
-            settings={"mlxSidecar": {"completion": {"maxTokens": 6, "maxTimeMs": 60000}}}
+    def configure(max_tokens: int) -> None:
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"mlxSidecar": {"completion": {"maxTokens": max_tokens}}}
+            )
         )
-    )
-    status = await call(client, "mlx/status")
-    assert status.completion.max_tokens == 6
-    assert status.completion.prefix_tokens == 256  # untouched keys kept
+
+    configure(6)
+    try:
+        status = await call(client, "mlx/status")
+        assert status.completion.max_tokens == 6
+        assert status.completion.prefix_tokens == CompletionOptions().prefix_tokens  # kept
+        assert status.completion.max_time_ms == 60000
+    finally:
+        configure(8)  # what the session started with: the other tests see it
 
 
 async def test_closed_buffers_leave_the_context_ring(client: LanguageClient) -> None:

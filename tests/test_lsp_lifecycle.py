@@ -15,6 +15,8 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from tests.helpers.lsp import start_lsp
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -27,7 +29,7 @@ async def start(
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio", *args], server_env=env
     )
-    client = await config.start()
+    client = await start_lsp(config)
     await client.initialize_session(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(),

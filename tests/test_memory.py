@@ -20,7 +20,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.memory import KV_STEP, is_allocation_failure
 from sidecar.engine.requests import Delta, GenerateRequest, Result
-from sidecar.errors import OutOfMemory, OverMemoryBudget, result_error
+from sidecar.errors import InsufficientMemory, OutOfMemory, result_error
 from sidecar.http.server import serve_http
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
 from sidecar.models.pool import estimate_bytes
@@ -52,10 +52,11 @@ def chat_runner(engine: Engine) -> Any:
     return loaded.runner
 
 
-async def prompt_of(engine: Engine, tokens: int) -> list[int]:
-    """A prompt of exactly `tokens` token ids (a sentence repeated, cut)."""
-    ids = await engine.tokenize("The quick brown fox jumps over the lazy dog. " * (tokens // 8 + 1))
-    return ids[:tokens]
+async def prompt_of(engine: Engine, tokens: int, salt: str = "") -> list[int]:
+    """A prompt of exactly `tokens` token ids (a sentence repeated, cut); `salt` first makes
+    one that no other test's prompt cache entry starts like."""
+    text = salt + "The quick brown fox jumps over the lazy dog. " * (tokens // 8 + 1)
+    return (await engine.tokenize(text))[:tokens]
 
 
 def free_room(engine: Engine) -> int:
@@ -71,7 +72,10 @@ async def test_the_budget_counts_weights_kv_and_prompt_cache(tight: Engine) -> N
     per_token *= args.hidden_size // args.num_attention_heads
     assert runner.admission.per_token == per_token
     first = asyncio.create_task(
-        tight.complete(GenerateRequest(prompt=await prompt_of(tight, 20), max_tokens=200))
+        # salted: a longer cached entry of the same text would bring its larger KV buffer
+        tight.complete(
+            GenerateRequest(prompt=await prompt_of(tight, 20, "Budget: "), max_tokens=200)
+        )
     )
     await until(lambda: tight.status().memory.kv_bytes > 0)
     memory = tight.status().memory
@@ -94,13 +98,15 @@ async def test_a_request_whose_kv_exceeds_the_budget_fails_alone(tight: Engine) 
     assert big.completion_tokens == 0
     assert "max_tokens" in (big.error or "") and "MiB" in (big.error or "")
     error = result_error(big)
-    assert isinstance(error, OverMemoryBudget) and error.code == "insufficient_memory"
+    assert isinstance(error, InsufficientMemory) and error.code == "insufficient_memory"
     done = await small
     assert done.finish_reason == "length" and done.completion_tokens == 6
     assert tight.status().memory.refused_requests >= 1
 
 
-async def test_over_budget_is_a_400_on_http_and_the_port_keeps_serving(tight: Engine) -> None:
+async def test_over_budget_is_a_503_on_http_and_the_port_keeps_serving(tight: Engine) -> None:
+    """The memory refusal has one answer everywhere: 503 `insufficient_memory` (the request is
+    valid; the server's memory budget is short), naming the field that would make it fit."""
     server = await serve_http(tight, "127.0.0.1", 0)
     try:
 
@@ -112,7 +118,7 @@ async def test_over_budget_is_a_400_on_http_and_the_port_keeps_serving(tight: En
             return status, orjson.loads(raw)
 
         status, body = await asyncio.to_thread(chat, 2000)
-        assert status == 400, body
+        assert status == 503, body
         assert body["error"]["code"] == "insufficient_memory"
         assert body["error"]["param"] == "max_tokens"
         status, body = await asyncio.to_thread(chat, 2)

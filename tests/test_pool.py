@@ -14,8 +14,9 @@ from sidecar.config import Settings, default_memory_budget
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest
 from sidecar.models.defaults import CHAT_MODEL
-from sidecar.models.pool import MemoryBudgetError, ModelPool, weights_size
+from sidecar.models.pool import InsufficientMemory, ModelPool, weights_size
 from sidecar.models.store import ModelStore
+from tests.helpers.waiting import until
 from tests.tiny_models import tiny_fim_model
 
 MiB = 1 << 20
@@ -51,9 +52,9 @@ async def test_sizes_are_measured_from_mlx_memory(
     loaded = await small_engine.load(a)
     on_disk = weights_size(loaded.info.path)
     assert 0.8 * on_disk < loaded.size_bytes < 1.5 * on_disk
-    memory = small_engine.status()["memory"]
-    assert memory["models_bytes"] == loaded.size_bytes
-    assert memory["active_bytes"] >= loaded.size_bytes
+    memory = small_engine.status().memory
+    assert memory.models_bytes == loaded.size_bytes
+    assert memory.active_bytes >= loaded.size_bytes
     assert "MiB measured" in small_engine.pool.events[-1]
 
 
@@ -77,7 +78,7 @@ async def test_pinned_models_are_never_evicted(small_engine: Engine, tiny_ids: l
     await small_engine.load(c)  # a is the oldest but pinned: b goes
     assert loaded_ids(small_engine) == sorted([a, c])
     await small_engine.load(c, pin=True)
-    with pytest.raises(MemoryBudgetError, match="pinned or busy"):
+    with pytest.raises(InsufficientMemory, match="pinned or busy"):
         await small_engine.load(b)
     assert loaded_ids(small_engine) == sorted([a, c])
     await small_engine.load(a, pin=False)
@@ -94,8 +95,7 @@ async def test_a_model_with_running_requests_is_not_evicted(
     running = asyncio.create_task(
         small_engine.complete(GenerateRequest(prompt="def f():", model=a, max_tokens=16))
     )
-    while not small_engine.pool.models[a].busy:
-        await asyncio.sleep(0.01)
+    await until(lambda: small_engine.pool.models[a].busy, timeout=60, what="a busy model")
     # b was used after a, but a is decoding: b is the one to go
     await small_engine.load(c)
     assert loaded_ids(small_engine) == sorted([a, c])
@@ -116,13 +116,13 @@ async def test_idle_models_are_unloaded_after_the_ttl(
         await asyncio.sleep(0.1)
     assert loaded_ids(small_engine) == [a]  # pinned a stays
     assert any(e.startswith(f"idle {b}") for e in small_engine.pool.events)
-    assert small_engine.status()["memory"]["models_bytes"] == small_engine.pool.models[a].size_bytes
+    assert small_engine.status().memory.models_bytes == small_engine.pool.models[a].size_bytes
 
 
 async def test_a_model_over_the_whole_budget_is_refused(models_dir: Path) -> None:
     settings = Settings(models_dir=models_dir, use_hf_cache=False, memory_budget_bytes=MiB)
     async with Engine(settings) as engine:
-        with pytest.raises(MemoryBudgetError, match="over the whole memory budget"):
+        with pytest.raises(InsufficientMemory, match="over the whole memory budget"):
             await engine.load("all-MiniLM-L6-v2")
         assert engine.pool.models == {}
 

@@ -24,6 +24,7 @@ from sidecar.engine.requests import Delta, GenerateRequest
 from sidecar.models import hub
 from sidecar.models.pool import weights_size
 from sidecar.models.store import ModelStore
+from tests.helpers.prompts import chat_prompt
 from tests.hub_server import MINILM, SMOLLM, TINY, HubServer, default_repos
 
 MiB = 2**20
@@ -56,19 +57,19 @@ def pull(repo: str, store: ModelStore) -> dict[str, Any]:
 
 
 def memory(engine: Engine, step: str) -> dict[str, Any]:
-    m = engine.status()["memory"]
+    m = engine.status().memory
     return {
         "step": step,
         "loaded": sorted(engine.pool.models),
-        "models MiB": round(m["models_bytes"] / MiB),
-        "active MiB": round(m["active_bytes"] / MiB),
-        "peak MiB": round(m["peak_bytes"] / MiB),
-        "budget MiB": round(m["budget_bytes"] / MiB),
+        "models MiB": round(m.models_bytes / MiB),
+        "active MiB": round(m.active_bytes / MiB),
+        "peak MiB": round(m.peak_bytes / MiB),
+        "budget MiB": round(m.budget_bytes / MiB),
     }
 
 
 async def chat(engine: Engine, model: str, text: str) -> dict[str, Any]:
-    prompt = await engine.chat_prompt([{"role": "user", "content": text}], model=model)
+    prompt = await chat_prompt(engine, [{"role": "user", "content": text}], model=model)
     result = await engine.complete(GenerateRequest(prompt=prompt, model=model, max_tokens=16))
     return {
         "model": model,
@@ -93,7 +94,7 @@ async def test_pull_load_chat_switch_evict_session(hub_server: HubServer, tmp_pa
     )
     async with Engine(settings, store=store) as engine:
         # MLX's active memory is per process: other tests' engines may hold models too.
-        baseline = engine.status()["memory"]["active_bytes"]
+        baseline = engine.status().memory.active_bytes
         report["memory"].append(memory(engine, "engine started"))
         await engine.load(SMOLLM)
         report["memory"].append(memory(engine, f"load {SMOLLM}"))
@@ -111,7 +112,7 @@ async def test_pull_load_chat_switch_evict_session(hub_server: HubServer, tmp_pa
         puller = threading.Thread(target=lambda: pulled.update(pull(TINY, store)))
         puller.start()
         stamps: list[float] = []
-        prompt = await engine.chat_prompt([{"role": "user", "content": "Name three colors."}])
+        prompt = await chat_prompt(engine, [{"role": "user", "content": "Name three colors."}])
         async for ev in engine.generate(
             GenerateRequest(prompt=prompt, model=SMOLLM, max_tokens=16)
         ):
@@ -150,16 +151,13 @@ async def test_pull_load_chat_switch_evict_session(hub_server: HubServer, tmp_pa
             await asyncio.sleep(0.1)
         # the worker drops its last reference to an unloaded runner within one idle wait (1 s)
         for _ in range(30):
-            if (
-                engine.status()["memory"]["active_bytes"]
-                < baseline + engine.pool.used_bytes + 50 * MiB
-            ):
+            if engine.status().memory.active_bytes < baseline + engine.pool.used_bytes + 50 * MiB:
                 break
             await asyncio.sleep(0.1)
         report["memory"].append(memory(engine, "idle TTL 0.3 s passed"))
         assert sorted(engine.pool.models) == [TINY]
         # SmolLM2's memory is back
-        assert engine.status()["memory"]["active_bytes"] < baseline + 100 * MiB
+        assert engine.status().memory.active_bytes < baseline + 100 * MiB
         report["pool events"] = list(engine.pool.events)
 
     out = Path(os.environ.get("MLX_SIDECAR_SESSION_REPORT", tmp_path / "session-report.json"))

@@ -15,9 +15,12 @@ from mlx_lm.tool_parsers import json_tools
 from sidecar.engine.chat import ChatReply, ReplyDelta, chat_stream, plan_chat
 from sidecar.engine.constraints import Constraint
 from sidecar.engine.engine import Engine
-from sidecar.engine.reply import Markers, ReplySplitter, split_text
+from sidecar.engine.reply import Markers, Piece, ReplySplitter
 from sidecar.engine.requests import GenerateRequest
+from sidecar.http.messages_output import MessageWriter
 from sidecar.http.responses import ChatFormat
+from sidecar.http.responses_api import ResponsesRequest
+from sidecar.http.responses_output import ResponseStore, ResponseWriter
 from tests.tiny_models import tiny_qwen3_model, tiny_qwen3_thinking_model
 
 MARKERS = Markers(
@@ -66,6 +69,14 @@ def test_one_character_at_a_time_never_shows_markup() -> None:
 def test_text_that_only_looks_like_a_marker_is_content() -> None:
     content, reasoning, calls = chunked("a <b> and <thin", [3, 7, 12])
     assert (content, reasoning, calls) == ("a <b> and <thin", "", [])
+
+
+def split_text(text: str, markers: Markers, in_reasoning: bool = False) -> Piece:
+    """A whole reply through one splitter, as the engine feeds it piece by piece."""
+    splitter = ReplySplitter(markers, in_reasoning)
+    piece = splitter.feed(text)
+    piece.add(splitter.finish())
+    return piece
 
 
 def test_a_prompt_that_opened_think_starts_as_reasoning() -> None:
@@ -131,6 +142,46 @@ async def test_the_thinking_goes_to_reasoning_content(engine: Engine, qwen3: str
     chunks = [c["choices"][0]["delta"] for d in deltas for c in fmt.deltas(d)]
     assert "".join(c.get("reasoning_content", "") for c in chunks) == reply.reasoning
     assert "".join(c.get("content", "") for c in chunks) == reply.text
+
+
+async def test_the_dialects_carry_the_thinking_in_their_own_shapes(
+    engine: Engine, qwen3: str
+) -> None:
+    """Responses: a `reasoning` item before the message; Messages: a `thinking` block when the
+    caller enables thinking, none otherwise; streamed as their own deltas."""
+    deltas, reply = await run(engine, qwen3, f"start: {THINK}")
+    body = ResponsesRequest.model_validate({"input": "x"})
+    output = ResponseWriter(body, qwen3, [], ResponseStore()).whole(reply)["output"]
+    assert [(i["type"], i["content"][0]["text"]) for i in output] == [
+        ("reasoning", reply.reasoning),
+        ("message", reply.text),
+    ]
+    writer = ResponseWriter(body, qwen3, [], ResponseStore())
+    events = [e for d in deltas for e in writer.delta(d)] + writer.closing(reply)
+
+    def said(kind: str) -> str:
+        return "".join(e["delta"] for k, e in events if k == kind)
+
+    assert said("response.reasoning_text.delta") == reply.reasoning
+    assert said("response.output_text.delta") == reply.text
+    streamed = events[-1][1]["response"]["output"]
+    assert [(i["type"], i["content"][0]["text"]) for i in streamed] == [
+        ("reasoning", reply.reasoning),
+        ("message", reply.text),
+    ]
+
+    thinking = {"type": "thinking", "thinking": reply.reasoning, "signature": ""}
+    text = {"type": "text", "text": reply.text}
+    assert MessageWriter(qwen3, thinking=True).whole(reply)["content"] == [thinking, text]
+    assert MessageWriter(qwen3, thinking=False).whole(reply)["content"] == [text]
+    messages = MessageWriter(qwen3, thinking=True)
+    blocks = [e for d in deltas for e in messages.delta(d)] + messages.closing(reply)
+    starts = [e["content_block"]["type"] for k, e in blocks if k == "content_block_start"]
+    assert starts == ["thinking", "text"]
+    thought = "".join(
+        e["delta"].get("thinking", "") for k, e in blocks if k == "content_block_delta"
+    )
+    assert thought == reply.reasoning
 
 
 async def test_inline_reasoning_keeps_the_raw_text(engine: Engine, qwen3: str) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.errors import InvalidModelIdError, ModelNotFoundError
 from sidecar.models.kinds import detect_kind
-from sidecar.models.store import InvalidModelIdError, ModelNotFoundError, ModelStore
+from sidecar.models.store import ModelStore
 from tests.helpers.cli import cli
 
 
@@ -100,7 +101,7 @@ def test_cli_import_and_generate(models_dir: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + b"\0" * 64)
     failed = cli(tmp_path / "store", "models", "import-gguf", str(junk))
-    assert failed.returncode == 2 and "general.architecture" in failed.stderr
+    assert failed.returncode == 2 and "cannot read GGUF" in failed.stderr
     assert "Traceback" not in failed.stderr
     out = cli(models_dir, "generate", "--max-tokens", "4", "The capital of France is")
     assert out.returncode == 0, out.stderr

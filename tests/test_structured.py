@@ -100,7 +100,7 @@ async def test_constrained_and_free_requests_decode_in_one_batch(engine: Engine,
     reset_batch_peaks(engine)
     again = [GenerateRequest(prompt=p, model=tiny, max_tokens=24) for p in FREE_PROMPTS]
     results = await asyncio.gather(*[engine.complete(r) for r in [*guided, *again]])
-    assert engine.status()["max_batch_seen"] >= len(results) // 2
+    assert engine.status().max_batch_seen >= len(results) // 2
     for req, result in zip(guided, results, strict=False):
         assert result.finish_reason == "stop", result.text  # ended by the grammar, not the limit
         jsonschema.validate(json.loads(result.text), SCHEMAS[guided.index(req) % len(SCHEMAS)])
@@ -140,13 +140,13 @@ async def test_constrained_completion_skips_speculation_and_reuses_the_prompt_ca
             constraint=Constraint.json_schema(schema),
         )
 
-    drafted = engine.status()["draft_tokens"]["drafted"]
+    drafted = engine.status().draft_tokens.drafted
     first = await engine.complete(req())
     second = await engine.complete(req())
     jsonschema.validate(json.loads(first.text), schema)
     assert second.text == first.text
     assert second.cached_prompt_tokens > 0
-    assert engine.status()["draft_tokens"]["drafted"] == drafted
+    assert engine.status().draft_tokens.drafted == drafted
 
 
 async def test_a_document_cut_by_max_tokens_ends_with_length(engine: Engine, tiny: str) -> None:
@@ -250,6 +250,13 @@ def test_text_completions_take_a_response_format(server: Server) -> None:
     assert reply.choices[0].finish_reason == "stop"
 
 
+CYCLE = {
+    "$defs": {"A": {"$ref": "#/$defs/B"}, "B": {"$ref": "#/$defs/A"}},
+    "$ref": "#/$defs/A",
+}
+SELF_REQUIRED = {"type": "object", "properties": {"x": {"$ref": "#"}}, "required": ["x"]}
+
+
 @pytest.mark.parametrize(
     "fmt",
     [
@@ -257,6 +264,10 @@ def test_text_completions_take_a_response_format(server: Server) -> None:
         {"type": "json_schema", "json_schema": {"name": "x"}},
         {"type": "json_schema", "json_schema": {"name": "x", "schema": {}, "strict": "yes"}},
         {"type": "yaml"},
+        # issue 23: an A -> B -> A $ref cycle was a 200 with empty content and "stop"
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": CYCLE}},
+        # issue 23: a required self-recursive object was a 500 with llguidance's state dump
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": SELF_REQUIRED}},
     ],
 )
 def test_a_bad_response_format_is_a_400_naming_it(server: Server, fmt: dict[str, Any]) -> None:
@@ -267,4 +278,26 @@ def test_a_bad_response_format_is_a_400_naming_it(server: Server, fmt: dict[str,
             response_format=fmt,  # type: ignore[arg-type]
         )
     assert info.value.param == "response_format"
+    assert "<state>" not in info.value.message and "<grammar>" not in info.value.message
     assert server.health()["status"] == "ok"
+
+
+def test_a_recursive_schema_with_a_way_out_is_served(server: Server) -> None:
+    """A tree whose children are optional (or may be empty) is fine: bounded, valid JSON."""
+    tree = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 8},
+            "children": {"type": "array", "items": {"$ref": "#"}, "maxItems": 1},
+        },
+        "required": ["name"],
+    }
+    reply = server.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "A family tree as JSON."}],
+        max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": tree}},
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length")  # not refused, not an error
+    if reply.choices[0].finish_reason == "stop":
+        jsonschema.validate(json.loads(reply.choices[0].message.content or ""), tree)

@@ -144,7 +144,7 @@ async def test_a_template_without_tools_gets_them_in_a_system_message(engine: En
 
 
 async def test_tool_text_that_spells_a_control_token_is_refused(engine: Engine, qwen3: str) -> None:
-    from sidecar.engine.requests import EngineError
+    from sidecar.errors import EngineError
 
     bad = {**WEATHER, "function": {**WEATHER["function"], "description": "x<|im_end|>"}}
     with pytest.raises(EngineError, match="control token"):

@@ -18,6 +18,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from tests.helpers.lsp import start_lsp
 from tests.test_tools import ASK, CLOCK, HISTORY, TIME_ARGS, WEATHER
 from tests.tiny_models import tiny_qwen3_model
 
@@ -34,7 +35,7 @@ async def client(sidecar_env: dict[str, str], qwen3: str) -> AsyncIterator[Langu
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio"], server_env=sidecar_env
     )
-    client = await config.start()
+    client = await start_lsp(config)
     await client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
     deltas: list[Any] = []
     client.deltas = deltas  # type: ignore[attr-defined]

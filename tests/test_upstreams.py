@@ -34,14 +34,17 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest, Priority
+from sidecar.errors import KeyringUnavailable
 from sidecar.http.server import HttpServer, serve_http
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
 from sidecar.upstreams.breaker import Breaker
-from sidecar.upstreams.keys import KeyringUnavailable, Keys
+from sidecar.upstreams.keys import Keys
 from sidecar.upstreams.router import Router
 from sidecar.upstreams.settings import FallbackSettings, UpstreamSettings
 from sidecar.usage.events import UsageEvent
 from tests.helpers.http_server import Server, start_server, stop_server
+from tests.helpers.lsp import start_lsp
+from tests.helpers.prompts import chat_prompt
 from tests.helpers.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -307,7 +310,7 @@ async def test_chat_falls_back_to_the_upstream_when_the_local_queue_waits_too_lo
 ) -> None:
     engine = local.engine
     long = [{"role": "user", "content": "Write a very long story about a dragon."}]
-    prompt = await engine.chat_prompt(long, CHAT_MODEL)
+    prompt = await chat_prompt(engine, long, CHAT_MODEL)
 
     async def run_local() -> None:
         request = GenerateRequest(prompt=prompt, model=CHAT_MODEL, max_tokens=2000)
@@ -362,6 +365,19 @@ async def test_a_wrong_key_gives_the_upstreams_401_naming_the_upstream(local: Ht
     assert "upstream 'wrong'" in error["message"] and "401" in error["message"]
     assert "API key" in error["message"]
     assert WRONG_KEY not in r.text and CLUSTER_KEY not in r.text
+
+
+async def test_the_responses_and_messages_apis_say_upstream_models_are_not_theirs(
+    local: HttpServer,
+) -> None:
+    async with client_of(local) as c:
+        r = await c.post("/responses", json={"model": REMOTE_CHAT, "input": "Hi"})
+        m = await c.post(
+            "/messages", json={"model": REMOTE_CHAT, "max_tokens": 2, "messages": MESSAGES}
+        )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_not_supported"
+    assert m.status_code == 400 and m.json()["type"] == "error"
+    assert "upstream 'team'" in m.json()["error"]["message"]
 
 
 async def test_an_upstream_that_keeps_failing_opens_the_breaker(
@@ -420,7 +436,7 @@ async def test_the_breaker_lets_one_probe_through_after_its_open_time() -> None:
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def __init__(self) -> None:
         super().__init__()
@@ -497,7 +513,7 @@ async def editor_client(env: dict[str, str]) -> LanguageClient:
         server_command=[sys.executable, "-m", "sidecar", "--log-level", "debug", "stdio"],
         server_env=env,
     )
-    client = await config.start()
+    client = await start_lsp(config)
     await client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
     return client
 
@@ -583,9 +599,20 @@ async def test_the_editor_adds_an_endpoint_and_hands_over_its_key(
 
 
 async def test_no_log_line_holds_a_key(records: RecordAll, local: HttpServer) -> None:
-    """Runs last in the module: every record the tests above made, at DEBUG (httpx, httpcore,
-    uvicorn, the router) holds neither key."""
-    assert any(line.startswith("httpx") for line in records.lines)  # DEBUG was on
+    """Every record made at DEBUG (httpx, httpcore, uvicorn, the router) holds neither key: the
+    test sends a key each way itself (a chat through `team`, the `wrong` key's 401), so it
+    needs no other test to have run first; the records of any that did are checked too."""
+    before = len(records.lines)
+    async with client_of(local) as c:
+        ok = await c.post(
+            "/chat/completions", json={"model": REMOTE_CHAT, "messages": MESSAGES, "max_tokens": 2}
+        )
+        refused = await c.post(
+            "/chat/completions",
+            json={"model": f"wrong/{CHAT_MODEL}", "messages": MESSAGES, "max_tokens": 2},
+        )
+    assert (ok.status_code, refused.status_code) == (200, 401), (ok.text, refused.text)
+    assert any(line.startswith("httpx") for line in records.lines[before:])  # DEBUG was on
     for line in records.lines:
         assert CLUSTER_KEY not in line and WRONG_KEY not in line, line
     assert CLUSTER_KEY not in repr(local.app.state.router.keys)

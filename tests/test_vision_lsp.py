@@ -8,6 +8,7 @@ import asyncio
 import base64
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,9 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar.models.defaults import CHAT_MODEL
+from tests.helpers.lsp import start_lsp
 from tests.test_vision import NOISE_PNG, data_url, png
-from tests.tiny_vlm import TINY_VLM_ID
+from tests.tiny_vlm import TINY_VLM_ID, tiny_vlm_model
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -29,13 +31,14 @@ MAX_IMAGE_BYTES = 32 << 10  # the server's limit in this module: BIG_PNG is over
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(sidecar_env: dict[str, str]) -> AsyncIterator[LanguageClient]:
+async def client(sidecar_env: dict[str, str], models_dir: Path) -> AsyncIterator[LanguageClient]:
+    tiny_vlm_model(models_dir)  # built here when no other module built it first
     assert len(NOISE_PNG) < MAX_IMAGE_BYTES < len(BIG_PNG)
     env = {**sidecar_env, "MLX_SIDECAR_LIMITS__MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES)}
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio"], server_env=env
     )
-    client = await config.start()
+    client = await start_lsp(config)
     await client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
     deltas: list[Any] = []
     client.deltas = deltas  # type: ignore[attr-defined]
@@ -95,6 +98,9 @@ async def test_a_text_only_model_says_it_does_not_take_images(client: LanguageCl
         await chat(client, model=CHAT_MODEL, messages=ask(NOISE_PNG), max_tokens=4)
     assert "does not take images" in str(e.value)
     assert e.value.code == -32602  # the request's fault, not the server's
+    assert (
+        isinstance(e.value.data, dict) and e.value.data["code"] == "images_not_supported"
+    )  # what the chat view offers a fix for
 
 
 async def test_an_image_over_the_limit_is_refused_before_any_work(client: LanguageClient) -> None:
@@ -117,6 +123,23 @@ async def test_a_part_with_a_remote_url_is_refused(client: LanguageClient) -> No
     with pytest.raises(JsonRpcException) as e:
         await chat(client, model=TINY_VLM_ID, messages=messages, max_tokens=2)
     assert e.value.code == -32602 and "data: URL" in str(e.value)
+
+
+async def test_an_image_is_never_read_from_a_server_path(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    """Issue 23: a text part carrying `image_url` with a path was decoded from the server's
+    disk. Any part, any path: -32602 with one message that does not say whether it exists."""
+    real = tmp_path / "real.png"
+    real.write_bytes(NOISE_PNG)
+    messages = set()
+    for url in (str(real), f"file://{real}", "file:///etc/shadow", "/no/such.png"):
+        part = {"type": "text", "text": "x", "image_url": {"url": url}}
+        with pytest.raises(JsonRpcException) as e:
+            await chat(client, model=TINY_VLM_ID, messages=[{"role": "user", "content": [part]}])
+        assert e.value.code == -32602, url
+        messages.add(str(e.value).replace(url, "URL"))
+    assert len(messages) == 1 and "reads no files" in messages.pop()
 
 
 async def test_the_size_check_counts_decoded_bytes() -> None:

@@ -1,5 +1,6 @@
 """The wire types: the extension's TypeScript (`editor-extension/src/protocol.ts`) matches the
-pydantic models field for field, and `Engine.status()` is the typed model, still readable by key.
+pydantic models field for field (and the method map types every request), and `Engine.status()`
+is the typed model.
 No model runs here except the session engine's status (no generation)."""
 
 from __future__ import annotations
@@ -50,11 +51,26 @@ def test_unknown_fields_are_refused() -> None:
     assert wire.Usage.of(3, 2) == wire.Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5)
 
 
-async def test_engine_status_is_typed_and_reads_by_key(engine: Engine) -> None:
+async def test_engine_status_is_typed(engine: Engine) -> None:
     status = engine.status()
     assert isinstance(status, wire.EngineStatus)
-    assert status["memory"]["active_bytes"] == status.memory.active_bytes > 0
-    assert status["loaded"][0]["id"] == status.loaded[0].id
+    assert status.memory.active_bytes > 0
     assert {m.id for m in status.loaded} >= {"SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"}
-    with pytest.raises(KeyError):
-        status["no_such_key"]
+    assert wire.EngineStatus.model_validate(status.model_dump(mode="json")) == status
+
+
+def test_every_custom_method_has_its_types_in_protocol_ts(engine: Engine) -> None:
+    """The extension's `request()` is typed by `Requests`: a method the server registers but the
+    map leaves out (or one the map names but nobody serves) fails here."""
+    from sidecar.lsp.server import build_server
+
+    served = {
+        m
+        for m in build_server(engine, engine.settings).protocol.fm.features
+        if m.startswith("mlx/")
+    }
+    internal = {"mlx/completion/stats"}  # tests and benchmarks only
+    assert served - internal == set(wire_ts.REQUESTS)
+    block = wire_ts.declarations(wire_ts.render())
+    for method in (*wire_ts.REQUESTS, *wire_ts.NOTIFICATIONS):
+        assert f'"{method}"' in block["Requests"] + block["Notifications"]

@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,13 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Priority
+from sidecar.errors import IndexCancelled
 from sidecar.workspace.chunker import chunk_file
-from sidecar.workspace.index import IndexCancelled, WorkspaceIndex
-from sidecar.workspace.pacing import Pacer
+from sidecar.workspace.index import WorkspaceIndex
+from sidecar.workspace.pacing import POLL_S, Pacer
 from sidecar.workspace.registry import Workspaces
 from sidecar.workspace.walker import walk
+from tests.helpers.lsp import start_lsp
 from tests.helpers.waiting import until
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -96,6 +97,19 @@ def test_walker_honours_gitignore_and_skips_binaries_and_huge_files(tmp_path: Pa
     assert "utils/__init__.py" not in paths  # empty
 
 
+class SteppedClock:
+    """Time that moves only when the code under test sleeps: no wall-clock in the asserts."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 async def test_the_indexer_waits_for_a_quiet_engine_and_sends_less_after_activity() -> None:
     polls = {"n": 0}
 
@@ -103,14 +117,21 @@ async def test_the_indexer_waits_for_a_quiet_engine_and_sends_less_after_activit
         polls["n"] += 1
         return Priority.COMPLETION if polls["n"] <= 5 else None
 
-    idle = Pacer(lambda: None, None, idle_texts=16, busy_texts=2, quiet_s=0.05)
-    assert await idle.next_size() == 16 and idle.waited_s < 0.05  # long idle: big calls
-    busy = Pacer(typing_for_five_polls, None, idle_texts=16, busy_texts=2, quiet_s=0.05)
+    def pacer(clock: SteppedClock, urgent: Any, activity: Any = None, **kw: Any) -> Pacer:
+        return Pacer(urgent, activity, idle_texts=16, clock=clock, sleep=clock.sleep, **kw)
+
+    clock = SteppedClock()
+    idle = pacer(clock, lambda: None, busy_texts=2, quiet_s=0.05)
+    assert await idle.next_size() == 16 and idle.waited_s == 0  # long idle: big calls at once
+    clock = SteppedClock()
+    busy = pacer(clock, typing_for_five_polls, busy_texts=2, quiet_s=0.05)
     assert await busy.next_size() == 2  # the user was just active: a small call
     assert polls["n"] > 5  # it waited the activity out, then quiet_s more
-    assert busy.waited_s >= 0.05
-    stuck = Pacer(lambda: None, time.monotonic, idle_texts=16, quiet_s=1, max_wait_s=0.1)
+    assert busy.waited_s == pytest.approx(4 * POLL_S + 0.05, abs=POLL_S)
+    clock = SteppedClock()
+    stuck = pacer(clock, lambda: None, clock, quiet_s=1, max_wait_s=0.1)
     assert await stuck.next_size() == 1  # the user types on: one text after max_wait_s anyway
+    assert stuck.waited_s == pytest.approx(0.1, abs=POLL_S)
 
 
 # -- on the embedding model ---------------------------------------------------------------------
@@ -120,6 +141,8 @@ class Indexed:
     def __init__(self, index: WorkspaceIndex, first_run: Any, index_dir: Path) -> None:
         self.index = index
         self.first_run = first_run
+        # The status right after the first run: later tests change the repo and the index.
+        self.first_status = index.status()
         self.index_dir = index_dir
 
 
@@ -138,7 +161,7 @@ async def indexed(
 
 
 async def test_first_run_indexes_the_text_files_only(indexed: Indexed) -> None:
-    run, status = indexed.first_run, indexed.index.status()
+    run, status = indexed.first_run, indexed.first_status
     assert run.files_skipped == 2  # static/logo.png and data.bin: binaries
     assert run.files_indexed == status["files"] == run.files_seen - 2
     assert run.texts_embedded == run.chunks_stored == status["chunks"] > run.files_indexed
@@ -162,9 +185,11 @@ async def test_the_right_file_is_in_the_top_3_for_8_of_10_questions(indexed: Ind
 
 
 async def test_an_unchanged_workspace_embeds_nothing(indexed: Indexed) -> None:
+    await indexed.index.index()  # whatever earlier tests changed is indexed now
+    files = indexed.index.status()["files"]
     run = await indexed.index.index()
     assert (run.texts_embedded, run.files_indexed) == (0, 0)
-    assert run.files_unchanged == indexed.first_run.files_indexed
+    assert run.files_unchanged == files
 
 
 async def test_changing_one_file_re_embeds_only_its_changed_chunks(indexed: Indexed) -> None:
@@ -237,7 +262,7 @@ async def client(indexed: Indexed, sidecar_env: dict[str, str]) -> AsyncIterator
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio"], server_env=env
     )
-    client = await config.start()
+    client = await start_lsp(config)
     await client.initialize_session(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(

@@ -14,6 +14,8 @@ import { renderMarkdown } from "./markdown.js";
   const send = $("send");
   const stop = $("stop");
   let streaming = null; // { el, text, reasoning, calls }
+  const DOWNLOAD = "mlx:download"; // the model picker's last entry
+  let shownModel = "";
 
   function chips(labels, removable) {
     const el = document.createElement("div");
@@ -53,10 +55,18 @@ import { renderMarkdown } from "./markdown.js";
     const { html, blocks } = renderMarkdown(text);
     body.innerHTML = html;
     body.classList.toggle("cursor", !done);
-    body.querySelectorAll("button.insert").forEach((b) => {
-      b.addEventListener("click", () => {
-        const code = blocks[Number(/** @type {HTMLElement} */ (b).dataset.code)] ?? "";
-        vscode.postMessage({ type: "insert", code });
+    body.querySelectorAll("button.codeaction").forEach((b) => {
+      const button = /** @type {HTMLButtonElement} */ (b);
+      button.addEventListener("click", () => {
+        const block = blocks[Number(button.dataset.code)] ?? { code: "", language: "" };
+        const message = { type: button.dataset.action, code: block.code, language: block.language };
+        if (button.dataset.action !== "copy") return vscode.postMessage(message);
+        // The webview's own clipboard (this click is the user gesture it needs); where the host
+        // does not allow it, the extension's (vscode.env.clipboard).
+        const copied = navigator.clipboard?.writeText(block.code) ?? Promise.reject(new Error("no clipboard"));
+        copied.catch(() => vscode.postMessage(message));
+        button.textContent = "Copied";
+        setTimeout(() => (button.textContent = "Copy"), 1500);
       });
     });
     messages.scrollTop = messages.scrollHeight;
@@ -138,6 +148,14 @@ import { renderMarkdown } from "./markdown.js";
     meta.className = "meta";
     meta.textContent = text ?? "";
     el.appendChild(meta);
+    // Only the last answer can be asked again.
+    messages.querySelectorAll("button.regenerate").forEach((b) => b.remove());
+    const again = document.createElement("button");
+    again.className = "link regenerate";
+    again.textContent = "Regenerate";
+    again.title = "Ask again for this answer";
+    again.addEventListener("click", () => vscode.postMessage({ type: "regenerate" }));
+    meta.append(" ", again);
   }
 
   /** A finished assistant turn: answer, thinking, tool calls, sources, meta. */
@@ -209,6 +227,61 @@ import { renderMarkdown } from "./markdown.js";
   send.addEventListener("click", submit);
   stop.addEventListener("click", () => vscode.postMessage({ type: "stop" }));
   $("new").addEventListener("click", () => vscode.postMessage({ type: "newChat" }));
+  $("history").addEventListener("click", () => vscode.postMessage({ type: "history" }));
+
+  // Completions in the composer: "/" at the start (slash commands), "@" at a word's start
+  // (@workspace, files). The extension answers "suggest" with "suggestions".
+  const suggest = $("suggest");
+  let suggestions = { query: "", items: [], index: 0 };
+  function currentToken() {
+    const before = input.value.slice(0, input.selectionStart ?? input.value.length);
+    if (/^\/[a-z]*$/.test(before)) return before;
+    const at = /(?:^|\s)(@[\w./-]*)$/.exec(before);
+    return at ? at[1] : "";
+  }
+  function closeSuggest() {
+    suggestions = { query: "", items: [], index: 0 };
+    suggest.hidden = true;
+  }
+  function drawSuggest() {
+    suggest.replaceChildren(
+      ...suggestions.items.map((item, i) => {
+        const row = document.createElement("div");
+        row.className = `suggestion${i === suggestions.index ? " active" : ""}`;
+        row.setAttribute("role", "option");
+        const label = document.createElement("span");
+        label.className = "label";
+        label.textContent = item.label;
+        const detail = document.createElement("span");
+        detail.className = "detail";
+        detail.textContent = item.detail;
+        row.append(label, detail);
+        row.addEventListener("mousedown", (e) => {
+          e.preventDefault();
+          acceptSuggestion(i);
+        });
+        return row;
+      }),
+    );
+    suggest.hidden = !suggestions.items.length;
+  }
+  function acceptSuggestion(i) {
+    const item = suggestions.items[i];
+    if (!item) return;
+    const end = input.selectionStart ?? input.value.length;
+    const start = end - suggestions.query.length;
+    input.value = input.value.slice(0, start) + item.insert + input.value.slice(end);
+    input.selectionStart = input.selectionEnd = start + item.insert.length;
+    if (item.path) vscode.postMessage({ type: "addPath", path: item.path });
+    closeSuggest();
+    input.focus();
+  }
+  input.addEventListener("input", () => {
+    const token = currentToken();
+    if (token) vscode.postMessage({ type: "suggest", query: token });
+    else closeSuggest();
+  });
+  input.addEventListener("blur", () => setTimeout(closeSuggest, 100));
   $("addSelection").addEventListener("click", () => vscode.postMessage({ type: "addSelection" }));
   $("addFile").addEventListener("click", () => vscode.postMessage({ type: "addFile" }));
   $("addImage").addEventListener("click", () => vscode.postMessage({ type: "pickImage" }));
@@ -230,8 +303,35 @@ import { renderMarkdown } from "./markdown.js";
     composer.classList.remove("dropping");
     attachFiles([...(e.dataTransfer?.files ?? [])]);
   });
-  model.addEventListener("change", () => vscode.postMessage({ type: "pickModel", model: model.value }));
+  model.addEventListener("change", () => {
+    if (model.value === DOWNLOAD) {
+      model.value = shownModel; // stays on the model in use until a download is selected
+      vscode.postMessage({ type: "downloadModel" });
+    } else {
+      shownModel = model.value;
+      vscode.postMessage({ type: "pickModel", model: model.value });
+    }
+  });
   input.addEventListener("keydown", (e) => {
+    if (!suggest.hidden && suggestions.items.length) {
+      const n = suggestions.items.length;
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        suggestions.index = (suggestions.index + (e.key === "ArrowDown" ? 1 : n - 1)) % n;
+        drawSuggest();
+        return;
+      }
+      if (e.key === "Tab" || (e.key === "Enter" && !e.shiftKey)) {
+        e.preventDefault();
+        acceptSuggestion(suggestions.index);
+        return;
+      }
+      if (e.key === "Escape") {
+        e.preventDefault();
+        closeSuggest();
+        return;
+      }
+    }
     if (e.key === "Enter" && !e.shiftKey) {
       e.preventDefault();
       submit();
@@ -249,7 +349,13 @@ import { renderMarkdown } from "./markdown.js";
           o.textContent = id;
           model.appendChild(o);
         }
+        // The picker ends with a way to get another model.
+        const download = document.createElement("option");
+        download.value = DOWNLOAD;
+        download.textContent = "Download a model…";
+        model.appendChild(download);
         if (m.current) model.value = m.current;
+        shownModel = model.value;
         break;
       }
       case "restore":
@@ -301,18 +407,42 @@ import { renderMarkdown } from "./markdown.js";
       case "images":
         showImages(m.items);
         break;
+      case "suggestions":
+        // an answer to what is typed now, not to an earlier keystroke
+        if (m.query === currentToken()) {
+          suggestions = { query: m.query, items: m.items, index: 0 };
+          drawSuggest();
+        }
+        break;
+      case "dropLastReply": {
+        const replies = messages.querySelectorAll(".msg.assistant");
+        replies[replies.length - 1]?.remove();
+        break;
+      }
       case "needsVision": {
         // A text-only chat model and images attached: say so, one click switches.
         const el = add("error", "Images need a vision model");
         /** @type {HTMLElement} */ (el.querySelector(".body")).textContent = m.message;
-        const button = document.createElement("button");
-        button.className = "switch";
-        button.textContent = m.model ? `Switch to ${m.model}` : "Switch model…";
-        button.addEventListener("click", () => {
-          vscode.postMessage({ type: "switchModel", model: m.model });
-          el.remove();
+        // Every action the message names is a button: switch (when a vision model is installed)
+        // and download one (then it is selected for chat).
+        const buttons = document.createElement("div");
+        buttons.className = "actions";
+        const action = (cls, label, message) => {
+          const button = document.createElement("button");
+          button.className = cls;
+          button.textContent = label;
+          button.addEventListener("click", () => {
+            vscode.postMessage(message);
+            el.remove();
+          });
+          buttons.appendChild(button);
+        };
+        if (m.model) action("switch", `Switch to ${m.model}`, { type: "switchModel", model: m.model });
+        action(m.model ? "download secondary" : "download", "Download a vision model…", {
+          type: "downloadModel",
+          query: m.query,
         });
-        el.appendChild(button);
+        el.appendChild(buttons);
         if (!input.value && m.text) input.value = m.text;
         messages.scrollTop = messages.scrollHeight;
         break;

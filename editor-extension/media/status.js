@@ -1,7 +1,7 @@
 // Status dashboard webview: draws what StatusPage (src/status-page.ts) posts, with DOM APIs only
 // (no innerHTML of sidecar text); charts are inline SVG polylines. Bundled by esbuild.mjs.
 // @ts-check
-import { chartPoints } from "../src/status-history";
+import { chartPoints, chartScale, deviceLabel } from "../src/status-history";
 import { formatBytes } from "../src/protocol";
 
 (function () {
@@ -56,22 +56,61 @@ import { formatBytes } from "../src/protocol";
     return row;
   }
 
-  /** A small line chart of one series over the history window. */
+  /** @param {string} tag @param {Record<string, string | number>} attrs */
+  function svgEl(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  /** A small line chart of one series: a y axis from 0 to a round maximum, an x axis over the
+   * smallest span that holds the history ("-2 min" … "now"), gridlines; one sample is a dot. */
   function chart(title, series, now, windowMs, unit) {
-    const w = 300;
-    const h = 60;
+    const W = 320;
+    const H = 96;
+    const left = 30; // room for the y labels
+    const bottom = 16; // room for the x labels
+    const top = 6;
+    const right = 14; // room for "now" centred on the right edge
+    const w = W - left - right;
+    const h = H - top - bottom;
+    const scale = chartScale(series, now, windowMs);
     const box = el("figure", undefined, "chart");
-    const svg = document.createElementNS(SVG, "svg");
-    svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
-    svg.setAttribute("role", "img");
-    svg.setAttribute("aria-label", title);
-    const line = document.createElementNS(SVG, "polyline");
-    line.setAttribute("points", chartPoints(series, now, windowMs, w, h));
-    line.setAttribute("class", "line");
-    svg.appendChild(line);
+    const svg = svgEl("svg", {
+      viewBox: `0 0 ${W} ${H}`,
+      role: "img",
+      "aria-label": `${title} over the last ${scale.xTicks[0].label.slice(1)}`,
+    });
+    for (const t of scale.yTicks) {
+      const y = top + h - t.at * h;
+      svg.appendChild(svgEl("line", { x1: left, x2: left + w, y1: y, y2: y, class: t.at === 0 ? "axis" : "grid" }));
+      svg.appendChild(svgEl("text", { x: left - 4, y: y + 3, "text-anchor": "end", class: "tick" }, t.label));
+    }
+    svg.appendChild(svgEl("line", { x1: left, x2: left, y1: top, y2: top + h, class: "axis" }));
+    for (const t of scale.xTicks) {
+      const x = left + t.at * w;
+      const anchor = t.at === 0 ? "start" : t.at === 1 ? "end" : "middle";
+      svg.appendChild(
+        svgEl("text", { x: t.at === 1 ? x + right - 1 : x, y: H - 3, "text-anchor": anchor, class: "tick" }, t.label),
+      );
+    }
+    const plot = svgEl("g", { transform: `translate(${left},${top})` });
+    if (series.length === 1) {
+      const [x, y] = chartPoints(series, now, scale.spanMs, w, h, scale.max).split(",");
+      plot.appendChild(svgEl("circle", { cx: x, cy: y, r: 2.5, class: "dot" }));
+    } else if (series.length > 1) {
+      plot.appendChild(
+        svgEl("polyline", { points: chartPoints(series, now, scale.spanMs, w, h, scale.max), class: "line" }),
+      );
+    }
+    svg.appendChild(plot);
     const last = series.length ? series[series.length - 1].v : 0;
     const max = Math.max(0, ...series.map((p) => p.v));
-    const caption = el("figcaption", `${title}: ${fmt(last)}${unit} now, max ${fmt(max)}${unit}`);
+    const caption = el(
+      "figcaption",
+      series.length ? `${title}: ${fmt(last)}${unit} now, max ${fmt(max)}${unit}` : `${title}: no samples yet`,
+    );
     box.append(caption, svg);
     return box;
   }
@@ -82,9 +121,10 @@ import { formatBytes } from "../src/protocol";
     const parts = [];
     const s = m.status;
     const head = [`state: ${m.state}`];
-    if (s) head.push(s.healthy ? "healthy" : `unhealthy: ${s.health_reason ?? ""}`, `device: ${s.device}`);
+    if (s) head.push(s.healthy ? "healthy" : `unhealthy: ${s.health_reason ?? ""}`, `device: ${deviceLabel(s.device)}`);
     if (s) head.push(`up ${Math.round(s.uptime_s)} s`);
     const sidecar = section("Sidecar", el("p", head.join(" · ")));
+    if (m.daemon) sidecar.appendChild(el("p", m.daemon));
     if (m.command) sidecar.appendChild(el("p", `started as: ${m.command}`, "mono"));
     if (m.lastError) sidecar.appendChild(el("p", `last error: ${m.lastError}`, "error"));
     if (m.error) sidecar.appendChild(el("p", `status request failed: ${m.error}`, "error"));
@@ -95,14 +135,13 @@ import { formatBytes } from "../src/protocol";
 
     if (s) {
       const series = (key) => m.history.map((p) => ({ t: p.t, v: p[key] }));
-      parts.push(
-        section(
-          "Activity (last minutes)",
-          chart("tokens/s", series("tokensPerS"), m.now, m.windowMs, ""),
-          chart("queued requests", series("queue"), m.now, m.windowMs, ""),
-          chart("running requests", series("running"), m.now, m.windowMs, ""),
-        ),
+      const charts = el("div", undefined, "charts");
+      charts.append(
+        chart("tokens/s", series("tokensPerS"), m.now, m.windowMs, ""),
+        chart("queued requests", series("queue"), m.now, m.windowMs, ""),
+        chart("running requests", series("running"), m.now, m.windowMs, ""),
       );
+      parts.push(section("Activity", charts));
       const mem = s.memory;
       parts.push(
         section(

@@ -5,7 +5,10 @@
 # vscode host) and the end-to-end suite (code-server + headless chromium).
 #
 # Env: SIDECAR_PYTHON          python with the sidecar installed (default: ../.venv/bin/python)
-#      MLX_SIDECAR_MODELS_DIR  models dir with the default models (default: ../.cache/test-models)
+#      MLX_SIDECAR_TEST_MODELS models dir of the tests (default: ../.cache/test-models); this script
+#                              puts what the tests need there: the default models and the tiny
+#                              models the Python tests build (tiny-fim-qwen, tiny-qwen2-vl). The
+#                              user's own MLX_SIDECAR_MODELS_DIR is not used.
 #      MLX_SIDECAR_CI_CACHE    install cache (default: ~/.cache/mlx-sidecar-ci)
 #      SKIP_E2E=1              run only the integration suite
 set -euo pipefail
@@ -18,9 +21,21 @@ code_server_version=4.139.1
 node_dir=$cache/node-$node_version
 cs_dir=$cache/code-server-$code_server_version
 export SIDECAR_PYTHON=${SIDECAR_PYTHON:-$repo/.venv/bin/python}
-export MLX_SIDECAR_MODELS_DIR=${MLX_SIDECAR_MODELS_DIR:-$repo/.cache/test-models}
+export MLX_SIDECAR_MODELS_DIR=${MLX_SIDECAR_TEST_MODELS:-$repo/.cache/test-models}
 t0=$(date +%s)
 say() { echo "[ci.sh +$(($(date +%s) - t0))s] $*"; }
+
+# --- the tests' models: defaults + tiny FIM and vision models (built once, seconds on a CPU) ---
+[ -x "$SIDECAR_PYTHON" ] || { echo "ci.sh: no Python with the sidecar at $SIDECAR_PYTHON (run scripts/setup --dev, or set SIDECAR_PYTHON)" >&2; exit 2; }
+say "test models in $MLX_SIDECAR_MODELS_DIR"
+(cd "$repo" && "$SIDECAR_PYTHON" -c '
+import sys; from pathlib import Path
+from sidecar.models.defaults import install_defaults
+from tests.tiny_models import tiny_fim_model
+from tests.tiny_vlm import tiny_vlm_model
+d = Path(sys.argv[1]); install_defaults(d)
+print("test models:", tiny_fim_model(d, "qwen"), tiny_vlm_model(d))
+' "$MLX_SIDECAR_MODELS_DIR")
 
 # --- system packages: chromium (e2e), and what code-server's native modules build with -------
 missing=()

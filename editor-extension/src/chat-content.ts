@@ -1,7 +1,7 @@
 // What the user sends in one chat turn: the question, attached code as fenced blocks and
 // pasted/dropped/attached images, as `mlx/chat` content (a string, or OpenAI-style parts when
 // there are images).
-import type { ContentPart } from "./protocol";
+import type { ContentPart, ModelEntry } from "./protocol";
 
 export interface ContextItem {
   label: string;
@@ -71,4 +71,20 @@ export function withoutImages(content: string | ContentPart[] | null | undefined
   const text = content.map((p) => p.text ?? "").join("");
   const n = imageCount(content);
   return n ? `${text}\n\n[${n} image${n > 1 ? "s" : ""} not kept]` : text;
+}
+
+/** What "Download a vision model…" searches the Hub for. */
+export const VISION_QUERY = "qwen2-vl";
+
+/** The chat model a request goes to, and whether it takes images; undefined: not known. */
+export function visionProblem(model: string, models: ModelEntry[]): { message: string; vision?: string } | undefined {
+  const entry = models.find((m) => m.id === model);
+  if (!entry || entry.kind === "vision") return undefined;
+  const vision = models.find((m) => m.kind === "vision")?.id;
+  return {
+    message: `${model} is a text-only model and cannot see images. ${
+      vision ? `Switch to ${vision} (a vision model) to send them.` : "Download a vision model to send them."
+    }`,
+    vision,
+  };
 }

@@ -2,22 +2,29 @@
 // the webview (media/chat.js) only renders and sends user actions.
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
+import { type ChatMessage, type ChatParams, errorCode, METHODS, type ModelEntry, type Source } from "./protocol";
+import { applyDelta, assistantMessage, newTurn, replyMeta, type Turn } from "./chat-turn";
 import {
-  type ChatMessage,
-  type ChatParams,
-  type ChatResult,
-  METHODS,
-  type ModelEntry,
-  type ModelList,
-  type Source,
-} from "./protocol";
-import { applyDelta, assistantMessage, newTurn, type Turn } from "./chat-turn";
-import { type ContextItem, type ImageAttachment, IMAGE_TYPES, imageProblem, userMessageContent } from "./chat-content";
+  type ContextItem,
+  type ImageAttachment,
+  IMAGE_TYPES,
+  imageProblem,
+  userMessageContent,
+  VISION_QUERY,
+  visionProblem,
+} from "./chat-content";
+import { chatHtml } from "./chat-html";
+import { activeFileContext, documentContext, insertAtCursor, openInNewFile, selectionContext } from "./chat-editor";
 import { openSource, sourceLinks } from "./chat-sources";
 import type { ChatStore, ShownTurn } from "./chat-store";
+import { composerSuggestions, parseSlash } from "./chat-commands";
 import { setModelForRole, sidecarOptions } from "./settings";
+import { ago } from "./workspace-index";
+import { inform, inStatusBar } from "./notify";
 
-export { userContent } from "./chat-content";
+export { userContent, visionProblem } from "./chat-content";
+export { replyMeta } from "./chat-turn";
+export { languageId } from "./chat-commands";
 
 type FromWebview =
   | { type: "ready" }
@@ -29,24 +36,18 @@ type FromWebview =
   | { type: "addFile" }
   | { type: "removeContext"; index: number }
   | { type: "insert"; code: string }
+  | { type: "copy"; code: string }
+  | { type: "newFile"; code: string; language?: string }
   | { type: "attachImage"; name: string; dataUrl: string }
   | { type: "pickImage" }
   | { type: "removeImage"; index: number }
   | { type: "openSource"; source: Source }
-  | { type: "switchModel"; model?: string };
-
-/** The chat model a request goes to, and whether it takes images; undefined: not known. */
-export function visionProblem(model: string, models: ModelEntry[]): { message: string; vision?: string } | undefined {
-  const entry = models.find((m) => m.id === model);
-  if (!entry || entry.kind === "vision") return undefined;
-  const vision = models.find((m) => m.kind === "vision")?.id;
-  return {
-    message: `${model} is a text-only model and cannot see images. ${
-      vision ? `Switch to ${vision} (a vision model) to send them.` : "Download a vision model to send them."
-    }`,
-    vision,
-  };
-}
+  | { type: "switchModel"; model?: string }
+  | { type: "downloadModel"; query?: string }
+  | { type: "regenerate" }
+  | { type: "history" }
+  | { type: "suggest"; query: string }
+  | { type: "addPath"; path: string };
 
 export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disposable {
   static readonly viewId = "mlxSidecar.chat";
@@ -78,6 +79,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         }
       }),
       sidecar.onModelsChanged(() => void this.sendModels()),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (e.affectsConfiguration("mlxSidecar.chatModel")) void this.sendModels();
+      }),
       sidecar.onDidChangeState((s) => {
         if (s === "running") void this.sendModels();
       }),
@@ -89,59 +93,11 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     const media = vscode.Uri.joinPath(this.extensionUri, "media");
     const bundles = vscode.Uri.joinPath(this.extensionUri, "dist", "webview");
     view.webview.options = { enableScripts: true, localResourceRoots: [media, bundles] };
-    view.webview.html = this.html(view.webview, media, bundles);
+    view.webview.html = chatHtml(view.webview, media, bundles);
     view.webview.onDidReceiveMessage((m: FromWebview) => void this.onMessage(m), undefined, this.disposables);
     view.onDidDispose(() => {
       this.view = undefined;
     });
-  }
-
-  private html(webview: vscode.Webview, media: vscode.Uri, bundles: vscode.Uri): string {
-    const nonce = Array.from({ length: 32 }, () => Math.floor(Math.random() * 36).toString(36)).join("");
-    // media/chat.js with markdown-it, DOMPurify and highlight.js, bundled by esbuild.mjs
-    const script = webview.asWebviewUri(vscode.Uri.joinPath(bundles, "chat.js"));
-    const style = webview.asWebviewUri(vscode.Uri.joinPath(media, "chat.css"));
-    const csp = [
-      "default-src 'none'",
-      `style-src ${webview.cspSource}`,
-      `script-src 'nonce-${nonce}'`,
-      `img-src ${webview.cspSource} data:`,
-      `font-src ${webview.cspSource}`,
-    ].join("; ");
-    return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="UTF-8">
-<meta http-equiv="Content-Security-Policy" content="${csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<link href="${style}" rel="stylesheet">
-<title>MLX Chat</title>
-</head>
-<body>
-<div id="toolbar">
-  <select id="model" title="Chat model" aria-label="Chat model"></select>
-  <button id="new" title="New chat" aria-label="New chat">New</button>
-</div>
-<div id="messages" role="log" aria-live="polite">
-  <div id="empty" class="hint">Ask about your code. Attach the selection or the current file for context.<br>Runs locally on the MLX sidecar.</div>
-</div>
-<div id="context"></div>
-<div id="composer">
-  <div id="attach">
-    <button id="addSelection" class="link" title="Add the editor selection as context">+ selection</button>
-    <button id="addFile" class="link" title="Add the current file as context">+ file</button>
-    <button id="addImage" class="link" title="Attach a PNG or JPEG image (or paste / drop one)">+ image</button>
-  </div>
-  <div id="images"></div>
-  <textarea id="input" rows="3" placeholder="Ask MLX… (@workspace searches the project; paste or drop images; Enter to send)" aria-label="Message"></textarea>
-  <div id="actions">
-    <button id="send">Send</button>
-    <button id="stop" hidden>Stop</button>
-  </div>
-</div>
-<script nonce="${nonce}" src="${script}"></script>
-</body>
-</html>`;
   }
 
   private post(message: unknown): void {
@@ -151,10 +107,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private async sendModels(): Promise<void> {
     if (!this.view || this.sidecar.state !== "running") return;
     try {
-      const list = await this.sidecar.request<ModelList>(METHODS.list, {});
+      const list = await this.sidecar.request(METHODS.list, {});
       const local = list.models.filter((m) => m.kind !== "embedding");
-      const current =
-        this.picked?.model ?? sidecarOptions().models.chat ?? local.find((m) => m.roles.includes("chat"))?.id ?? "";
+      const current = this.chosen() ?? local.find((m) => m.roles.includes("chat"))?.id ?? "";
       this.models = local;
       this.currentModel = current;
       // Remote models ("UPSTREAM/MODEL") after the local ones, grouped by upstream.
@@ -187,7 +142,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         break;
       case "pickModel":
         this.pick(m.model);
-        await setModelForRole("chat", m.model);
+        // A remote model ("UPSTREAM/MODEL") is named by each request; the chat role (the
+        // setting) is the sidecar's local model, which it checks and would warn about.
+        if (this.models.some((x) => x.id === m.model)) await setModelForRole("chat", m.model);
         break;
       case "addSelection":
         this.addSelection();
@@ -200,7 +157,13 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         this.postContext();
         break;
       case "insert":
-        await this.insertAtCursor(m.code);
+        await insertAtCursor(m.code);
+        break;
+      case "copy":
+        await vscode.env.clipboard.writeText(m.code);
+        break;
+      case "newFile":
+        await openInNewFile(m.code, m.language);
         break;
       case "attachImage":
         this.attachImage(m.name, m.dataUrl);
@@ -218,11 +181,28 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       case "switchModel":
         await this.switchModel(m.model);
         break;
+      case "regenerate":
+        await this.regenerate();
+        break;
+      case "history":
+        await this.showHistory();
+        break;
+      case "suggest":
+        await this.suggest(m.query);
+        break;
+      case "addPath":
+        await this.addPath(m.path);
+        break;
+      case "downloadModel":
+        // then selected for chat: the panel goes on with the downloaded model
+        await vscode.commands.executeCommand("mlxSidecar.downloadModel", { query: m.query, selectFor: "chat" });
+        break;
     }
   }
 
   newChat(): void {
     this.current?.cts.cancel();
+    void this.store?.archive({ messages: this.messages, shown: this.shown });
     this.messages = [];
     this.shown = [];
     this.context = [];
@@ -231,14 +211,57 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.post({ type: "cleared" });
   }
 
+  /** "History": the past conversations of this workspace; the one picked becomes the current
+   * one (the current one goes to the history). */
+  async showHistory(): Promise<void> {
+    const past = this.store?.history() ?? [];
+    if (!past.length) {
+      void vscode.window.showInformationMessage("MLX: no earlier conversations in this workspace yet.");
+      return;
+    }
+    const picked = await vscode.window.showQuickPick(
+      past.map((c, index) => ({
+        index,
+        label: c.title,
+        description: `${c.shown.length} turns · ${ago(Date.now() - c.at)}`,
+      })),
+      { title: "MLX: Chat history", placeHolder: "Reopen a conversation" },
+    );
+    if (!picked || !this.store || this.current) return;
+    const chosen = await this.store.take(picked.index);
+    if (!chosen) return;
+    await this.store.archive({ messages: this.messages, shown: this.shown });
+    this.messages = chosen.messages;
+    this.shown = chosen.shown;
+    this.persist();
+    this.post({ type: "cleared" });
+    this.post({ type: "restore", shown: this.shown.map((t) => this.forWebview(t)), context: [] });
+  }
+
+  /** Completions for the composer (chat-commands.ts), for what is typed now. */
+  private async suggest(query: string): Promise<void> {
+    this.post({ type: "suggestions", query, items: await composerSuggestions(query) });
+  }
+
+  /** "@file" picked in the composer: the file becomes context, like "+ file". */
+  private async addPath(fsPath: string): Promise<void> {
+    this.context.push(documentContext(await vscode.workspace.openTextDocument(vscode.Uri.file(fsPath))));
+    this.postContext();
+  }
+
   private pick(model: string): void {
     this.picked = { model, over: sidecarOptions().models.chat };
   }
 
+  /** The model picked here (until the setting changes), else the setting's; undefined: neither. */
+  private chosen(): string | undefined {
+    if (this.picked && sidecarOptions().models.chat !== this.picked.over) this.picked = undefined;
+    return this.picked?.model ?? sidecarOptions().models.chat ?? undefined;
+  }
+
   /** The model requests go to: the one picked here, else the setting, else the sidecar's. */
   private chatModel(): string {
-    if (this.picked && sidecarOptions().models.chat !== this.picked.over) this.picked = undefined;
-    return this.picked?.model ?? sidecarOptions().models.chat ?? this.currentModel;
+    return this.chosen() ?? this.currentModel;
   }
 
   /** An assistant turn with its sources as links for the webview. */
@@ -286,12 +309,14 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       return;
     }
     try {
-      await this.sidecar.request(METHODS.select, { role: "chat", model });
+      await inStatusBar(`MLX: loading ${model} for chat`, () =>
+        this.sidecar.request(METHODS.select, { role: "chat", model }),
+      );
       this.pick(model);
       await setModelForRole("chat", model);
       this.currentModel = model;
       await this.sendModels();
-      vscode.window.setStatusBarMessage(`MLX: chat model is now ${model}`, 5000);
+      void inform(`model:chat:${model}`, `MLX: chat model is now ${model}.`);
     } catch (e) {
       this.post({
         type: "error",
@@ -305,18 +330,12 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   }
 
   addSelection(): void {
-    const editor = vscode.window.activeTextEditor;
-    if (!editor || editor.selection.isEmpty) {
+    const item = selectionContext();
+    if (!item) {
       void vscode.window.showInformationMessage("MLX: select some code in an editor first.");
       return;
     }
-    const s = editor.selection;
-    const name = vscode.workspace.asRelativePath(editor.document.uri);
-    this.context.push({
-      label: `${name}:${s.start.line + 1}-${s.end.line + 1}`,
-      language: editor.document.languageId,
-      text: editor.document.getText(s),
-    });
+    this.context.push(item);
     this.postContext();
     void this.reveal();
   }
@@ -327,11 +346,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       void vscode.window.showInformationMessage("MLX: open a file first.");
       return;
     }
-    this.context.push({
-      label: vscode.workspace.asRelativePath(editor.document.uri),
-      language: editor.document.languageId,
-      text: editor.document.getText(),
-    });
+    this.context.push(documentContext(editor.document));
     this.postContext();
     void this.reveal();
   }
@@ -341,33 +356,41 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     else this.view.show(true);
   }
 
-  private async insertAtCursor(code: string): Promise<void> {
-    const editor =
-      vscode.window.visibleTextEditors.find((e) => e === vscode.window.activeTextEditor) ??
-      vscode.window.visibleTextEditors[0];
-    if (!editor) {
-      void vscode.window.showInformationMessage("MLX: open an editor to insert the code into.");
+  private async send(typed: string): Promise<void> {
+    if ((!typed.trim() && !this.images.length) || this.current) return;
+    let text = typed;
+    const slash = parseSlash(typed);
+    if (slash && !slash.prompt) {
+      this.newChat(); // "/new"
       return;
     }
-    await editor.edit((b) => {
-      for (const sel of editor.selections) b.replace(sel, code);
-    });
-  }
-
-  private async send(text: string): Promise<void> {
-    if ((!text.trim() && !this.images.length) || this.current) return;
+    if (slash?.prompt) {
+      // The code comes from the editor unless some is attached already.
+      if (!this.context.length) {
+        const code = selectionContext() ?? activeFileContext();
+        if (!code) {
+          this.post({
+            type: "error",
+            message: `/${slash.command.name} works on code: open a file (and select the part to ${slash.command.name === "explain" ? "explain" : "work on"}).`,
+          });
+          return;
+        }
+        this.context.push(code);
+      }
+      text = slash.prompt;
+    }
     const chatModel = this.chatModel();
     const blocked = this.images.length ? visionProblem(chatModel, this.models) : undefined;
     if (blocked) {
       // The images stay attached: one click switches the model, then Send again.
-      this.post({ type: "needsVision", message: blocked.message, model: blocked.vision, text });
+      this.post({ type: "needsVision", message: blocked.message, model: blocked.vision, text, query: VISION_QUERY });
       return;
     }
     const content = userMessageContent(text, this.context, this.images);
     this.messages.push({ role: "user", content });
     const shownUser: ShownTurn = {
       role: "user",
-      text,
+      text: typed,
       context: this.context.map((c) => c.label),
       images: this.images.map((i) => i.name),
     };
@@ -377,13 +400,28 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.images = [];
     this.postContext();
     this.postImages();
+    await this.reply(typed, true);
+  }
+
+  /** Asks the model again for the last answer: that answer is dropped, the question stays. */
+  async regenerate(): Promise<void> {
+    if (this.current || this.shown[this.shown.length - 1]?.role !== "assistant") return;
+    this.shown.pop();
+    while (this.messages.length && this.messages[this.messages.length - 1].role !== "user") this.messages.pop();
+    if (!this.messages.length) return;
+    this.post({ type: "dropLastReply" });
+    await this.reply("", false);
+  }
+
+  /** Streams the model's answer to `this.messages` into a new assistant turn. */
+  private async reply(text: string, newUserTurn: boolean): Promise<void> {
     const token = `chat-${Date.now()}-${++this.seq}`;
     const cts = new vscode.CancellationTokenSource();
     this.current = { token, cts, turn: newTurn() };
     this.post({ type: "start" });
     const opts = sidecarOptions().chat;
     try {
-      const result = await this.sidecar.request<ChatResult>(
+      const result = await this.sidecar.request(
         METHODS.chat,
         {
           messages: this.messages,
@@ -423,11 +461,15 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         this.shown.push(shown);
         this.post({ ...shown, type: "done", finish_reason: "cancelled" });
       } else {
-        this.messages.pop();
-        this.shown.pop();
+        if (newUserTurn) {
+          // the question goes too: sent again, it is asked again
+          this.messages.pop();
+          this.shown.pop();
+        }
         const message = e instanceof Error ? e.message : String(e);
-        const vision = /does not take images/.test(message) ? this.models.find((m) => m.kind === "vision") : undefined;
-        if (vision) this.post({ type: "needsVision", message, model: vision.id, text });
+        const vision =
+          errorCode(e) === "images_not_supported" ? this.models.find((m) => m.kind === "vision") : undefined;
+        if (vision) this.post({ type: "needsVision", message, model: vision.id, text, query: VISION_QUERY });
         else this.post({ type: "error", message });
       }
     } finally {
@@ -442,15 +484,4 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.current?.cts.cancel();
     for (const d of this.disposables) d.dispose();
   }
-}
-
-/** The line under a reply: why it stopped, its length, the model. */
-export function replyMeta(finish: string, tokens?: number, model?: string | null): string {
-  const bits: string[] = [];
-  if (finish === "cancelled") bits.push("stopped");
-  else if (finish === "length") bits.push("stopped at the token limit");
-  else if (finish === "tool_calls") bits.push("asked to run tools (not run here)");
-  if (tokens !== undefined) bits.push(`${tokens} tokens`);
-  if (model) bits.push(model);
-  return bits.join(" · ");
 }

@@ -12,10 +12,10 @@ import {
   type ServerOptions,
   State,
 } from "vscode-languageclient/node";
-import { type ChatDelta, METHODS, type ModelsChanged } from "./protocol";
+import { type ChatDelta, METHODS, type ModelsChanged, type Requests } from "./protocol";
 import { connectOrStart, killDaemon, runtimeDir, socketPath } from "./daemon";
 import { daemonArgs, resolveSidecar, type SidecarCommand, sidecarEnv } from "./sidecar-path";
-import { launchSettings, SECTION, sidecarOptions } from "./settings";
+import { launchSettings, type LaunchSettings, SECTION, sidecarOptions } from "./settings";
 
 /** Who answered the last reply: an upstream's name (and why a local request went there). */
 export interface ServedBy {
@@ -34,6 +34,15 @@ export const MAX_CRASHES = 5;
 /** Requests that make the model work (shown as "busy"); status and model lists are not. */
 const WORK_METHODS = new Set<string>([METHODS.chat, METHODS.embed, METHODS.download, METHODS.load]);
 const CRASH_WINDOW_MS = 3 * 60_000;
+
+/** The status bar's name for a request's work: the chat model it names, else its role. */
+export function workLabel(method: string, params: unknown): string {
+  const model = (params as { model?: unknown } | undefined)?.model;
+  if (method === METHODS.chat) return typeof model === "string" && model ? model : "chat";
+  if (method === METHODS.embed) return "embedding";
+  if (method === METHODS.download) return "download";
+  return "load";
+}
 const HEALTH_POLL_MS = 30_000;
 /** The health fields of mlx/status (EngineStatus.healthy / health_reason, from the watchdog). */
 type EngineHealth = { healthy?: boolean; health_reason?: string | null };
@@ -61,6 +70,10 @@ export class SidecarClient implements vscode.Disposable {
   /** The daemon's runtime dir in daemon mode; undefined in stdio mode. */
   daemonDir: string | undefined;
   command: SidecarCommand | undefined;
+  /** The launch settings the running sidecar was started with (JSON), to tell a real change of
+   * them from a settings event that changed nothing of ours (VS Code rewriting the file). */
+  private launched: string | undefined;
+  private settleTimer: NodeJS.Timeout | undefined;
   lastError: string | undefined;
   state: SidecarState = "stopped";
 
@@ -74,7 +87,7 @@ export class SidecarClient implements vscode.Disposable {
   /** Fires after each chat reply: which upstream served it (none: the local engine). */
   readonly onReplyServed = this.servedEmitter.event;
   private readonly busyEmitter = new vscode.EventEmitter<boolean>();
-  /** Fires true when the first request starts and false when the last one ends. */
+  /** Fires when a request starts or ends: whether any runs (`running` says which). */
   readonly onBusy = this.busyEmitter.event;
 
   constructor(
@@ -103,7 +116,15 @@ export class SidecarClient implements vscode.Disposable {
     this.setState("starting");
     try {
       const launch = launchSettings();
-      this.command = await resolveSidecar(launch, this.storage, this.log);
+      this.launched = JSON.stringify(launch);
+      this.log.appendLine(`Launch settings: ${this.launched}`);
+      this.command = await resolveSidecar(
+        launch,
+        this.storage,
+        this.log,
+        (why) => this.askToInstall(why),
+        launchSettings,
+      );
       this.log.appendLine(
         `Starting sidecar (${this.command.source}): ${this.command.command} ${this.command.args.join(" ")}`,
       );
@@ -131,6 +152,42 @@ export class SidecarClient implements vscode.Disposable {
       if (this.state === "starting") this.setState("failed");
       throw e;
     }
+  }
+
+  /** Nothing is installed without the user's yes: says why it is needed and asks. */
+  private async askToInstall(why: string): Promise<boolean> {
+    const install = "Install mlx-sidecar";
+    const choice = await vscode.window.showWarningMessage(
+      `MLX Sidecar: ${why} Install it into a Python environment of the extension's own (about a minute, ~300 MB)?`,
+      install,
+      "Open Settings",
+    );
+    if (choice === "Open Settings") {
+      void vscode.commands.executeCommand("workbench.action.openSettings", `${SECTION}.pythonPath`);
+    }
+    return choice === install;
+  }
+
+  /** After a settings event that may touch how the sidecar starts: waits for the settings to
+   * settle, then restarts only if the launch settings really differ from the running sidecar's
+   * (else the other settings are sent to it). VS Code rewrites settings.json at startup when it
+   * migrates a setting, and a read in the middle of that must not restart anything. */
+  onLaunchSettingsEvent(settleMs = 750): Promise<void> {
+    clearTimeout(this.settleTimer);
+    return new Promise((resolve) => {
+      this.settleTimer = setTimeout(() => {
+        const now = JSON.stringify(launchSettings());
+        this.log.appendLine(`Settings changed; launch settings now: ${now}`);
+        const restart = this.launched !== undefined && now !== this.launched;
+        if (restart) this.log.appendLine("Launch settings changed; restarting the sidecar.");
+        void (restart ? this.restart() : this.pushSettings()).catch(() => undefined).then(resolve);
+      }, settleMs);
+    });
+  }
+
+  /** The launch settings this sidecar was started with. */
+  get launchedWith(): LaunchSettings | undefined {
+    return this.launched ? (JSON.parse(this.launched) as LaunchSettings) : undefined;
   }
 
   /** Daemon mode: a socket to the machine's sidecar (started detached when none answers);
@@ -190,7 +247,7 @@ export class SidecarClient implements vscode.Disposable {
           // Debounce: VS Code cancels this token when the user types again.
           await sleep(opts.debounceMs, token);
           if (token.isCancellationRequested) return null;
-          return this.tracked(() => Promise.resolve(next(document, position, context, token)));
+          return this.tracked(() => Promise.resolve(next(document, position, context, token)), "completion");
         },
       },
     };
@@ -225,6 +282,7 @@ export class SidecarClient implements vscode.Disposable {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
+    clearTimeout(this.settleTimer);
     clearInterval(this.healthTimer);
     const client = this.client;
     this.client = undefined;
@@ -243,6 +301,9 @@ export class SidecarClient implements vscode.Disposable {
   /** Stops and starts the sidecar; a user-requested restart also forgets earlier crashes. */
   async restart(byUser = true): Promise<void> {
     if (byUser) this.crashes = [];
+    // A start in flight finishes first: else start() below would hand back that start, made
+    // with the settings of before.
+    await this.starting?.catch(() => undefined);
     await this.stop();
     await this.start();
   }
@@ -255,16 +316,34 @@ export class SidecarClient implements vscode.Disposable {
     });
   }
 
-  private async tracked<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.inflight++ === 0) this.busyEmitter.fire(true);
+  /** What runs now, one entry per request in flight: a role ("chat", "completion", "embedding")
+   * or a model id (a chat request that names its model), or "download" / "load". */
+  private readonly work: string[] = [];
+
+  get running(): readonly string[] {
+    return this.work;
+  }
+
+  private async tracked<T>(fn: () => Promise<T>, what: string): Promise<T> {
+    this.work.push(what);
+    this.inflight++;
+    this.busyEmitter.fire(true); // also when more starts: what runs changed
     try {
       return await fn();
     } finally {
-      if (--this.inflight === 0) this.busyEmitter.fire(false);
+      this.work.splice(this.work.indexOf(what), 1);
+      this.busyEmitter.fire(--this.inflight > 0);
     }
   }
 
-  async request<R>(method: string, params: unknown, token?: vscode.CancellationToken): Promise<R> {
+  /** Send an `mlx/*` request: its params and result are typed by `Requests` (protocol.ts,
+   * generated from the sidecar's models). */
+  async request<M extends keyof Requests>(
+    method: M,
+    params: Requests[M]["params"],
+    token?: vscode.CancellationToken,
+  ): Promise<Requests[M]["result"]> {
+    type R = Requests[M]["result"];
     if (this.starting) await this.starting;
     const client = this.client;
     if (!client || this.state !== "running") {
@@ -272,7 +351,7 @@ export class SidecarClient implements vscode.Disposable {
     }
     // Pass no token rather than `undefined`: jsonrpc would send [params, null] by position.
     const send = () => (token ? client.sendRequest<R>(method, params, token) : client.sendRequest<R>(method, params));
-    return WORK_METHODS.has(method) ? this.tracked(send) : send();
+    return WORK_METHODS.has(method) ? this.tracked(send, workLabel(method, params)) : send();
   }
 
   noteReply(upstream: string | null | undefined, fallbackReason?: string | null): void {

@@ -2,16 +2,18 @@
 import * as vscode from "vscode";
 import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient/node";
 import type { SidecarClient } from "./client";
-import {
-  formatBytes,
-  type HubModel,
-  METHODS,
-  type ModelEntry,
-  type ModelList,
-  type RemoteModel,
-  type SearchResults,
-} from "./protocol";
+import { formatBytes, type HubModel, METHODS, type ModelEntry, type ModelList, type RemoteModel } from "./protocol";
 import { type Role, setModelForRole } from "./settings";
+import { inform, inStatusBar } from "./notify";
+
+/** The picker entry that opens "Download Model…" instead (every model picker ends with it). */
+export const DOWNLOAD_ITEM_ID = "mlx:download";
+export const downloadItem = (): PickItem => ({
+  id: DOWNLOAD_ITEM_ID,
+  label: "$(cloud-download) Download a model…",
+  description: "search the Hugging Face Hub",
+  alwaysShow: true,
+});
 
 const ROLE_KINDS: Record<Role, string[]> = {
   completion: ["text"],
@@ -20,7 +22,7 @@ const ROLE_KINDS: Record<Role, string[]> = {
 };
 
 export async function listModels(sidecar: SidecarClient): Promise<ModelEntry[]> {
-  return (await sidecar.request<ModelList>(METHODS.list, {})).models;
+  return (await sidecar.request(METHODS.list, {})).models;
 }
 
 function errorText(e: unknown): string {
@@ -46,14 +48,14 @@ type PickItem = vscode.QuickPickItem & { id: string };
  * completion runs on local models only. */
 export function pickerItems(list: Pick<ModelList, "models" | "remote">, role: Role): PickItem[] {
   const items = list.models.filter((m) => ROLE_KINDS[role].includes(m.kind)).map(modelItem);
-  if (role === "completion") return items;
+  if (role === "completion") return [...items, downloadItem()];
   const byUpstream = new Map<string, RemoteModel[]>();
   for (const m of list.remote ?? []) byUpstream.set(m.upstream, [...(byUpstream.get(m.upstream) ?? []), m]);
   for (const [upstream, models] of byUpstream) {
     items.push({ id: "", label: upstream, kind: vscode.QuickPickItemKind.Separator });
     for (const m of models) items.push({ id: m.id, label: m.id, description: `remote · ${upstream}` });
   }
-  return items;
+  return [...items, downloadItem()];
 }
 
 export function hubItem(
@@ -63,9 +65,16 @@ export function hubItem(
   return { id: m.id, label: m.id, description: bits.filter(Boolean).join(" · ") };
 }
 
-async function downloadModel(sidecar: SidecarClient): Promise<void> {
+/** `query`: searched at once (the picker opens with results); `selectFor`: the role the model is
+ * selected for once downloaded (a download started from "this model cannot see images"). */
+export interface DownloadOptions {
+  query?: string;
+  selectFor?: Role;
+}
+
+async function downloadModel(sidecar: SidecarClient, opts: DownloadOptions = {}): Promise<void> {
   const qp = vscode.window.createQuickPick<vscode.QuickPickItem & { id: string }>();
-  qp.title = "MLX: Download Model";
+  qp.title = opts.selectFor ? `MLX: Download a ${opts.selectFor} model` : "MLX: Download Model";
   qp.placeholder = "Search the Hugging Face Hub (e.g. qwen coder 4bit), or type a repo id";
   qp.matchOnDescription = true;
   let timer: NodeJS.Timeout | undefined;
@@ -82,7 +91,7 @@ async function downloadModel(sidecar: SidecarClient): Promise<void> {
       searchToken = cts;
       qp.busy = true;
       try {
-        const found = (await sidecar.request<SearchResults>(METHODS.search, { query, limit: 30 }, cts.token)).models;
+        const found = (await sidecar.request(METHODS.search, { query, limit: 30 }, cts.token)).models;
         if (cts.token.isCancellationRequested) return;
         const items = found.map(hubItem);
         // A typed repo id is always downloadable, even when the search does not list it.
@@ -100,6 +109,10 @@ async function downloadModel(sidecar: SidecarClient): Promise<void> {
     }, 300);
   };
   qp.onDidChangeValue(search);
+  if (opts.query) {
+    qp.value = opts.query;
+    search(opts.query);
+  }
   const picked = await new Promise<string | undefined>((resolve) => {
     qp.onDidAccept(() => {
       const id = qp.selectedItems[0]?.id || (qp.value.includes("/") ? qp.value.trim() : "");
@@ -114,7 +127,8 @@ async function downloadModel(sidecar: SidecarClient): Promise<void> {
   qp.dispose();
   searchToken?.cancel();
   if (!picked) return;
-  await vscode.window.withProgress(
+  // A download takes minutes: a cancellable progress notification (and nothing else meanwhile).
+  const done = await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `Downloading ${picked}`, cancellable: true },
     async (progress, token) => {
       const workDoneToken = `mlx-download-${Date.now()}`;
@@ -129,16 +143,38 @@ async function downloadModel(sidecar: SidecarClient): Promise<void> {
       });
       try {
         await sidecar.request(METHODS.download, { repo: picked, workDoneToken }, token);
-        void vscode.window.showInformationMessage(`MLX: downloaded ${picked}.`);
+        return true;
       } catch (e) {
-        if (token.isCancellationRequested)
-          void vscode.window.showInformationMessage(`MLX: download of ${picked} cancelled.`);
+        if (token.isCancellationRequested) void inform(`download:${picked}`, `MLX: download of ${picked} cancelled.`);
         else void vscode.window.showErrorMessage(`MLX: download of ${picked} failed: ${errorText(e)}`);
+        return false;
       } finally {
         sub?.dispose();
       }
     },
   );
+  if (!done) return;
+  if (opts.selectFor) {
+    await selectModel(sidecar, opts.selectFor, picked);
+    return;
+  }
+  const use = await inform(`download:${picked}`, `MLX: downloaded ${picked}.`, "Use for chat", "Use for completion");
+  if (use) await selectModel(sidecar, use === "Use for chat" ? "chat" : "completion", picked);
+}
+
+/** Loads `model` for `role` with progress in the status bar, then one message. */
+export async function selectModel(sidecar: SidecarClient, role: Role, model: string): Promise<boolean> {
+  return inStatusBar(`MLX: loading ${model} for ${role}`, async () => {
+    try {
+      await sidecar.request(METHODS.select, { role, model });
+      await setModelForRole(role, model);
+      void inform(`model:${role}:${model}`, `MLX: ${role} model is now ${model}.`);
+      return true;
+    } catch (e) {
+      void vscode.window.showErrorMessage(`MLX: could not switch to ${model}: ${errorText(e)}`);
+      return false;
+    }
+  });
 }
 
 async function pickRole(): Promise<Role | undefined> {
@@ -158,32 +194,23 @@ async function switchModel(sidecar: SidecarClient, role?: Role): Promise<void> {
   if (!role) return;
   let items: PickItem[];
   try {
-    items = pickerItems(await sidecar.request<ModelList>(METHODS.list, {}), role);
+    items = pickerItems(await sidecar.request(METHODS.list, {}), role);
   } catch (e) {
     void vscode.window.showErrorMessage(`MLX: could not list models: ${errorText(e)}`);
     return;
   }
-  if (!items.some((i) => i.id)) {
-    void vscode.window.showInformationMessage(
-      `MLX: no ${role} model installed. Use "MLX: Download Model…" or "MLX: Add Remote Endpoint…".`,
-    );
+  if (!items.some((i) => i.id && i.id !== DOWNLOAD_ITEM_ID)) {
+    const download = "Download a model…";
+    const remote = "Add Remote Endpoint…";
+    const choice = await vscode.window.showInformationMessage(`MLX: no ${role} model installed.`, download, remote);
+    if (choice === download) await downloadModel(sidecar, { selectFor: role });
+    if (choice === remote) await vscode.commands.executeCommand("mlxSidecar.addRemoteEndpoint");
     return;
   }
   const picked = await vscode.window.showQuickPick(items, { title: `MLX: ${role} model` });
   if (!picked?.id) return;
-  await vscode.window.withProgress(
-    { location: vscode.ProgressLocation.Notification, title: `Loading ${picked.id} for ${role}…` },
-    async () => {
-      try {
-        await sidecar.request(METHODS.select, { role, model: picked.id });
-        await setModelForRole(role, picked.id);
-        vscode.window.setStatusBarMessage(`MLX: ${role} model is now ${picked.id}`, 5000);
-        void vscode.window.showInformationMessage(`MLX: ${role} model is now ${picked.id}.`);
-      } catch (e) {
-        void vscode.window.showErrorMessage(`MLX: could not switch to ${picked.id}: ${errorText(e)}`);
-      }
-    },
-  );
+  if (picked.id === DOWNLOAD_ITEM_ID) return downloadModel(sidecar, { selectFor: role });
+  await selectModel(sidecar, role, picked.id);
 }
 
 async function deleteModel(sidecar: SidecarClient): Promise<void> {
@@ -219,9 +246,8 @@ export function registerCommands(sidecar: SidecarClient): vscode.Disposable[] {
     }
   };
   return [
-    vscode.commands.registerCommand(
-      "mlxSidecar.downloadModel",
-      guard(() => downloadModel(sidecar)),
+    vscode.commands.registerCommand("mlxSidecar.downloadModel", (opts?: DownloadOptions) =>
+      guard(() => downloadModel(sidecar, opts ?? {}))(),
     ),
     vscode.commands.registerCommand("mlxSidecar.switchModel", (role?: Role) =>
       guard(() => switchModel(sidecar, role))(),

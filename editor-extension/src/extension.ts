@@ -4,6 +4,7 @@ import { SidecarClient } from "./client";
 import { ChatViewProvider } from "./chat-view";
 import { registerCommands } from "./commands";
 import { RESTART_KEYS, SECTION } from "./settings";
+import { SidecarNotStarted } from "./sidecar-path";
 import { ChatStore } from "./chat-store";
 import { registerLocalChatModels } from "./lm-provider";
 import { StatusBar } from "./status-bar";
@@ -43,17 +44,22 @@ export async function activate(context: vscode.ExtensionContext): Promise<MlxSid
       webviewOptions: { retainContextWhenHidden: true },
     }),
     vscode.commands.registerCommand("mlxSidecar.newChat", () => chat.newChat()),
+    vscode.commands.registerCommand("mlxSidecar.chatHistory", () => chat.showHistory()),
     vscode.commands.registerCommand("mlxSidecar.addSelectionToChat", () => chat.addSelection()),
     vscode.commands.registerCommand("mlxSidecar.addFileToChat", () => chat.addFile()),
     ...registerCommands(sidecar),
     vscode.workspace.onDidChangeConfiguration(async (e) => {
       if (!e.affectsConfiguration(SECTION) || !sidecar) return;
-      if (RESTART_KEYS.some((k) => e.affectsConfiguration(k))) await sidecar.restart().catch(() => undefined);
+      log.appendLine(
+        `Configuration event (restart keys: ${RESTART_KEYS.filter((k) => e.affectsConfiguration(k)).join(", ") || "none"})`,
+      );
+      if (RESTART_KEYS.some((k) => e.affectsConfiguration(k))) await sidecar.onLaunchSettingsEvent();
       else await sidecar.pushSettings().catch(() => undefined);
     }),
   );
   // Start in the background: activation must not wait for a venv install or model load.
   sidecar.start().catch((e) => {
+    if (e instanceof SidecarNotStarted && e.told) return; // the user was asked and said no
     void vscode.window
       .showErrorMessage(
         `MLX Sidecar could not start: ${e instanceof Error ? e.message : String(e)}`,

@@ -4,7 +4,7 @@
 // oldest host we run on), so the API's shapes are declared here, as much as we use of them.
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
-import { type ChatDelta, type ChatResult, type ContentPart, METHODS, type ModelList } from "./protocol";
+import { type ChatDelta, type ContentPart, METHODS, type ModelList } from "./protocol";
 import { sidecarOptions } from "./settings";
 
 export const VENDOR = "mlx-sidecar";
@@ -109,7 +109,7 @@ export class LocalChatProvider {
 
   async provideLanguageModelChatInformation(): Promise<ChatInformation[]> {
     if (this.sidecar.state !== "running") return [];
-    const list = await this.sidecar.request<ModelList>(METHODS.list, {});
+    const list = await this.sidecar.request(METHODS.list, {});
     return chatInformation(list, sidecarOptions().chat.maxTokens);
   }
 
@@ -131,7 +131,7 @@ export class LocalChatProvider {
     });
     try {
       const opts = sidecarOptions().chat;
-      const result = await this.sidecar.request<ChatResult>(
+      const result = await this.sidecar.request(
         METHODS.chat,
         {
           model: model.id,

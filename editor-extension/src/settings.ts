@@ -1,11 +1,13 @@
 // The extension's settings, read in one place, and the shape the sidecar receives
 // (as initializationOptions at start and through workspace/didChangeConfiguration later).
 import * as vscode from "vscode";
+import type { InitOptions } from "./protocol";
 
 export const SECTION = "mlxSidecar";
 
-/** Matches sidecar/lsp/options.py InitOptions (camelCase; unknown keys are ignored there). */
-export interface SidecarOptions {
+/** The sidecar's InitOptions (generated from sidecar/lsp/options.py: a key or type that differs
+ * fails to compile) plus what only the extension reads (unknown keys are ignored there). */
+export interface SidecarOptions extends InitOptions {
   models: { completion: string | null; chat: string | null; embedding: string | null };
   completion: {
     enabled: boolean;
@@ -55,10 +57,10 @@ export function sidecarOptions(): SidecarOptions {
     completion: {
       enabled: c.get<boolean>("completion.enabled", true),
       debounceMs: c.get<number>("completion.debounceMs", 150),
-      maxTokens: c.get<number>("completion.maxTokens", 24),
+      maxTokens: c.get<number>("completion.maxTokens", 48),
       maxTimeMs: c.get<number>("completion.maxTimeMs", 1000),
-      prefixTokens: c.get<number>("completion.prefixTokens", 256),
-      suffixTokens: c.get<number>("completion.suffixTokens", 32),
+      prefixTokens: c.get<number>("completion.prefixTokens", 1024),
+      suffixTokens: c.get<number>("completion.suffixTokens", 256),
       contextTokens: c.get<number>("completion.contextTokens", 512),
       // The sidecar calls the chunk count `ringChunks` (its context ring).
       ringChunks: c.get<number>("completion.contextChunks", 16),

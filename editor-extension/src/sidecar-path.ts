@@ -94,6 +94,18 @@ export function sidecarRequirement(pipPackage: string, wheel = bundledWheel()): 
   return pipPackage || wheel || "mlx-sidecar";
 }
 
+/** The managed venv's sidecar if it is installed (for `requirement`), else undefined. */
+export function managedVenvReady(storage: vscode.Uri, requirement: string): string | undefined {
+  const venv = path.join(storage.fsPath, "venv");
+  const sidecar = venvBin(venv, "mlx-sidecar");
+  const marker = path.join(venv, ".mlx-sidecar-installed");
+  try {
+    return fs.existsSync(sidecar) && fs.readFileSync(marker, "utf8") === requirement ? sidecar : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Creates <globalStorage>/venv and pip-installs the sidecar and the default models' packages into
  * it, with a progress notification. */
 export async function ensureManagedVenv(
@@ -104,9 +116,8 @@ export async function ensureManagedVenv(
   const venv = path.join(storage.fsPath, "venv");
   const sidecar = venvBin(venv, "mlx-sidecar");
   const marker = path.join(venv, ".mlx-sidecar-installed");
-  if (fs.existsSync(sidecar) && fs.existsSync(marker) && fs.readFileSync(marker, "utf8") === requirement) {
-    return sidecar;
-  }
+  const ready = managedVenvReady(storage, requirement);
+  if (ready) return ready;
   const python = findOnPath("python3") ?? findOnPath("python");
   if (!python) {
     throw new Error(
@@ -142,15 +153,73 @@ export async function ensureManagedVenv(
   return sidecar;
 }
 
+/** Asked before anything is installed: `why` says what is missing or wrong; true: install the
+ * managed environment, false: do not (the start then fails with `why`). */
+export type AskToInstall = (why: string) => Promise<boolean>;
+
+/** A start the user declined (or a configured path that cannot be used): the user was already told. */
+export class SidecarNotStarted extends Error {
+  constructor(
+    message: string,
+    readonly told = true,
+  ) {
+    super(message);
+  }
+}
+
+/** Why a configured serverPath / pythonPath cannot start the sidecar (undefined: it can). Checks
+ * the file is executable and, for a Python, that `import sidecar` works in it. */
+export async function configuredProblem(cmd: SidecarCommand, timeoutMs = 60_000): Promise<string | undefined> {
+  try {
+    fs.accessSync(cmd.command, fs.constants.X_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return `${cmd.command} ${code === "ENOENT" ? "does not exist" : "is not executable"}`;
+  }
+  if (cmd.source !== "pythonPath") return undefined;
+  return new Promise((resolve) => {
+    execFile(cmd.command, ["-c", "import sidecar"], { timeout: timeoutMs }, (err, _out, stderr) => {
+      if (!err) return resolve(undefined);
+      const last = stderr.trim().split("\n").pop();
+      resolve(`${cmd.command} cannot import the sidecar (${last || err.message})`);
+    });
+  });
+}
+
+/** The sidecar's command. A configured serverPath or pythonPath is always the one used; when it
+ * cannot be, or nothing is configured or on PATH and the managed venv is not installed yet, the
+ * user is asked (`ask`) before anything is installed. `reread` gives the settings again just
+ * before asking: a settings file VS Code is rewriting at startup can read as empty for a moment. */
 export async function resolveSidecar(
   s: LaunchSettings,
   storage: vscode.Uri,
   log: vscode.OutputChannel,
+  ask: AskToInstall,
+  reread: () => LaunchSettings = () => s,
 ): Promise<SidecarCommand> {
-  const configured = commandFromSettings(s);
-  if (configured) return configured;
-  const onPath = findOnPath("mlx-sidecar");
-  if (onPath) return { command: onPath, args: sidecarArgs(s), source: "PATH" };
+  let why: string;
+  const configured = commandFromSettings(s) ?? commandFromSettings(reread());
+  if (configured) {
+    const problem = await configuredProblem(configured);
+    if (!problem) return configured;
+    why = `mlxSidecar.${configured.source} cannot be used: ${problem}.`;
+    log.appendLine(why);
+    // Installed earlier with the user's yes: used again, and said so (no question each start).
+    const ready = managedVenvReady(storage, sidecarRequirement(s.pipPackage));
+    if (ready) {
+      void vscode.window.showWarningMessage(`MLX Sidecar: ${why} Using the extension's own environment instead.`);
+      return { command: ready, args: sidecarArgs(s), source: "managed venv" };
+    }
+  } else {
+    const onPath = findOnPath("mlx-sidecar");
+    if (onPath) return { command: onPath, args: sidecarArgs(s), source: "PATH" };
+    const requirement = sidecarRequirement(s.pipPackage);
+    const ready = managedVenvReady(storage, requirement);
+    if (ready) return { command: ready, args: sidecarArgs(s), source: "managed venv" };
+    why = "No mlx-sidecar found: mlxSidecar.serverPath and mlxSidecar.pythonPath are empty and none is on PATH.";
+    log.appendLine(why);
+  }
+  if (!(await ask(why))) throw new SidecarNotStarted(why);
   const managed = await ensureManagedVenv(storage, sidecarRequirement(s.pipPackage), log);
   return { command: managed, args: sidecarArgs(s), source: "managed venv" };
 }

@@ -3,13 +3,25 @@ import * as vscode from "vscode";
 import type { ServedBy, SidecarClient } from "./client";
 import { type EditorStatus, METHODS } from "./protocol";
 
-/** What the status bar shows of an mlx/status reply: the completion model, recent tokens/s. */
+/** What the status bar shows of an mlx/status reply: the models per role, recent tokens/s. */
 export function summarize(status: Pick<EditorStatus, "roles" | "recent_tokens_per_s">): {
   model: string;
+  roles: Record<string, string>;
   tokensPerS?: number;
 } {
   const tps = status.recent_tokens_per_s;
-  return { model: status.roles.completion, tokensPerS: tps !== null && Number.isFinite(tps) ? tps : undefined };
+  return {
+    model: status.roles.completion,
+    roles: { ...status.roles },
+    tokensPerS: tps !== null && Number.isFinite(tps) ? tps : undefined,
+  };
+}
+
+/** What is running, for the status bar: each request's model once, a role named by the model
+ * that serves it ("chat" is the chat model), in the order they started. */
+export function runningText(running: readonly string[], roles: Record<string, string>): string {
+  const names = running.map((w) => (w in roles ? roles[w] : w));
+  return [...new Set(names)].join(", ");
 }
 
 /** The tooltip line for the last chat reply's origin ("" when the local engine answered). */
@@ -22,6 +34,7 @@ export function servedText(s: ServedBy): string {
 export class StatusBar implements vscode.Disposable {
   private readonly item = vscode.window.createStatusBarItem("mlxSidecar.status", vscode.StatusBarAlignment.Right, 100);
   private model: string | undefined;
+  private roles: Record<string, string> = {};
   private tps: number | undefined;
   private served: ServedBy = { upstream: null, fallbackReason: null };
   private readonly disposables: vscode.Disposable[] = [];
@@ -57,8 +70,9 @@ export class StatusBar implements vscode.Disposable {
   async refresh(): Promise<void> {
     if (this.sidecar.state !== "running") return;
     try {
-      const s = summarize(await this.sidecar.request<EditorStatus>(METHODS.status, {}));
+      const s = summarize(await this.sidecar.request(METHODS.status, {}));
       this.model = s.model;
+      this.roles = s.roles;
       this.tps = s.tokensPerS ?? this.tps;
     } catch {
       // shown as state instead
@@ -72,7 +86,9 @@ export class StatusBar implements vscode.Disposable {
     let text: string;
     if (state === "running") {
       if (this.sidecar.busy) icon = "$(loading~spin)";
-      const parts = [this.model ?? "MLX", this.sidecar.busy ? "busy" : "idle"];
+      // Busy: the models that run now (a chat on its model, not the completion model).
+      const busy = this.sidecar.busy ? runningText(this.sidecar.running, this.roles) : "";
+      const parts = busy ? [busy, "busy"] : [this.model ?? "MLX", this.sidecar.busy ? "busy" : "idle"];
       if (this.tps !== undefined && this.tps > 0) parts.push(`${this.tps.toFixed(1)} tok/s`);
       if (this.served.upstream) parts.push(`$(cloud) ${this.served.upstream}`);
       text = `${icon} ${parts.join(" · ")}`;
@@ -82,8 +98,11 @@ export class StatusBar implements vscode.Disposable {
       text = `$(loading~spin) MLX: ${state}`;
     }
     this.item.text = text;
+    const roles = Object.entries(this.roles)
+      .map(([role, model]) => `\n${role}: ${model}`)
+      .join("");
     this.item.tooltip =
-      `MLX Sidecar — ${state}${this.sidecar.lastError ? `\n${this.sidecar.lastError}` : ""}` +
+      `MLX Sidecar — ${state}${this.sidecar.lastError ? `\n${this.sidecar.lastError}` : ""}${roles}` +
       `${servedText(this.served)}\nClick for status.`;
   }
 

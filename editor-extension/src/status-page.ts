@@ -2,10 +2,40 @@
 // minutes (charts drawn by media/status.js from StatusHistory), the workspace index's size and
 // freshness. Polls `mlx/status` (and `mlx/workspace/status`) while open, more slowly while closed
 // so the charts have a history when it opens.
+import * as fs from "node:fs";
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
 import { type EditorStatus, METHODS, type ModelList, type WorkspaceStatus } from "./protocol";
 import { StatusHistory } from "./status-history";
+import { daemonPid } from "./daemon";
+import { daemonArgs } from "./sidecar-path";
+
+/** The command line the sidecar this window uses runs as: in daemon mode the daemon's own (from
+ * /proc where there is one: another window may have started it, with another command), else
+ * this window's process's. */
+export function startedAs(
+  sidecar: Pick<SidecarClient, "command" | "daemonDir">,
+  cmdline: (pid: number) => string | undefined = procCmdline,
+): { command?: string; daemon?: string } {
+  const cmd = sidecar.command;
+  if (!cmd) return {};
+  if (!sidecar.daemonDir) return { command: `${cmd.command} ${cmd.args.join(" ")}` };
+  const pid = daemonPid(sidecar.daemonDir);
+  const actual = pid !== undefined ? cmdline(pid) : undefined;
+  return {
+    command: actual ?? `${cmd.command} ${daemonArgs(cmd).join(" ")}`,
+    daemon: `shared daemon${pid !== undefined ? ` (pid ${pid})` : ""}, socket in ${sidecar.daemonDir}`,
+  };
+}
+
+function procCmdline(pid: number): string | undefined {
+  try {
+    const raw = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return raw.split("\0").filter(Boolean).join(" ") || undefined;
+  } catch {
+    return undefined; // not Linux, or gone
+  }
+}
 
 export const OPEN_POLL_MS = 2000;
 export const CLOSED_POLL_MS = 15_000;
@@ -15,6 +45,8 @@ export interface DashboardState {
   type: "state";
   state: string;
   command?: string;
+  /** Daemon mode: which shared sidecar this window is connected to. */
+  daemon?: string;
   lastError?: string;
   error?: string;
   status?: EditorStatus;
@@ -114,9 +146,7 @@ export class StatusPage implements vscode.Disposable {
     const state: DashboardState = {
       type: "state",
       state: this.sidecar.state,
-      command: this.sidecar.command
-        ? `${this.sidecar.command.command} ${this.sidecar.command.args.join(" ")}`
-        : undefined,
+      ...startedAs(this.sidecar),
       lastError: this.sidecar.lastError,
       models: [],
       history: this.history.all,
@@ -126,17 +156,15 @@ export class StatusPage implements vscode.Disposable {
     if (this.sidecar.state === "running") {
       try {
         const [status, list] = await Promise.all([
-          this.sidecar.request<EditorStatus>(METHODS.status, {}),
-          this.sidecar.request<ModelList>(METHODS.list, {}),
+          this.sidecar.request(METHODS.status, {}),
+          this.sidecar.request(METHODS.list, {}),
         ]);
         state.status = status;
         state.models = list.models;
         state.workspace = status.workspace;
         const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
         if (root && status.workspace?.root !== root) {
-          state.workspace = await this.sidecar
-            .request<WorkspaceStatus>(METHODS.workspaceStatus, { root })
-            .catch(() => status.workspace);
+          state.workspace = await this.sidecar.request(METHODS.workspaceStatus, { root }).catch(() => status.workspace);
         }
         this.history.add(status);
         state.history = this.history.all;

@@ -63,12 +63,12 @@ export class Upstreams implements vscode.Disposable {
   }
 
   private async declare(e: Endpoint): Promise<UpstreamsResult> {
-    let result = await this.sidecar.request<UpstreamsResult>(METHODS.upstreamsAdd, {
+    let result = await this.sidecar.request(METHODS.upstreamsAdd, {
       name: e.name,
-      baseUrl: e.baseUrl,
+      base_url: e.baseUrl,
     });
     const key = await this.context.secrets.get(secretKey(e.name));
-    if (key) result = await this.sidecar.request<UpstreamsResult>(METHODS.upstreamsSetKey, { upstream: e.name, key });
+    if (key) result = await this.sidecar.request(METHODS.upstreamsSetKey, { upstream: e.name, key });
     return result;
   }
 

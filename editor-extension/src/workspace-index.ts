@@ -4,13 +4,7 @@
 import * as vscode from "vscode";
 import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from "vscode-languageclient/node";
 import type { SidecarClient } from "./client";
-import {
-  METHODS,
-  type WorkspaceIndexResult,
-  type WorkspaceRename,
-  type WorkspaceStatus,
-  type WorkspaceUpdateParams,
-} from "./protocol";
+import { METHODS, type WorkspaceIndexResult, type WorkspaceRename, type WorkspaceUpdateParams } from "./protocol";
 
 /** Changes gathered for one mlx/workspace/update. */
 export class PendingUpdate {
@@ -66,6 +60,16 @@ export function indexSummary(
   return `${s.files} files, ${s.chunks} chunks, indexed ${when}`;
 }
 
+/** The one message after "Index Workspace": what the index holds now (as the dashboard says),
+ * whether this run changed it, short enough for a notification's one line. */
+export function indexedMessage(result: WorkspaceIndexResult): string {
+  const { run, status } = result;
+  const holds = `${status.files} files, ${status.chunks} chunks`;
+  const changed = run.files_indexed + run.files_deleted + run.files_renamed;
+  // A toast shows about 60 characters on one line: what the index holds comes first.
+  return changed ? `MLX: workspace indexed — ${holds}.` : `MLX: workspace index up to date — ${holds}.`;
+}
+
 export function ago(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));
   if (s < 60) return `${s} s ago`;
@@ -106,7 +110,7 @@ export class WorkspaceIndexer implements vscode.Disposable {
     const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
     if (!root) return;
     try {
-      const status = await this.sidecar.request<WorkspaceStatus>(METHODS.workspaceStatus, { root });
+      const status = await this.sidecar.request(METHODS.workspaceStatus, { root });
       this.indexed ||= status.files > 0;
     } catch {
       // no index: the watchers wait for "MLX: Index Workspace"
@@ -125,7 +129,7 @@ export class WorkspaceIndexer implements vscode.Disposable {
     clearTimeout(this.timer);
     if (this.pending.empty || this.sidecar.state !== "running") return undefined;
     try {
-      return await this.sidecar.request<WorkspaceIndexResult>(METHODS.workspaceUpdate, this.pending.take());
+      return await this.sidecar.request(METHODS.workspaceUpdate, this.pending.take());
     } catch (e) {
       this.sidecar.log.warn(`workspace update failed: ${e instanceof Error ? e.message : String(e)}`);
       return undefined;
@@ -136,7 +140,9 @@ export class WorkspaceIndexer implements vscode.Disposable {
   async index(): Promise<WorkspaceIndexResult | undefined> {
     const folder = vscode.workspace.workspaceFolders?.[0];
     if (!folder) {
-      void vscode.window.showInformationMessage("MLX: open a folder to index it.");
+      const open = "Open Folder…";
+      const choice = await vscode.window.showInformationMessage("MLX: open a folder to index it.", open);
+      if (choice === open) void vscode.commands.executeCommand("workbench.action.files.openFolder");
       return undefined;
     }
     return vscode.window.withProgress(
@@ -152,16 +158,13 @@ export class WorkspaceIndexer implements vscode.Disposable {
           if (pct !== undefined) last = pct;
         });
         try {
-          const result = await this.sidecar.request<WorkspaceIndexResult>(
+          const result = await this.sidecar.request(
             METHODS.workspaceIndex,
             { root: folder.uri.fsPath, work_done_token: workDoneToken },
             token,
           );
           this.indexed = true;
-          const r = result.run;
-          void vscode.window.showInformationMessage(
-            `MLX: workspace indexed (${r.files_indexed} files read, ${r.texts_embedded} chunks embedded; ${indexSummary(result.status)}). Ask with @workspace in the chat.`,
-          );
+          void vscode.window.showInformationMessage(indexedMessage(result));
           return result;
         } catch (e) {
           if (token.isCancellationRequested) {

@@ -241,7 +241,7 @@ async def suite(
     """`bench --suite engine`: start an engine, print each table as it is measured."""
     out: dict[str, Any] = {}
     async with Engine(settings) as engine:
-        print(f"device: {engine.status()['device']}; OpenBLAS: {blas.loaded_path or 'no'}")
+        print(f"device: {engine.status().device}; OpenBLAS: {blas.loaded_path or 'no'}")
         if text:
             rows = await text_benchmark(engine, model, concurrency, max_tokens)
             out["text"] = rows

@@ -169,6 +169,16 @@ def _start(
     raise RuntimeError(f"{cmd[:4]} did not start:\n{log.read_text(errors='replace')[-2000:]}")
 
 
+def start_serve(models_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `mlx-sidecar serve` on a free port; its base URL once it listens."""
+    proc, found = _start(
+        [sys.executable, "-m", "sidecar", "--models-dir", str(models_dir), "serve", "--port", "0"],
+        log,
+        re.compile(r"OpenAI API at (http://\S+)/v1"),
+    )
+    return proc, found.group(1)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -217,20 +227,7 @@ async def compare(
     logs = Path(tempfile.mkdtemp(prefix="bench-http-"))
     procs = []
     try:
-        proc, found = _start(
-            [
-                sys.executable,
-                "-m",
-                "sidecar",
-                "--models-dir",
-                str(models_dir),
-                "serve",
-                "--port",
-                "0",
-            ],
-            logs / "sidecar.log",
-            re.compile(r"OpenAI API at (http://\S+)/v1"),
-        )
+        proc, url = start_serve(models_dir, logs / "sidecar.log")
         procs.append(proc)
         port = free_port()
         wrapper = (
@@ -243,7 +240,7 @@ async def compare(
         )
         procs.append(proc)
         servers = {
-            "sidecar": (found.group(1), model),
+            "sidecar": (url, model),
             "mlx_lm.server": (f"http://127.0.0.1:{port}", str(path)),
         }
         for url, name in servers.values():

@@ -5,7 +5,10 @@ Traffic (each request drawn at random, `concurrency` at a time):
 - HTTP: chat (streamed or not), text completions, embeddings; some clients hang up mid-stream
   or time out early (a disconnect);
 - JSON-RPC: `mlx/chat` streamed with `mlx/chat/delta`, `textDocument/inlineCompletion`,
-  `mlx/embed`; some are cancelled with `$/cancelRequest` after a random delay.
+  `mlx/embed`; some are cancelled with `$/cancelRequest` after a random delay;
+- optionally, a chat with an inline image for a vision model (`image_model`), and chats routed
+  to an upstream that misbehaves (`bad_upstream_model`, configured by the caller): each must
+  end in a clear error naming that upstream (502/504), never a 500 or a hang.
 Outcomes are counted: ok, cancelled or disconnected by us, unexpected errors (a 5xx, a JSON-RPC
 error that is not -32800 for a cancel), lost (no answer within `answer_timeout_s`). At the end:
 the engine idles (nothing running or queued), answers a request, and its MLX memory is measured
@@ -17,9 +20,12 @@ against what it held right after the models loaded.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import random
+import struct
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +78,24 @@ class SoakReport:
         }
 
 
+def tiny_png(rng: random.Random) -> bytes:
+    """A 56x56 PNG of random colours (stdlib only: zlib and struct)."""
+    size = 56
+    raw = b"".join(b"\0" + rng.randbytes(size * 3) for _ in range(size))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
 def rss_of(pid: int) -> int | None:
     """Resident memory of a process (Linux /proc; None elsewhere)."""
     try:
@@ -85,9 +109,17 @@ def rss_of(pid: int) -> int | None:
 
 class Soak:
     def __init__(
-        self, rng: random.Random, max_tokens: int, answer_timeout_s: float, rest_s: float
+        self,
+        rng: random.Random,
+        max_tokens: int,
+        answer_timeout_s: float,
+        rest_s: float,
+        image_model: str | None = None,
+        bad_upstream_model: str | None = None,
     ) -> None:
         self.rng = rng
+        self.image_model = image_model
+        self.bad_upstream_model = bad_upstream_model
         self.rest_s = rest_s  # the server's prompt_cache_idle_s: quiet before memory is at rest
         self.max_tokens = max_tokens
         self.timeout = answer_timeout_s
@@ -163,6 +195,35 @@ class Soak:
                         return "ok"
         return "unexpected:stream ended without [DONE]"
 
+    async def http_image(self) -> str:
+        """A chat with a small inline PNG for the vision model."""
+        url = "data:image/png;base64," + base64.b64encode(tiny_png(self.rng)).decode()
+        content = [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+        body = {
+            "model": self.image_model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": self.max_tokens,
+        }
+        r = await self.http.post("/chat/completions", json=body)
+        return self.http_outcome(r.status_code)
+
+    async def http_bad_upstream(self) -> str:
+        """A chat routed to the misbehaving upstream: a 502/503/504 naming it is right."""
+        name = (self.bad_upstream_model or "").split("/", 1)[0]
+        body = {
+            "model": self.bad_upstream_model,
+            "messages": self.messages(),
+            "max_tokens": self.max_tokens,
+            "stream": self.rng.random() < 0.5,
+        }
+        r = await self.http.post("/chat/completions", json=body)
+        if r.status_code in (502, 503, 504) and f"upstream {name!r}" in r.text:  # 503: breaker
+            return "refused"
+        return f"unexpected:HTTP {r.status_code} {r.text[:200]}"
+
     async def http_completion(self) -> str:
         body = {"prompt": CODE, "max_tokens": self.max_tokens}
         r = await self.http.post("/completions", json=body)
@@ -231,6 +292,8 @@ class Soak:
             "rpc_chat": self.rpc_chat,
             "rpc_inline": self.rpc_inline,
             "rpc_embed": self.rpc_embed,
+            "http_image": self.http_image,
+            "http_bad_upstream": self.http_bad_upstream,
         }
         try:
             outcome = await asyncio.wait_for(runs[kind](), self.timeout)
@@ -271,9 +334,15 @@ class Soak:
         self.report.memory["loaded_active"] = (await self.memory())["active"]
         self.report.rss_bytes["loaded"] = rss_of(self.pid) or 0
 
+        kinds = list(KINDS)
+        kinds += ["http_image"] if self.image_model else []
+        kinds += ["http_bad_upstream"] if self.bad_upstream_model else []
+        drawn = kinds[len(KINDS) :]  # each optional kind at least once
+        drawn += [self.rng.choice(kinds) for _ in range(requests - len(drawn))]
+        self.rng.shuffle(drawn)
         queue: asyncio.Queue[str] = asyncio.Queue()
-        for _ in range(requests):
-            queue.put_nowait(self.rng.choice(KINDS))
+        for kind in drawn:
+            queue.put_nowait(kind)
 
         async def client() -> None:
             while not queue.empty():
@@ -300,12 +369,18 @@ async def soak(
     max_tokens: int = 8,
     seed: int = 0,
     answer_timeout_s: float = 120.0,
+    image_model: str | None = None,
+    bad_upstream_model: str | None = None,
 ) -> tuple[SoakReport, str]:
     """Run a soak on a fresh sidecar; return the report and the server's stderr. Memory at
-    rest is read after the server's `prompt_cache_idle_s` (2 s here unless `env` sets it)."""
+    rest is read after the server's `prompt_cache_idle_s` (2 s here unless `env` sets it).
+    `image_model`: a vision model that gets image chats; `bad_upstream_model`: an
+    `UPSTREAM/MODEL` (configured in `env`) that misbehaves and must be answered with errors."""
     env = {"MLX_SIDECAR_PROMPT_CACHE_IDLE_S": "2", **env}
     rest_s = float(env["MLX_SIDECAR_PROMPT_CACHE_IDLE_S"])
-    s = Soak(random.Random(seed), max_tokens, answer_timeout_s, rest_s)
+    s = Soak(
+        random.Random(seed), max_tokens, answer_timeout_s, rest_s, image_model, bad_upstream_model
+    )
     await s.start(env)
     try:
         report = await s.run(requests, concurrency)

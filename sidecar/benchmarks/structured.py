@@ -32,6 +32,7 @@ from typing import Any
 import mlx.core as mx
 
 from sidecar.config import Settings
+from sidecar.engine.chat import chat_prompt
 from sidecar.engine.constraints import Constraint, make_guide
 from sidecar.engine.engine import Engine, vocab_size
 from sidecar.engine.requests import GenerateRequest, Priority, Result
@@ -137,9 +138,8 @@ def _ratio(runs: dict[str, list[Run]], mode: str, what: str, share: float = 1.0)
 async def structured_benchmark(
     engine: Engine, model: str, levels: list[int], max_tokens: int, repeats: int = 3
 ) -> list[dict[str, Any]]:
-    await engine.load(model)
     messages = [{"role": "user", "content": QUESTION}]
-    prompt = await engine.chat_prompt(messages, model)
+    prompt = chat_prompt(await engine.text_model(model), messages)
     assert isinstance(prompt, list)
     warm = await one_run(engine, model, prompt, 1, "constrained", max_tokens)
     mask_us = await mask_cost_us(engine, model, warm.results[0].text)

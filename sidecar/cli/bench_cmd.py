@@ -16,6 +16,8 @@ ratios measured in one run. This module only parses the command line and picks t
   and `stdio --attach` bridges;
 - structured: json_schema constrained vs free decoding tokens/s at 1 and 8 streams.
 - memory: RSS, MLX and memory-governor figures before load, loaded, busy, at rest, unloaded.
+- fim: HumanEval single-line infilling (exact match, empty answers, latency) through the editor's
+  `textDocument/inlineCompletion` and `/v1/completions` next to mlx_lm called directly.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ SUITES = (
     "windows",
     "structured",
     "memory",
+    "fim",
 )
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
@@ -78,6 +81,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--soak-requests", type=int, default=1000, help="--suite soak: requests")
     p.add_argument("--soak-concurrency", type=int, default=8, help="--suite soak: clients")
+    p.add_argument("--limit", type=int, help="--suite fim: this many tasks, spread evenly")
+    p.add_argument(
+        "--fim-variants",
+        help="--suite fim: JSON {name: completion options} for extra editor runs, e.g. "
+        '\'{"1s": {"maxTimeMs": 1000}}\'',
+    )
+    p.add_argument(
+        "--fim-paths", default="direct,http,editor", help="--suite fim: which paths to run"
+    )
     p.add_argument("--skip-text", action="store_true")
     p.add_argument("--skip-embeddings", action="store_true")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
@@ -218,6 +230,22 @@ async def memory_suite(args: argparse.Namespace, settings: Settings) -> dict[str
     )
 
 
+async def fim_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import fim
+
+    variants = json.loads(args.fim_variants) if args.fim_variants else None
+    report = await fim.suite(
+        sidecar_env(settings),
+        settings.models_dir,
+        args.model or settings.completion_model,
+        args.limit,
+        variants,
+        tuple(p.strip() for p in args.fim_paths.split(",") if p.strip()),
+    )
+    print(fim.format_table(report), flush=True)
+    return report
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     suites = {
         "engine": engine_suite,
@@ -229,6 +257,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "windows": windows_suite,
         "structured": structured_suite,
         "memory": memory_suite,
+        "fim": fim_suite,
     }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):

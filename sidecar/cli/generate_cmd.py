@@ -28,15 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 async def _generate(args: argparse.Namespace, settings: Settings) -> Result:
+    from sidecar.engine.chat import chat_prompt
     from sidecar.engine.engine import Engine
     from sidecar.engine.requests import Delta, GenerateRequest
 
     async with Engine(settings) as engine:
         prompt: str | list[int] = args.prompt
         if args.chat:
-            prompt = await engine.chat_prompt(
-                [{"role": "user", "content": args.prompt}], args.model
-            )
+            loaded = await engine.text_model(args.model)
+            prompt = chat_prompt(loaded, [{"role": "user", "content": args.prompt}])
         request = GenerateRequest(
             prompt=prompt,
             model=args.model,

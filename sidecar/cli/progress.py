@@ -17,6 +17,8 @@ class StepBar:
     def update(self, message: str, done: int, total: int) -> None:
         if self.bar is None:
             self.bar = tqdm(total=total, desc=self.label, file=sys.stderr, leave=False)
+        if total != self.bar.total:  # a step that learned how much work there is
+            self.bar.total = total
         self.bar.set_postfix_str(message)
         self.bar.n = done
         self.bar.refresh()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 
 from sidecar.config import Settings
@@ -22,11 +23,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not path.exists():
         rows = []
     else:
-        store = UsageStore(path, settings.prices, writer=False)
         try:
-            rows = store.totals()
-        finally:
-            store.close()
+            store = UsageStore(path, settings.prices, writer=False)
+            try:
+                rows = store.totals()
+            finally:
+                store.close()
+        except (sqlite3.Error, OSError) as e:  # a corrupt or unreadable file: say which
+            print(f"error: {path}: cannot read the usage ledger: {e}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps([r.model_dump() for r in rows], indent=2))
         return 0

@@ -26,12 +26,16 @@ ExtraFiles = list[tuple[str, str]]  # (path, text)
 Order = Literal["psm", "spm"]
 
 # The order used per family: SPM where the family was trained on it too (StarCoder's and Code
-# Llama's training mixed PSM and SPM; Codestral only has SPM), PSM for the rest.
+# Llama's training mixed PSM and SPM; Codestral only has SPM), PSM for the rest. Qwen2.5-Coder
+# takes StarCoder's SPM form (`<|fim_prefix|><|fim_suffix|>{suf}<|fim_middle|>{pre}`: to a PSM
+# model, an empty prefix and a middle that starts with ours) better than its own PSM: exact
+# match 0.625 vs 0.425 on 80 HumanEval holes called directly (2026-12-05), and the suffix no
+# longer follows the text being typed, so each keystroke re-prefills only the new tokens.
 FIM_ORDER: dict[str, Order] = {
     "starcoder": "spm",
     "codellama": "spm",
     "codestral": "spm",
-    "qwen": "psm",
+    "qwen": "spm",
     "deepseek": "psm",
 }
 # (repo name token, file separator token): the first spelling the tokenizer has wins.

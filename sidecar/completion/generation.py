@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sidecar.completion.postprocess import postprocess
 from sidecar.completion.prompt import CompletionPrompt
@@ -51,6 +52,8 @@ class Generation:
         self._waiters = 0
         self._grace: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
+        self._first_token = asyncio.Event()
+        self.first_token_at: float | None = None  # loop.time() of the first token
         self._on_end = on_end
         self.task = asyncio.create_task(self._run(), name=f"completion {request.request_id}")
 
@@ -73,6 +76,9 @@ class Generation:
         try:
             async for event in self.engine.generate(self.request):
                 if isinstance(event, Delta):
+                    if self.first_token_at is None:
+                        self.first_token_at = asyncio.get_running_loop().time()
+                        self._first_token.set()
                     self.text += event.text
                     if not stopping and self._is_settled(self.text):
                         self.settled = True
@@ -105,6 +111,11 @@ class Generation:
             answer.rstrip()
         )
 
+    def first_line_done(self) -> bool:
+        """The answer's first line is complete (more tokens only add lines)."""
+        answer = self.prompt.answer(self.text)
+        return answer is not None and "\n" in answer.lstrip("\n")
+
     def serves(self, place: Place) -> str | None:
         """What the user typed since this generation's place, when its output so far starts
         with it (so its answer still applies there); else None."""
@@ -115,30 +126,56 @@ class Generation:
         typed = place.prefix[len(self.place.prefix) :]
         return typed if self.text.startswith(self.prompt.healed + typed) else None
 
-    def ghost_text(self) -> str:
-        """The ghost text for this generation's place from what it made so far."""
+    def ghost_text(self, complete_lines: bool = False) -> str:
+        """The ghost text for this generation's place from what it made so far;
+        `complete_lines`: a multi-line answer still being made shows only its finished lines
+        (a half-written second line is noise), a first line shows as far as it got."""
         answer = self.prompt.answer(self.text)
         if not answer:
             return ""
+        if complete_lines and not self.mid_line and "\n" in answer.lstrip("\n"):
+            answer = answer[: answer.rindex("\n")]
         return postprocess(answer, self.prompt.prefix, self.prompt.suffix, chat=self.prompt.chat)
 
-    async def wait(self, timeout_s: float) -> bool:
-        """Wait until it ends or `timeout_s` passes (a timer: no token needs to arrive);
-        True when it ended. Leaving (timeout or the caller cancelled) with nobody else
-        waiting starts the orphan grace."""
+    async def wait(self, budget_s: float, since: float) -> bool:
+        """Wait until it ends, or until `budget_s` of decoding have passed: from its first token,
+        or from `since` (loop time) when that is later (an adopted generation). The prefill is
+        not counted: it is bounded by the prompt budgets, and a budget spent on it would leave
+        a slow machine (the CPU backend) with no ghost text at all. True when it ended. Leaving
+        (budget spent or the caller cancelled) with nobody else waiting starts the orphan grace."""
         self._waiters += 1
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
+        loop = asyncio.get_running_loop()
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+            await self._until(self._first_token)
+            if not self.done:
+                started = max(self.first_token_at or since, since)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(self.task), started + budget_s - loop.time()
+                    )
+            # Past the budget, still never a cut-off first line: a half-written line is ghost
+            # text nobody can accept (measured: `bench --suite fim`, README).
+            while not self.done and not self.first_line_done():
+                self._changed.clear()
+                await self._until(self._changed)
             return self.done
         finally:
             self._waiters -= 1
             if not self._waiters and not self.done:
                 loop = asyncio.get_running_loop()
                 self._grace = loop.call_later(ORPHAN_GRACE_S, self.abandon)
+
+    async def _until(self, event: asyncio.Event) -> None:
+        """Until `event` is set or the generation ends."""
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+        task: asyncio.Future[Any] = asyncio.shield(self.task)
+        try:
+            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
 
     def abandon(self) -> None:
         """Cancel it: nobody wants its answer."""

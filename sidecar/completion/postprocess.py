@@ -127,11 +127,14 @@ def cut_repeated_lines(text: str, suffix: str) -> str:
 def cut_dedent(text: str, prefix: str) -> str:
     """Stop at the first later line indented less than the block being written (the answer ran
     out of it, e.g. into the next function). The block is the cursor line's, or, when the
-    answer starts on a new line, that line's."""
+    answer starts on a new line (or on a blank one, indented), that line's."""
     lines = text.split("\n")
     if lines[0].strip():
         line_prefix = prefix.rsplit("\n", 1)[-1]
-        block = indent_of(line_prefix) if line_prefix.strip() else len(line_prefix)
+        if line_prefix.strip():
+            block = indent_of(line_prefix)
+        else:  # a blank line: the indentation typed so far, or what the answer indents itself
+            block = max(len(line_prefix), indent_of(lines[0]))
     else:
         first = next((ln for ln in lines[1:] if ln.strip()), "")
         block = indent_of(first)

@@ -54,7 +54,15 @@ class CompletionPrompt:
         return generated[len(self.healed) :]
 
 
-PARTIAL_WORD = re.compile(r" ?[A-Za-z0-9_]{0,48}$")
+# \Z, not $: `$` also matches before a final newline, which cut "0\n" off a prefix ending "= 0\n".
+# A word being typed, one space after a word, or a new line's whole indentation (the model
+# writes a line's indentation itself far more reliably than it continues one: given part of it,
+# the Qwen coder drops or adds a space, tests/test_fim_real.py).
+PARTIAL_WORD = re.compile(
+    r"(?:(?<=\n)|\A)[ \t]{1,64}\Z"  # a new line's indentation, whole
+    r"| ?[A-Za-z0-9_]{1,48}\Z"  # a word after other text, with the space before it
+    r"|(?<=\S) \Z"  # one space after a word
+)
 
 
 def heal(prefix: str) -> tuple[str, str]:

@@ -138,6 +138,7 @@ class CompletionSession:
         """Ghost text for the cursor between `prefix` and `suffix`, within the time budget.
         Cancelling the caller leaves the generation to the next request (or its grace)."""
         started = time.perf_counter()
+        since = asyncio.get_running_loop().time()
         self.last_request_at = time.monotonic()  # the user is typing (background work waits)
         budget_s = self.options.max_time_ms / 1000
         hit = self.cache.get(prefix, suffix)
@@ -148,23 +149,22 @@ class CompletionSession:
         typed = gen.serves(place) if gen is not None else None
         if gen is not None and typed is None:
             gen.abandon()
-        budget_from = started
         if gen is None or typed is None:
             typed = ""
             gen = await self._start(model, place)
             if gen is None:
                 return self._counted(Completion("", model, "empty", latency_s=_since(started)))
             source: Source = "model"
-            # The budget is the generation's: a model that had to load first (the editor's
-            # first request) does not spend it, or the first ghost text would always be empty.
-            budget_from = time.perf_counter()
+            # The budget is the generation's decoding: a model that had to load first (the
+            # editor's first request) and the prefill do not spend it.
+            since = asyncio.get_running_loop().time()
         else:
             gen.adoptions += 1
             source = "adopted"
-        ended = await gen.wait(budget_s - _since(budget_from))
+        ended = await gen.wait(budget_s, since)
         if gen.error is not None and not gen.abandoned:
             raise gen.error
-        text = gen.ghost_text()
+        text = gen.ghost_text(complete_lines=not ended)
         text = text[len(typed) :] if text.startswith(typed) else ""
         result = gen.result
         completion = Completion(
@@ -207,6 +207,8 @@ class CompletionSession:
         if not (place.prefix + place.suffix).strip():
             return None
         options = self.options
+        if not loaded.info.fim and options.fallback == "prefix" and not place.prefix.strip():
+            return None  # nothing to continue (line 1, column 0 of a model without FIM tokens)
         tokenizer = loaded.tokenizer
         if loaded.id not in self._vocab:  # `fim` comes with the model; its vocabulary too
             self._vocab[loaded.id] = vocab_of(tokenizer) if loaded.info.fim else None

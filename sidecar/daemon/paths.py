@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.config import Settings
+from sidecar.config import Settings, cache_home
 
 DIR_NAME = "mlx-sidecar"
 
@@ -58,7 +58,7 @@ def runtime_dir(settings: Settings) -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and Path(xdg).is_dir():
         return Path(xdg) / DIR_NAME
-    return Path.home() / ".cache" / DIR_NAME / "run"
+    return cache_home() / DIR_NAME / "run"
 
 
 def daemon_paths(settings: Settings) -> DaemonPaths:

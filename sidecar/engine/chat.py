@@ -1,10 +1,13 @@
-"""A chat turn for both edges: messages (and tools) -> the prompt and how to read the reply;
-the engine's text stream -> content, reasoning and tool-call deltas, then the whole reply.
+"""The one chat turn every edge and dialect runs (the OpenAI port's Chat Completions,
+Responses and Messages, JSON-RPC `mlx/chat`): messages (and tools) -> the prompt and how to
+read the reply; the engine's text stream -> content, reasoning and tool-call deltas, then the
+whole reply.
 
-    plan = await plan_chat(engine, messages, model, tools)
-    req = GenerateRequest(prompt=plan.prompt, model=plan.model, constraint=plan.constraint, ...)
-    async for event in chat_stream(engine, req, plan, inline_reasoning=False):
+    turn = await start_turn(engine, TurnInput(messages, tools), model, max_tokens=64, ...)
+    async for event in turn.events(engine):
         ...  # ReplyDelta (content / reasoning / tool_calls), then one ChatReply
+
+The model is loaded once and the prompt rendered once per turn (`plan_for`).
 """
 
 from __future__ import annotations
@@ -15,15 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.engine.constraints import Constraint, ConstraintError, lark_json
-from sidecar.engine.messages import render_chat
-from sidecar.engine.reply import Markers, Piece, ReplySplitter, ToolCall
-from sidecar.engine.requests import (
-    Delta,
-    EngineError,
-    FinishReason,
-    GenerateRequest,
-    Result,
-)
+from sidecar.engine.messages import UNTRUSTED_KEYS, check_no_markers, render_chat
+from sidecar.engine.reply import Markers, Piece, ReplySplitter, ReplyToolCall
+from sidecar.engine.requests import Delta, FinishReason, GenerateRequest, Priority, Result
 from sidecar.engine.response_format import ResponseFormat, constraint_of, with_json_instruction
 from sidecar.engine.tools import (
     ToolChoiceError,
@@ -37,7 +34,13 @@ from sidecar.engine.tools import (
     reply_markers,
     template_messages,
 )
-from sidecar.engine.vision_runner import image_count, text_only_messages
+from sidecar.engine.vision_runner import (
+    image_count,
+    message_images,
+    render_vision_chat,
+    text_only_messages,
+)
+from sidecar.errors import ImagesNotSupported
 
 
 @dataclass
@@ -55,7 +58,7 @@ class ReplyDelta(Delta):
     """`text` is the content's piece; reasoning and whole tool calls beside it."""
 
     reasoning: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_calls: list[ReplyToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -63,7 +66,58 @@ class ChatReply(Result):
     """The whole reply: `text` is the content, without reasoning or tool markup."""
 
     reasoning: str | None = None
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_calls: list[ReplyToolCall] = field(default_factory=list)
+
+
+@dataclass
+class Turn:
+    """One chat turn ready to run: how to read its reply and the engine request."""
+
+    plan: ChatPlan
+    request: GenerateRequest
+
+    def events(
+        self, engine: Any, inline_reasoning: bool = False
+    ) -> AsyncIterator[ReplyDelta | ChatReply]:
+        return chat_stream(engine, self.request, self.plan, inline_reasoning)
+
+
+@dataclass
+class TurnInput:
+    """What a chat turn renders: engine-shaped messages (see `Message.to_template`), tools and
+    the response format. `plan` renders it once per model, so the router's context check
+    (`prompt_tokens`) and the turn share one rendering."""
+
+    messages: list[dict[str, Any]]
+    tools: ToolRequest | None = None
+    response_format: ResponseFormat | None = None
+    plans: dict[str, ChatPlan] = field(default_factory=dict, repr=False)
+
+    def plan(self, loaded: Any) -> ChatPlan:
+        if loaded.id not in self.plans:
+            self.plans[loaded.id] = plan_for(
+                loaded, self.messages, self.tools, self.response_format
+            )
+        return self.plans[loaded.id]
+
+    def prompt_tokens(self, loaded: Any) -> int:
+        return len(self.plan(loaded).prompt)
+
+
+async def start_turn(engine: Any, what: TurnInput, model: str | None, **request: Any) -> Turn:
+    """The turn for `what` on `model` (None: the default chat model): the model loaded once,
+    the prompt rendered once, and the GenerateRequest (`request`: its other fields —
+    max_tokens, temperature, stop, ...)."""
+    loaded = await engine.text_model(model)
+    plan = what.plan(loaded)
+    req = GenerateRequest(
+        prompt=plan.prompt,
+        model=loaded.id,
+        images=message_images(what.messages),
+        constraint=plan.constraint,
+        **{"priority": Priority.CHAT, **request},
+    )
+    return Turn(plan, req)
 
 
 async def plan_chat(
@@ -73,20 +127,35 @@ async def plan_chat(
     tools: ToolRequest | None,
     response_format: ResponseFormat | None = None,
 ) -> ChatPlan:
+    """`plan_for` the loaded `model` (None: the default chat model)."""
+    return plan_for(await engine.text_model(model), messages, tools, response_format)
+
+
+def chat_prompt(loaded: Any, messages: list[dict[str, Any]]) -> list[int] | str:
+    """The prompt of a plain turn (no tools, free text) on `loaded`."""
+    return plan_for(loaded, messages, None).prompt
+
+
+def plan_for(
+    loaded: Any,
+    messages: list[dict[str, Any]],
+    tools: ToolRequest | None,
+    response_format: ResponseFormat | None = None,
+) -> ChatPlan:
     """Render the turn with the model's chat template (tools natively, or described in a
     system message for a template without a tools section) and say how to split the reply
     and what constrains it (a forced tool call, or a JSON response_format)."""
-    loaded = await engine.text_model(model)
     messages = with_json_instruction(messages, response_format)
     response = constraint_of(response_format)
     if loaded.kind == "vision":
         if tools is not None and tools.active:
             raise ToolsError(f"model {loaded.id!r} is a vision model; tools need a text model")
-        prompt = await engine.chat_prompt(messages, loaded.id)
-        return ChatPlan(loaded.id, prompt, Markers(), constraint=response)
+        guard_vision_text(loaded.tokenizer, messages)
+        rendered = render_vision_chat(loaded.tokenizer, loaded.model.config, messages)
+        return ChatPlan(loaded.id, rendered, Markers(), constraint=response)
     tokenizer = loaded.tokenizer
     if image_count(messages):
-        raise EngineError(f"model {loaded.id!r} does not take images")
+        raise ImagesNotSupported(f"model {loaded.id!r} does not take images")
     text = template_messages(text_only_messages(messages))
     native = native_tools(tokenizer)
     if not native:
@@ -110,6 +179,16 @@ async def plan_chat(
     return ChatPlan(loaded.id, prompt, markers, thinking, constraint or response)
 
 
+def guard_vision_text(processor: Any, messages: list[dict[str, Any]]) -> None:
+    """A vision model's prompt is text its processor tokenizes with control tokens parsed (it
+    places the images there), so users' text cannot be split like a text model's (see
+    sidecar/engine/messages.py): text that spells a control token is refused instead."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    for message in text_only_messages(messages):
+        for key in UNTRUSTED_KEYS:
+            check_no_markers(tokenizer, f"messages' {key}", message.get(key) or None)
+
+
 def after_think(fmt: ResponseFormat, think_end: str, tokenizer: Any) -> Constraint:
     """A JSON response_format for a prompt that opened a think block: the reply closes it
     first, or the JSON would be read as thinking."""
@@ -120,7 +199,7 @@ def after_think(fmt: ResponseFormat, think_end: str, tokenizer: Any) -> Constrai
     return Constraint.lark(grammar, name=spec.get("name", "") or fmt.type)
 
 
-def reply_finish(result: Result, calls: list[ToolCall]) -> FinishReason:
+def reply_finish(result: Result, calls: list[ReplyToolCall]) -> FinishReason:
     return "tool_calls" if calls and result.finish_reason == "stop" else result.finish_reason
 
 

@@ -32,7 +32,8 @@ import llguidance.numpy
 import mlx.core as mx
 import numpy as np
 
-from sidecar.engine.requests import EngineError
+from sidecar.engine.schema_refs import has_finite_instance
+from sidecar.errors import EngineError
 
 ConstraintKind = Literal["json_schema", "json_object", "lark"]
 # Compact JSON (no whitespace between tokens): fewer tokens, and a document that always ends;
@@ -68,6 +69,11 @@ class Constraint:
             schema = {} if schema else {"not": {}}
         if not isinstance(schema, Mapping):
             raise ConstraintError("json_schema.schema must be a JSON object")
+        if not has_finite_instance(schema):
+            raise ConstraintError(
+                "invalid json_schema: no finite JSON value satisfies it (a $ref cycle, or a "
+                "required property that always needs another level of itself)"
+            )
         options = {**JSON_OPTIONS, "lenient": not strict}
         try:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(
@@ -134,7 +140,7 @@ def _ll_tokenizer(tokenizer: Any, eos_ids: tuple[int, ...]) -> llguidance.LLToke
 def _compiled(tokenizer: Any, eos_ids: tuple[int, ...], grammar: str) -> llguidance.LLMatcher:
     matcher = llguidance.LLMatcher(_ll_tokenizer(tokenizer, eos_ids), grammar, log_level=0)
     if matcher.is_error():
-        raise ConstraintError(f"invalid response_format: {matcher.get_error().strip()}")
+        raise ConstraintError(f"invalid response_format: {readable(matcher.get_error())}")
     return matcher
 
 
@@ -143,6 +149,12 @@ def make_guide(constraint: Constraint, tokenizer: Any, eos_ids: list[int]) -> Gu
     first time a tokenizer is seen, so call this off the event loop)."""
     template = _compiled(tokenizer, tuple(sorted(eos_ids)), constraint.grammar)
     return Guide(template.deep_copy(), _ll_tokenizer(tokenizer, tuple(sorted(eos_ids))))
+
+
+def readable(error: str | None) -> str:
+    """llguidance's error without the parser state and grammar it appends (internal detail,
+    and the whole schema again)."""
+    return (error or "").split("<state>")[0].split("<grammar>")[0].strip()
 
 
 class Guide:
@@ -168,7 +180,7 @@ class Guide:
             return self._failure
         if not self.matcher.is_error():
             return None
-        return self.matcher.get_error() or "the output left the grammar"
+        return readable(self.matcher.get_error()) or "the output left the grammar"
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         """Never raises: it runs inside the whole batch's step, and one sequence's failure must

@@ -20,7 +20,7 @@ from typing import Any
 import mlx.core as mx
 import mlx_embeddings
 
-from sidecar.engine.requests import EmbedResult, Priority
+from sidecar.engine.requests import Embeddings, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 
@@ -33,7 +33,7 @@ QUERY_TEXTS = 8  # calls up to this many texts are queries (CHAT class); larger 
 @dataclass
 class EmbedCall:
     texts: list[str]
-    done: Callable[[EmbedResult | BaseException], None]
+    done: Callable[[Embeddings | BaseException], None]
     wanted: InitVar[Priority | None] = None  # None: by size
     priority: Priority = field(init=False)
     submitted_at: float = field(default_factory=time.perf_counter)
@@ -142,7 +142,7 @@ class EmbedRunner:
                 start += len(chunk)
         for call, _ in parts:
             if not call.failed and call.left == 0:
-                call.done(EmbedResult(self.model_id, call.vectors, self._count_tokens(call.texts)))
+                call.done(Embeddings(self.model_id, call.vectors, self._count_tokens(call.texts)))
         self.current = [c for c in self.current if not c.failed and c.left > 0]
 
     def close(self) -> None:

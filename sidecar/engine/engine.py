@@ -20,8 +20,9 @@ from sidecar.config import Settings
 from sidecar.engine.constraints import ConstraintError, make_guide
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.embed_runner import EmbedCall, EmbedRunner
+from sidecar.engine.images import load_images
 from sidecar.engine.memory import MemoryGovernor, apply_mlx_limits, restore_mlx_limits
-from sidecar.engine.messages import encode, render_chat
+from sidecar.engine.messages import encode
 from sidecar.engine.observe import (
     embed_attributes,
     end_generation_span,
@@ -31,31 +32,29 @@ from sidecar.engine.observe import (
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
     Delta,
-    EmbedResult,
-    EngineError,
+    Embeddings,
     GenerateRequest,
     Priority,
-    PromptTooLongError,
     Result,
-    WrongModelKindError,
 )
 from sidecar.engine.runner import Runner
 from sidecar.engine.scheduler import WaitTimes
 from sidecar.engine.sequence import Sequence
 from sidecar.engine.text_runner import TextRunner
-from sidecar.engine.vision_runner import (
-    VisionRunner,
-    image_count,
-    load_images,
-    render_vision_chat,
-    text_only_messages,
-)
+from sidecar.engine.vision_runner import VisionRunner
 from sidecar.engine.worker import Worker
+from sidecar.errors import (
+    EngineError,
+    ImagesNotSupported,
+    ModelNotFoundError,
+    PromptTooLongError,
+    WrongModelKindError,
+)
 from sidecar.mlx_cleanup import clear_thread_streams, release_memory
-from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL, install_defaults
+from sidecar.models.defaults import DEFAULT_MODELS, install_defaults
 from sidecar.models.kinds import ModelKind
 from sidecar.models.pool import LoadedModel, ModelPool
-from sidecar.models.store import ModelInfo, ModelNotFoundError, ModelStore
+from sidecar.models.store import ModelInfo, ModelStore
 from sidecar.usage.events import UsageEvent
 from sidecar.usage.store import UsageStore
 from sidecar.wire import EngineStatus
@@ -249,7 +248,7 @@ class Engine:
         try:
             return self.store.info(model_id)
         except ModelNotFoundError:
-            if model_id not in (CHAT_MODEL, EMBEDDING_MODEL):
+            if model_id not in DEFAULT_MODELS:
                 raise
             install_defaults(self.store.models_dir)
             clear_thread_streams()  # this pool thread ran MLX (the GGUF import)
@@ -270,25 +269,6 @@ class Engine:
 
     # -- text --------------------------------------------------------------------------------
 
-    async def chat_prompt(
-        self, messages: list[dict[str, Any]], model: str | None = None
-    ) -> list[int] | str:
-        """`messages` rendered with the model's chat template, as the `prompt` of a
-        GenerateRequest. Contents may be strings or OpenAI-style parts
-        (`[{"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}]`).
-
-        Text model: token ids (text parts joined; image parts raise EngineError).
-        Vision model: the prompt text with one placeholder per image part (the processor
-        expands it when the request runs); send the images with it:
-        `GenerateRequest(prompt=p, images=message_images(messages), ...)`
-        (`sidecar.engine.vision_runner.message_images`)."""
-        loaded = await self._ensure(model, ("text", "vision"))
-        if loaded.kind == "vision":
-            return render_vision_chat(loaded.tokenizer, loaded.model.config, messages)
-        if image_count(messages):
-            raise EngineError(f"model {loaded.id!r} does not take images")
-        return render_chat(loaded.tokenizer, text_only_messages(messages))
-
     async def text_model(self, model: str | None = None) -> LoadedModel:
         """The loaded text (or vision) model `model` names (None: the default chat model)."""
         return await self._ensure(model, ("text", "vision"))
@@ -305,7 +285,7 @@ class Engine:
         request.validate()
         loaded = await self._ensure(request.model, ("text", "vision"))
         if request.images and loaded.kind != "vision":
-            raise EngineError(f"model {loaded.id!r} does not take images")
+            raise ImagesNotSupported(f"model {loaded.id!r} does not take images")
         guide = None
         if request.constraint is not None:
             if loaded.kind == "vision":
@@ -331,17 +311,32 @@ class Engine:
         def sink(event: Event) -> None:
             loop.call_soon_threadsafe(deliver, event)
 
-        if loaded.kind == "vision":
-            vision: VisionRunner = loaded.runner
-            images = await asyncio.to_thread(load_images, request.images) if request.images else []
-            job = vision.new_job(request, images, sink)
-            seq = job.seq
-            submit = functools.partial(vision.submit, job)
-        else:
-            seq = self._text_sequence(loaded, request, sink)
-            seq.guide = guide
-            text: TextRunner = loaded.runner
-            submit = functools.partial(text.submit, seq)
+        held = 0  # bytes of decoded images counted against the memory budget
+
+        def hold(nbytes: int) -> None:
+            nonlocal held
+            self.governor.hold_images(nbytes)
+            held = nbytes
+
+        try:
+            if loaded.kind == "vision":
+                vision: VisionRunner = loaded.runner
+                images = []
+                if request.images:
+                    limits = self.settings.limits
+                    decoded = await asyncio.to_thread(load_images, request.images, limits, hold)
+                    images = decoded.images
+                job = vision.new_job(request, images, sink)
+                seq = job.seq
+                submit = functools.partial(vision.submit, job)
+            else:
+                seq = self._text_sequence(loaded, request, sink)
+                seq.guide = guide
+                text: TextRunner = loaded.runner
+                submit = functools.partial(text.submit, seq)
+        except BaseException:
+            self.governor.release_images(held)
+            raise
         span = generation_span(loaded, request, seq)
         self._active[request.request_id] = seq
         self._caches_released = False
@@ -358,6 +353,7 @@ class Engine:
                 yield event
         finally:
             self._active.pop(request.request_id, None)
+            self.governor.release_images(held)
             if finished is None:
                 seq.cancel()
                 self.worker.wake()
@@ -410,7 +406,7 @@ class Engine:
 
     async def embed(
         self, texts: list[str], model: str | None = None, priority: Priority | None = None
-    ) -> EmbedResult:
+    ) -> Embeddings:
         """Vectors for `texts`. A few texts run as a query (CHAT class), more as BULK, unless
         `priority` says otherwise."""
         if not isinstance(texts, list) or not texts:
@@ -420,10 +416,10 @@ class Engine:
         loaded = await self._ensure(model, ("embedding",))
         runner: EmbedRunner = loaded.runner
         assert self._loop is not None, "engine not started"
-        fut: asyncio.Future[EmbedResult] = self._loop.create_future()
+        fut: asyncio.Future[Embeddings] = self._loop.create_future()
         loop = self._loop
 
-        def done(result: EmbedResult | BaseException) -> None:
+        def done(result: Embeddings | BaseException) -> None:
             def settle() -> None:
                 if fut.done():
                     return

@@ -13,7 +13,7 @@ every sequence to the longest one's length, so a mixed batch can hold somewhat m
 Admission: a sequence whose reservation fits beside the weights and the other reservations
 starts, evicting least recently used prompt caches first when they are in the way (they are only
 a speed-up). One that does not fit waits in its queue until memory frees; one that does not fit
-even with nothing else running is refused with `InsufficientMemoryError`, alone.
+even with nothing else running is refused with `InsufficientMemory`, alone.
 
 `KVAdmission` is a text runner's side of it; the vision runner asks the governor directly
 (its prompt's length is known only once the images are processed).
@@ -34,7 +34,7 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
 from sidecar.engine.requests import Priority
 from sidecar.engine.scheduler import WaitQueue
-from sidecar.errors import OutOfMemory, OverMemoryBudget
+from sidecar.errors import InsufficientMemory, OutOfMemory
 
 log = logging.getLogger(__name__)
 KV_STEP = 256  # tokens mlx_lm's KVCache allocates at a time
@@ -53,10 +53,6 @@ ALLOCATION_FAILURE_MARKS = (
     "out of memory",
     "outofmemory",
 )
-
-
-# Refused by the budget: HTTP 400 `insufficient_memory`, JSON-RPC -32602; the others run on.
-InsufficientMemoryError = OverMemoryBudget
 
 
 class Admission(Enum):
@@ -119,6 +115,7 @@ class MemoryGovernor:
         self._prompt_caches = prompt_caches
         self._lock = threading.Lock()  # status reads the reservations from the event loop
         self._kv: dict[int, tuple[Any, int]] = {}  # id(sequence) -> (sequence, bytes)
+        self._images = 0  # decoded images of running vision requests (held off the worker)
         self.refused = 0
         self.evicted_prompt_cache_bytes = 0
 
@@ -137,15 +134,41 @@ class MemoryGovernor:
     def prompt_cache_bytes(self) -> int:
         return sum(c.nbytes for c in self._prompt_caches())
 
+    def image_bytes(self) -> int:
+        return self._images
+
     def used_bytes(self) -> int:
-        return self.weights_bytes() + self.kv_bytes() + self.prompt_cache_bytes()
+        return self.weights_bytes() + self.kv_bytes() + self.prompt_cache_bytes() + self._images
+
+    # -- decoded images (any thread) --
+
+    def hold_images(self, nbytes: int) -> None:
+        """Count `nbytes` of decoded images against the budget until `release_images`; refuse
+        (InsufficientMemory) when they do not fit beside the weights, the reserved KV and
+        the other requests' images. Prompt caches are only a speed-up: not counted here."""
+        with self._lock:
+            kv = sum(n for seq, n in self._kv.values() if not seq.done)
+            room = self.budget_bytes - self.weights_bytes() - kv - self._images
+            if nbytes > room:
+                self.refused += 1
+                raise InsufficientMemory(
+                    f"the request's images decode to {nbytes / MiB:.0f} MiB, but the memory "
+                    f"budget of {self.budget_bytes / MiB:.0f} MiB leaves {max(room, 0) / MiB:.0f}"
+                    " MiB now; send smaller images or fewer at once",
+                    param="messages",
+                )
+            self._images += nbytes
+
+    def release_images(self, nbytes: int) -> None:
+        with self._lock:
+            self._images = max(0, self._images - nbytes)
 
     # -- admission (worker thread) --
 
     def admit(self, seq: Any, need: int) -> Admission:
         """Reserve `need` KV bytes for `seq` (START), or say it must WAIT for memory, or be
         REFUSED because it could not fit even alone."""
-        room = self.budget_bytes - self.weights_bytes()
+        room = self.budget_bytes - self.weights_bytes() - self._images
         kv = self.kv_bytes()
         if need > room - kv:
             if need > room or kv == 0:  # nothing to wait for: it never fits
@@ -163,14 +186,15 @@ class MemoryGovernor:
         kv = self.kv_bytes()
         return need <= room - kv or need > room or kv == 0
 
-    def refusal(self, need: int, prompt_tokens: int, max_tokens: int) -> InsufficientMemoryError:
+    def refusal(self, need: int, prompt_tokens: int, max_tokens: int) -> InsufficientMemory:
         room = self.budget_bytes - self.weights_bytes()
-        return InsufficientMemoryError(
+        return InsufficientMemory(
             f"this request's KV cache needs about {need / MiB:.0f} MiB ({prompt_tokens} prompt "
             f"tokens + {max_tokens} max_tokens), but the memory budget of "
             f"{self.budget_bytes / MiB:.0f} MiB leaves {max(room, 0) / MiB:.0f} MiB beside the "
             "loaded models' weights; ask for fewer max_tokens, send a shorter prompt, or raise "
-            "memory_budget_bytes"
+            "memory_budget_bytes",
+            param="max_tokens",
         )
 
     def make_room(self, need: int) -> None:

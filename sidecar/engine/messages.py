@@ -13,10 +13,10 @@ import re
 import secrets
 from typing import Any, Literal
 
-from sidecar.engine.requests import EngineError
+from sidecar.errors import EngineError
 
 # The roles a message may have, at every edge (HTTP and JSON-RPC): OpenAI's set.
-Role = Literal["system", "developer", "user", "assistant", "tool"]
+MessageRole = Literal["system", "developer", "user", "assistant", "tool"]
 
 # Private-use characters: no tokenizer normalises them away and no template trims them.
 SENTINEL = "\ue000{nonce}:{index}\ue001"

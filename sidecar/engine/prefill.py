@@ -62,6 +62,14 @@ class PrefillJob:
     def __len__(self) -> int:
         return len(self.seqs)
 
+    def join(self, other: PrefillJob) -> None:
+        """Take `other`'s prompts into this job: from the next chunk on, one batched forward
+        pass computes them all (mlx_lm's `PromptProcessingBatch.extend` pads the shorter caches),
+        so prompts that arrive while a prefill runs do not wait for it to end."""
+        self.batch.extend(other.batch)
+        self.seqs += other.seqs
+        self.rests += other.rests
+
     def tokens_left(self) -> int:
         return sum(len(r) - 1 for r in self.rests)
 

@@ -24,7 +24,7 @@ ToolParser = Callable[[str, Any], Any]  # mlx_lm.tool_parsers.<family>.parse_too
 
 
 @dataclass
-class ToolCall:
+class ReplyToolCall:
     """One parsed call, OpenAI-shaped: `arguments` is a JSON text."""
 
     id: str
@@ -46,7 +46,7 @@ class Piece:
 
     content: str = ""
     reasoning: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_calls: list[ReplyToolCall] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.content or self.reasoning or self.tool_calls)
@@ -189,7 +189,7 @@ class ReplySplitter:
         text, self.tool_text = self.tool_text, ""
         piece.tool_calls += self._parse(text)
 
-    def _parse(self, text: str) -> list[ToolCall]:
+    def _parse(self, text: str) -> list[ReplyToolCall]:
         parser = self.markers.parser
         assert parser is not None
         try:
@@ -211,14 +211,6 @@ class ReplySplitter:
                 continue
             self.made.add((call["name"], arguments))
             call_id = str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
-            calls.append(ToolCall(call_id, call["name"], arguments, self.calls))
+            calls.append(ReplyToolCall(call_id, call["name"], arguments, self.calls))
             self.calls += 1
         return calls
-
-
-def split_text(text: str, markers: Markers, in_reasoning: bool = False) -> Piece:
-    """A whole reply split at once."""
-    splitter = ReplySplitter(markers, in_reasoning)
-    piece = splitter.feed(text)
-    piece.add(splitter.finish())
-    return piece

@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Literal
 
-from sidecar.errors import ErrorKind, InvalidRequest
+from sidecar.errors import EngineError
+from sidecar.wire import FinishReason  # the one definition; the engine's modules import it here
 
 if TYPE_CHECKING:
     from sidecar.engine.constraints import Constraint
 
-# "tool_calls": a chat reply that ended with tool calls (sidecar/engine/chat.py)
-FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
 _ids = itertools.count(1)
 # Seeds are 64-bit: negative ones (int64, as some clients send -1) wrap to their unsigned value.
 SEED_MIN = -(2**63)
@@ -29,30 +28,6 @@ class Priority(IntEnum):
     BULK = 2
 
 
-class EngineError(InvalidRequest):
-    """A request the engine cannot run; the message is meant for the user."""
-
-
-class WrongModelKindError(EngineError):
-    """The request names a model of another kind (chat on an embedding model, ...)."""
-
-    code = "wrong_model_kind"
-    param = "model"
-
-
-class PromptTooLongError(EngineError):
-    kind = ErrorKind.CONTEXT_OVERFLOW
-    code = "context_length_exceeded"
-
-    def __init__(self, prompt_tokens: int, max_tokens: int, context: int) -> None:
-        super().__init__(
-            f"prompt has {prompt_tokens} tokens and asks for {max_tokens} more, "
-            f"over the model's context of {context} tokens"
-        )
-        self.prompt_tokens = prompt_tokens
-        self.context = context
-
-
 @dataclass
 class GenerateRequest:
     prompt: str | list[int]
@@ -64,8 +39,8 @@ class GenerateRequest:
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # how many top alternatives per token; None: no logprobs
     priority: Priority = Priority.CHAT
-    # Images for a vision model: file paths, data: URLs, base64 text or raw bytes, in the order
-    # of the prompt's image placeholders (see Engine.chat_prompt and message_images).
+    # Images for a vision model: data: URLs or raw bytes (never paths: sidecar/engine/images.py),
+    # in the order of the prompt's image placeholders (see sidecar.engine.chat.start_turn).
     images: list[str | bytes] = field(default_factory=list)
     # The grammar the output must follow (structured output, constrained tool calls); the
     # sequence ends with finish_reason "stop" when the grammar is complete.
@@ -102,7 +77,7 @@ class GenerateRequest:
         if not isinstance(self.images, list) or any(
             not isinstance(i, str | bytes) or not i for i in self.images
         ):
-            raise EngineError("images must be a list of file paths, data: URLs, base64 or bytes")
+            raise EngineError("images must be a list of data: URLs or bytes")
 
 
 @dataclass
@@ -136,10 +111,11 @@ class Result:
     error_code: str | None = None
     cached_prompt_tokens: int = 0  # prompt tokens served from the prompt cache
     max_token_gap_s: float | None = None  # longest wait between two of its tokens
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
 
 @dataclass
-class EmbedResult:
+class Embeddings:
     model: str
     vectors: list[list[float]]
     prompt_tokens: int

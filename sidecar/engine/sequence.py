@@ -122,7 +122,7 @@ class Sequence:
         cut = self.stops.find(text, self.emitted)
         if cut is not None:
             self._emit(text[:cut])
-            self.finish("stop", text[:cut])
+            self.finish("stop", text[:cut], stop_sequence=self.stops.matched(text, cut))
             return True
         if finish is not None:
             self._emit(text)
@@ -145,6 +145,7 @@ class Sequence:
         text: str | None = None,
         error: str | None = None,
         error_code: str | None = None,
+        stop_sequence: str | None = None,
     ) -> None:
         with self._lock:  # the worker and a cancelling caller may race to finish it
             if self.done:
@@ -174,5 +175,6 @@ class Sequence:
                 error_code=error_code,
                 cached_prompt_tokens=self.cached_prompt_tokens,
                 max_token_gap_s=self.max_token_gap_s if self.completion_tokens > 1 else None,
+                stop_sequence=stop_sequence,
             )
         )

@@ -23,3 +23,7 @@ class StopStrings:
             if any(s.startswith(tail) for s in self.stops):
                 return len(text) - k
         return len(text)
+
+    def matched(self, text: str, at: int) -> str | None:
+        """The stop string found at `at` (what `find` returned)."""
+        return next((s for s in self.stops if text.startswith(s, at)), None)

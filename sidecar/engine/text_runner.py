@@ -5,6 +5,8 @@ decode step of mlx_lm's BatchGenerator for every running sequence. Prompts that 
 prefill join the decode batch at that step. So:
 - an inline completion starts at the next step whatever the batch holds (it may go past
   `max_batch`, by up to `COMPLETION_RESERVE`), and its prefill goes before any chat's;
+- prompts of one class prefill together, up to `PREFILL_BATCH`: those that arrive while their
+  class's job runs join it at the next chunk;
 - a chat or bulk prompt prefills a chunk at a time; while completions run, it gets one chunk
   in `LOW_CHUNK_EVERY` steps (it is paused, its KV kept, in between);
 - running streams decode at every step, so none waits longer than one chunk.
@@ -250,6 +252,9 @@ class TextRunner:
         (and has room), else the most urgent, oldest job."""
         best_job = min(self.jobs, key=lambda j: j.priority, default=None)
         head = self.waiting.best_class()
+        if best_job is not None and head == best_job.priority:
+            self._join(best_job)
+            head = self.waiting.best_class()
         while head is not None and (best_job is None or head < best_job.priority):
             room = self._room(head)
             if room == 0:
@@ -263,6 +268,17 @@ class TextRunner:
                 return job
             head = self.waiting.best_class()
         return best_job
+
+    def _join(self, job: PrefillJob) -> None:
+        """Prompts of `job`'s class that arrived while it runs join it (a burst of N prompts
+        costs about one batched prefill, not N prefills in turn)."""
+        room = min(self._room(job.priority), PREFILL_BATCH - len(job))
+        if room <= 0:
+            return
+        admitted = self.admission.take(self.waiting, job.priority, room)
+        joining = self._start(job.priority, admitted)
+        if joining is not None:
+            job.join(joining)
 
     def _start(self, priority: Priority, seqs: list[Sequence]) -> PrefillJob | None:
         """Claim `seqs` and find their reusable KV; those with nothing left to prefill join

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sidecar.engine.messages import added_tokens
 from sidecar.engine.reply import Markers
-from sidecar.engine.requests import EngineError
+from sidecar.errors import EngineError
 
 FALLBACK_PARSER = "json_tools"  # mlx_lm.tool_parsers.json_tools
 # Calls one forced reply may make (tool_choice "required" with parallel calls): a weak model

@@ -8,19 +8,16 @@ encodes its images and prefills its prompt: the prefill runs in chunks of the en
 steps the other runners once, so a long vision prompt does not freeze text streams. The image
 encoder itself runs in one piece (mlx_vlm has no hook inside it): seconds for a large image.
 
-Images arrive as file paths, `data:` URLs, bare base64 or raw bytes; `load_images` decodes them
-off the worker thread before the request is queued, so a bad image fails the call at once.
-http(s) URLs are refused: the sidecar works offline and does not fetch for its callers.
+Images arrive as `data:` URLs or raw bytes; `sidecar.engine.images.load_images` checks and
+decodes them off the worker thread before the request is queued, so a bad image fails the call
+at once.
 
-Runs only on the engine's worker thread (except `load_images`, `message_images`, `new_job`,
-which touch no MLX state).
+Runs only on the engine's worker thread (except `message_images` and `new_job`, which touch
+no MLX state).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,17 +27,16 @@ from typing import Any
 
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.memory import Admission, MemoryGovernor, kv_bytes_per_token, kv_tokens
-from sidecar.engine.requests import EngineError, GenerateRequest, Priority
+from sidecar.engine.requests import DEFAULT_MAX_TOKENS, GenerateRequest, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
 from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.text_runner import stop_token_ids
-from sidecar.errors import InvalidRequest
+from sidecar.errors import EngineError, PromptTooLongError, SidecarError
 
 log = logging.getLogger(__name__)
 
-MAX_IMAGES = 16
 IMAGE_PART_TYPES = ("image_url", "image", "input_image")
 
 
@@ -78,7 +74,7 @@ def image_count(messages: list[dict[str, Any]]) -> int:
 def message_images(messages: list[dict[str, Any]]) -> list[str | bytes]:
     """Every image in OpenAI-style chat messages, in prompt order: the sources of the
     `image_url` (`image`, `input_image`) parts of list contents. Pass them as
-    `GenerateRequest.images` with the prompt from `Engine.chat_prompt(messages)`. (Bare
+    `GenerateRequest.images` with the prompt of the turn (`sidecar.engine.chat.start_turn`). (Bare
     `{"type": "image"}` placeholders have no source: send their images in `images` yourself.)"""
     return [src for part in _image_parts(messages) if (src := _part_image(part)) is not None]
 
@@ -94,61 +90,6 @@ def text_only_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             message = {**message, "content": "".join(texts)}
         out.append(message)
     return out
-
-
-def _image_bytes(source: str | bytes, n: int) -> bytes | Path:
-    if isinstance(source, bytes | bytearray):
-        return bytes(source)
-    if not isinstance(source, str) or not source.strip():
-        raise EngineError(f"image {n} must be a file path, a data: URL, base64 text or bytes")
-    text = source.strip()
-    lowered = text[:16].lower()
-    if lowered.startswith(("http://", "https://")):
-        raise EngineError(
-            f"image {n} is an http(s) URL; the sidecar works offline and does not fetch "
-            "images: send it as a data: URL, base64 or a local file path"
-        )
-    if lowered.startswith("data:"):
-        header, sep, payload = text.partition(",")
-        if not sep or not header.lower().endswith(";base64"):
-            raise EngineError(f"image {n} is a data: URL that is not base64 (data:<type>;base64,…)")
-        try:
-            return base64.b64decode(payload, validate=False)
-        except (binascii.Error, ValueError) as e:
-            raise EngineError(f"image {n} has invalid base64 data: {e}") from e
-    if lowered.startswith("file://"):
-        text = text[len("file://") :]
-    if len(text) < 4096:
-        path = Path(text).expanduser()
-        try:
-            if path.is_file():
-                return path
-        except OSError:
-            pass
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise EngineError(
-            f"image {n} is neither an existing file, a data: URL nor base64: {text[:60]!r}"
-        ) from None
-
-
-def load_images(sources: list[str | bytes]) -> list[Any]:
-    """Decode image sources into RGB PIL images; a bad one raises EngineError naming it.
-    Blocking (file reads, decoding): call it off the event loop."""
-    from PIL import Image, UnidentifiedImageError
-
-    if len(sources) > MAX_IMAGES:
-        raise EngineError(f"at most {MAX_IMAGES} images per request; got {len(sources)}")
-    images = []
-    for n, source in enumerate(sources, 1):
-        data = _image_bytes(source, n)
-        try:
-            with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as img:
-                images.append(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise EngineError(f"image {n} could not be decoded: {e}") from e
-    return images
 
 
 def render_vision_chat(processor: Any, config: Any, messages: list[dict[str, Any]]) -> str:
@@ -268,7 +209,7 @@ class VisionRunner:
             if placeholders != len(images):
                 raise EngineError(
                     f"the prompt has {placeholders} image placeholder(s) but {len(images)} "
-                    "image(s) were sent; build the prompt with chat_prompt(messages) and pass "
+                    "image(s) were sent; build the prompt with chat_prompt(model, messages) and pass "
                     "message_images(messages)"
                 )
         seq = Sequence(
@@ -308,17 +249,18 @@ class VisionRunner:
         input_ids = inputs["input_ids"]
         job.seq.prompt_tokens = input_ids.reshape(-1).tolist()
         n = len(job.seq.prompt_tokens)
-        if n >= self.context_length:
-            raise EngineError(
-                f"prompt has {n} tokens (images included), over the model's context of "
-                f"{self.context_length} tokens"
-            )
+        room = self.context_length - n
+        # As for text (Engine._text_sequence): no limit asked is the default cut to the
+        # context; a limit asked that does not fit is the same error, never a silent shrink.
+        max_tokens = req.max_tokens or min(DEFAULT_MAX_TOKENS, room)
+        if max_tokens > room or room < 1:
+            raise PromptTooLongError(n, max_tokens, self.context_length)
         extra = {
             k: v
             for k, v in inputs.items()
             if k not in ("input_ids", "pixel_values", "attention_mask")
         }
-        job.seq.max_tokens = min(job.seq.max_tokens, self.context_length - n)
+        job.seq.max_tokens = max_tokens
         if self.governor is not None and self.kv_bytes_per_token:
             job.kv_need = self.kv_bytes_per_token * kv_tokens(n, job.seq.max_tokens)
             verdict = self.governor.admit(job.seq, job.kv_need)
@@ -364,8 +306,9 @@ class VisionRunner:
             self.waits.record(job.seq.priority, time.perf_counter() - job.seq.submitted_at)
             try:
                 stream = self._start(job)
-            except InvalidRequest as e:  # over the context or the memory budget
-                job.seq.finish("error", "", error=str(e), error_code=getattr(e, "code", None))
+            except SidecarError as e:  # over the context, the memory budget (InvalidRequest,
+                # InsufficientMemory): the user's message and its machine code
+                job.seq.finish("error", "", error=str(e), error_code=e.machine_code)
                 continue
             except Exception as e:  # e.g. the processor rejects an image: this request only
                 log.warning("vision request %s could not start: %s", job.seq.request_id, e)

@@ -40,6 +40,7 @@ class Worker:
         self._stopping = False
         self.scheduler = Scheduler()
         self._stepping: set[int] = set()  # ids of runners inside their step() now
+        self._stepped_s = 0.0  # seconds of runner steps so far (to charge nested ones once)
         self.watchdog_step_s = watchdog_step_s
         self._task_started: float | None = None  # monotonic start of the outermost call/step
         self._task: str = ""
@@ -136,11 +137,16 @@ class Worker:
     def _step(self, runner: Runner) -> None:
         self._stepping.add(id(runner))
         self._begin(f"step of {runner.model_id}")
+        started, nested_before = time.perf_counter(), self._stepped_s
         try:
             runner.step()
         except Exception:
             log.exception("runner step failed")
         finally:
+            # charged its own time: not the other runners' steps it ran inside (step_others)
+            own = time.perf_counter() - started - (self._stepped_s - nested_before)
+            self.scheduler.charge(runner, own)
+            self._stepped_s += own
             self._end()
             self._stepping.discard(id(runner))
 

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Iterable
+from typing import Annotated, Any
 
 import numpy as np
-import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
 from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
-from sidecar.engine.chat import chat_stream, plan_chat
+from sidecar.completion.healing import healed_events
+from sidecar.completion.prompt import heal
+from sidecar.engine.chat import TurnInput
 from sidecar.engine.engine import Engine, check_token_ids, vocab_size
-from sidecar.engine.requests import EngineError, GenerateRequest, Priority
+from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.response_format import constraint_of
-from sidecar.engine.vision_runner import message_images
-from sidecar.http import errors, metrics
-from sidecar.http.errors import JSON, OpenAIError, from_validation
+from sidecar.errors import EngineError
+from sidecar.http import dialects, errors, metrics
+from sidecar.http.errors import JSON, OpenAIError
 from sidecar.http.openapi import install as install_openapi
 from sidecar.http.openapi import request_body
 from sidecar.http.relay import relay, relay_json, route, router_of
@@ -31,40 +32,12 @@ from sidecar.http.responses import ChatFormat, CompletionFormat, respond, until_
 from sidecar.http.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from sidecar.http.security import MAX_BODY_BYTES, Guard, allowed_host_names
 from sidecar.http.timeouts import BODY_TIMEOUT_S, BodyDeadline, abandoned
+from sidecar.http.turns import chat_turn, default_model, engine_of, json_body
+from sidecar.models.listing import local_models
 from sidecar.models.pool import LoadedModel
 from sidecar.roles import Roles
 from sidecar.upstreams.router import Router
-from sidecar.wire import Usage, local_models
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
-    """Parse the body with orjson whatever its Content-Type (curl -d sends form type)."""
-
-    async def parse(request: Request) -> M:
-        raw = await request.body()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise OpenAIError(400, f"malformed JSON body: {e}", code="invalid_json") from e
-        if not isinstance(data, dict):
-            raise OpenAIError(400, "the body must be a JSON object")
-        try:
-            return model.model_validate(data, context=engine_of(request).settings.limits)
-        except ValidationError as e:
-            raise from_validation(e.errors()) from e
-
-    return parse
-
-
-def engine_of(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-def default_model(request: Request, role: str) -> str:
-    """The model a request that names none gets: the role's current model (see sidecar/roles)."""
-    return request.app.state.roles[role]
+from sidecar.wire import Usage
 
 
 async def model_list(engine: Engine, router: Router) -> list[dict[str, Any]]:
@@ -80,8 +53,12 @@ async def named_model(engine: Engine, model: str | None, default: str) -> Loaded
         raise errors.from_exception(e, param="model") from e
 
 
-def fim_prompt(loaded: LoadedModel, prefix: str, suffix: str) -> tuple[str, list[str]]:
-    """The fill-in-the-middle prompt for the model's FIM family, and the markers that end it."""
+def fim_prompt(
+    loaded: LoadedModel, prefix: str, suffix: str, healing: bool
+) -> tuple[str, list[str], str]:
+    """The fill-in-the-middle prompt for the model's FIM family, the markers that end it, and
+    (`healing`) the text cut off the prefix that the answer must start with (see
+    `sidecar.completion.healing`)."""
     family = loaded.info.fim
     if family is None:
         raise OpenAIError(
@@ -91,14 +68,18 @@ def fim_prompt(loaded: LoadedModel, prefix: str, suffix: str) -> tuple[str, list
             param="suffix",
             code="fim_not_supported",
         )
-    return build_fim_prompt(family, prefix, suffix), fim_stop_tokens(family)
+    head, healed = heal(prefix) if healing else (prefix, "")
+    return build_fim_prompt(family, head, suffix), fim_stop_tokens(family), healed
 
 
 def add_routes(app: FastAPI) -> None:
     @app.get("/v1/models")
     async def list_models(request: Request) -> JSON:
         models = await model_list(engine_of(request), router_of(request))
-        return JSON({"object": "list", "data": models})
+        body: dict[str, Any] = {"object": "list", "data": models}
+        if failed := router_of(request).listing_errors():  # reported, never breaking the list
+            body["upstream_errors"] = failed
+        return JSON(body)
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(request: Request, model_id: str) -> JSON:
@@ -126,30 +107,28 @@ def add_routes(app: FastAPI) -> None:
             raise errors.from_exception(e, param="messages") from e
         max_tokens = body.max_completion_tokens or body.max_tokens
         default = default_model(request, "chat")
+        what = TurnInput(messages, body.tool_request(), body.response_format)
         remote = await route(
-            request, "chat", body.model, default, messages=messages, max_tokens=max_tokens
+            request,
+            "chat",
+            body.model,
+            default,
+            prompt_tokens=what.prompt_tokens,
+            max_tokens=max_tokens,
         )
         if remote is not None:
             return await relay(request, remote, "chat", body.stream, body.include_usage)
-        loaded = await named_model(engine, body.model, default)
-        try:
-            plan = await plan_chat(
-                engine, messages, loaded.id, body.tool_request(), body.response_format
-            )
-        except Exception as e:
-            raise errors.from_exception(e, param="messages") from e
-        req = GenerateRequest(
-            prompt=plan.prompt,
-            model=loaded.id,
-            images=message_images(messages),
+        turn = await chat_turn(
+            engine,
+            what,
+            body.model or default,
             max_tokens=max_tokens,  # None: the default
             logprobs=body.engine_logprobs(),
-            priority=Priority.CHAT,
-            constraint=plan.constraint,
             **body.sampling(),
         )
-        events = chat_stream(engine, req, plan, body.reasoning_format == "inline")
-        fmt = ChatFormat(loaded.id, body.include_usage)
+        req = turn.request
+        events = turn.events(engine, body.reasoning_format == "inline")
+        fmt = ChatFormat(turn.plan.model, body.include_usage)
         return await respond(
             request, engine, req, fmt, body.stream, "messages", body.logprobs, events
         )
@@ -185,9 +164,10 @@ def add_routes(app: FastAPI) -> None:
             except EngineError as e:
                 raise OpenAIError(400, str(e), param="prompt", code="invalid_token_id") from e
         text = prompt if isinstance(prompt, str) else loaded.tokenizer.decode(prompt)
-        sampling, priority = body.sampling(), Priority.CHAT
+        sampling, priority, healed = body.sampling(), Priority.CHAT, ""
         if body.suffix is not None:
-            prompt, fim_stops = fim_prompt(loaded, text, body.suffix)
+            healing = body.logprobs is None and not body.echo  # the cut text is written again
+            prompt, fim_stops, healed = fim_prompt(loaded, text, body.suffix, healing)
             sampling["stop"] += fim_stops
             priority = Priority.COMPLETION  # editor autocomplete: ahead of chat in the batch
         req = GenerateRequest(
@@ -202,7 +182,13 @@ def add_routes(app: FastAPI) -> None:
         )
         fmt = CompletionFormat(loaded.id, body.include_usage, text if body.echo else None)
         wants_logprobs = body.logprobs is not None
-        return await respond(request, engine, req, fmt, body.stream, "prompt", wants_logprobs)
+        events = None
+        if healed:
+            cancel = functools.partial(engine.cancel, req.request_id)
+            events = healed_events(engine.generate(req), healed, cancel)
+        return await respond(
+            request, engine, req, fmt, body.stream, "prompt", wants_logprobs, events
+        )
 
     @app.post("/v1/embeddings", openapi_extra=request_body(EmbeddingRequest))
     async def embeddings(
@@ -240,6 +226,8 @@ def add_routes(app: FastAPI) -> None:
                 "usage": Usage.of(result.prompt_tokens).model_dump(),
             }
         )
+
+    dialects.add_routes(app)  # /v1/responses, /v1/messages
 
     @app.get("/health")
     async def health(request: Request) -> JSON:
@@ -305,6 +293,6 @@ def create_app(
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
         )
     return app

@@ -1,4 +1,5 @@
-"""OpenAI-style error bodies, `{"error": {"message", "type", "param", "code"}}`, for every failure:
+"""OpenAI-style error bodies, `{"error": {"message", "type", "param", "code"}}` (Anthropic's
+`{"type": "error", "error": {"type", "message"}}` on the Messages API's paths), for every failure:
 validation (400, not FastAPI's 422), and every SidecarError by its kind (`STATUS`: unknown model
 404, bad request or oversize prompt 400, out of memory 503, ...)."""
 
@@ -82,6 +83,35 @@ class OpenAIError(Exception):
         return JSON(self.body(), status_code=self.status, headers=self.headers)
 
 
+# Anthropic's error types by status (its SDK picks the exception class by status).
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+ANTHROPIC_PATHS = ("/v1/messages",)
+
+
+def anthropic_body(error: OpenAIError) -> dict[str, Any]:
+    kind = ANTHROPIC_TYPES.get(error.status)
+    if kind is None:
+        kind = "api_error" if error.status >= 500 else "invalid_request_error"
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def shaped(error: OpenAIError, path: str) -> JSON:
+    """The error in the shape of the API the path belongs to: Anthropic's for the Messages
+    API, OpenAI's for everything else."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return JSON(anthropic_body(error), status_code=error.status, headers=error.headers)
+    return error.response()
+
+
 def from_validation(errors: list[Any]) -> OpenAIError:
     """The first validation error as a 400, naming the offending field."""
     if not errors:
@@ -118,19 +148,20 @@ def from_exception(exc: BaseException, param: str | None = None) -> OpenAIError:
 
 
 def install(app: FastAPI) -> None:
-    async def openai_error(_request: Request, exc: Exception) -> Response:
-        return from_exception(exc).response()
+    async def openai_error(request: Request, exc: Exception) -> Response:
+        return shaped(from_exception(exc), request.url.path)
 
-    async def validation(_request: Request, exc: Exception) -> Response:
+    async def validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return from_validation(list(exc.errors())).response()
+        return shaped(from_validation(list(exc.errors())), request.url.path)
 
-    async def http_error(_request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {413: "request_too_large", 404: "not_found", 405: "method_not_allowed"}
-        return OpenAIError(
+        error = OpenAIError(
             exc.status_code, str(exc.detail), code=code.get(exc.status_code), headers=exc.headers
-        ).response()
+        )
+        return shaped(error, request.url.path)
 
     app.add_exception_handler(OpenAIError, openai_error)
     app.add_exception_handler(RequestValidationError, validation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,7 +79,7 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _labels(labels: dict[str, Any]) -> str:
+def _labels(labels: Mapping[str, Any]) -> str:
     if not labels:
         return ""
     inner = ",".join(
@@ -93,7 +94,7 @@ class Exposition:
         self.lines: list[str] = []
 
     def metric(
-        self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, Any], float]]
+        self, name: str, kind: str, help_: str, samples: Sequence[tuple[Mapping[str, Any], float]]
     ) -> None:
         name = f"mlx_sidecar_{name}"
         self.lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
@@ -157,54 +158,54 @@ def render(engine: Engine, http_counts: Counter[tuple[str, int]]) -> str:
             [({"quantile": q}, quantile(m.token_gaps_s, q)) for q in (0.5, 0.9, 0.99)],
         )
     waiting: Counter[str] = Counter()
-    for runner in status["runners"]:
-        waiting.update(runner["waiting"])
+    for runner in status.runners:
+        waiting.update(runner.waiting)
     out.metric(
         "queue_depth",
         "gauge",
         "Requests not started yet, by class; prompts part way through prefill as 'prefilling'.",
         [({"class": c}, waiting.get(c, 0)) for c in ("completion", "chat", "bulk")]
-        + [({"class": "prefilling"}, sum(r["prefilling"] for r in status["runners"]))],
+        + [({"class": "prefilling"}, sum(r.prefilling for r in status.runners))],
     )
     out.summary(
         "queue_wait_seconds",
         "Seconds from submission to the start of prefill (or of embedding), by class.",
-        [({"class": c}, w["sum_s"], w["count"]) for c, w in status["queue_wait_s"].items()],
+        [({"class": c}, w.sum_s, w.count) for c, w in status.queue_wait_s.items()],
     )
-    out.metric("running", "gauge", "Sequences in the decode batch.", [({}, status["running"])])
+    out.metric("running", "gauge", "Sequences in the decode batch.", [({}, status.running)])
     out.metric(
-        "max_batch_seen", "gauge", "Largest decode batch so far.", [({}, status["max_batch_seen"])]
+        "max_batch_seen", "gauge", "Largest decode batch so far.", [({}, status.max_batch_seen)]
     )
-    memory = status["memory"]
+    memory = status.memory
     out.metric(
         "memory_bytes",
         "gauge",
         "MLX memory (active, peak) and the memory governor's budget and what it counts: "
         "models, kv, prompt_cache, used.",
         [
-            ({"kind": "active"}, memory["active_bytes"]),
-            ({"kind": "peak"}, memory["peak_bytes"]),
-            ({"kind": "models"}, memory["models_bytes"]),
-            ({"kind": "kv"}, memory["kv_bytes"]),
-            ({"kind": "prompt_cache"}, memory["prompt_cache_bytes"]),
-            ({"kind": "used"}, memory["used_bytes"]),
-            ({"kind": "budget"}, memory["budget_bytes"]),
+            ({"kind": "active"}, memory.active_bytes),
+            ({"kind": "peak"}, memory.peak_bytes),
+            ({"kind": "models"}, memory.models_bytes),
+            ({"kind": "kv"}, memory.kv_bytes),
+            ({"kind": "prompt_cache"}, memory.prompt_cache_bytes),
+            ({"kind": "used"}, memory.used_bytes),
+            ({"kind": "budget"}, memory.budget_bytes),
         ],
     )
     out.metric(
         "healthy",
         "gauge",
         "1 while the worker thread is alive and no step has passed watchdog_step_s.",
-        [({}, int(status["healthy"]))],
+        [({}, int(status.healthy))],
     )
     out.metric(
         "model_loaded",
         "gauge",
         "Loaded models.",
-        [({"model": m["id"], "kind": m["kind"]}, 1) for m in status["loaded"]],
+        [({"model": m.id, "kind": m.kind}, 1) for m in status.loaded],
     )
     out.metric(
-        "uptime_seconds", "gauge", "Seconds since the engine started.", [({}, status["uptime_s"])]
+        "uptime_seconds", "gauge", "Seconds since the engine started.", [({}, status.uptime_s)]
     )
     usage_metrics(out, status.usage)
     return out.text()

@@ -29,9 +29,24 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` for a route whose body is `model` as JSON."""
-    error = {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["type", "message"],
+        },
+    },
+    "required": ["type", "error"],
+}
+
+
+def request_body(model: type[BaseModel], error_model: str = "Error") -> dict[str, Any]:
+    """`openapi_extra` for a route whose body is `model` as JSON (errors: `error_model`,
+    "Error" or "AnthropicError")."""
+    error = {"application/json": {"schema": {"$ref": REF.format(model=error_model)}}}
     return {
         "x-body-model": model,  # replaced by the $ref in `install`
         "requestBody": {
@@ -57,6 +72,7 @@ def install(app: FastAPI) -> None:
         doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = doc.setdefault("components", {}).setdefault("schemas", {})
         components["Error"] = ERROR_SCHEMA
+        components["AnthropicError"] = ANTHROPIC_ERROR_SCHEMA
         for name, model in models.items():
             body = model.model_json_schema(ref_template=REF, mode="validation")
             components.update(body.pop("$defs", {}))

@@ -11,15 +11,13 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
-from sidecar.engine.content import ContentPart, text_chars, to_template
-from sidecar.engine.messages import Role, template_role
+from sidecar.engine.content import Message
 from sidecar.engine.response_format import ResponseFormat
-from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, ToolRequest
+from sidecar.engine.tools import ToolChoice, ToolDef, ToolRequest
 from sidecar.engine.tools import of_request as tools_of
 
 
@@ -28,41 +26,6 @@ class Lenient(BaseModel):
     "5"` is a 400, not a guess (JSON has real booleans and numbers)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class Message(Lenient):
-    role: Role
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-    tool_calls: list[ToolCallIn] | None = None  # an assistant's earlier calls
-    tool_call_id: str | None = None  # a tool result's call
-    reasoning_content: str | None = None  # an assistant's earlier thinking (Qwen3 renders it)
-
-    @model_validator(mode="after")
-    def tool_fields(self) -> Message:
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError("only assistant messages carry tool_calls")
-        return self
-
-    def text_chars(self) -> int:
-        return text_chars(self.content) + len(self.name or "")
-
-    def to_template(self) -> dict[str, Any]:
-        """The message as the engine takes it: no 'developer' role; list contents stay
-        OpenAI-style parts (text models join the text, vision models place the images)."""
-        out: dict[str, Any] = {
-            "role": template_role(self.role),
-            "content": to_template(self.content),
-        }
-        if self.name:
-            out["name"] = self.name
-        if self.tool_calls:
-            out["tool_calls"] = [c.to_template() for c in self.tool_calls]
-        if self.tool_call_id:
-            out["tool_call_id"] = self.tool_call_id
-        if self.reasoning_content:
-            out["reasoning_content"] = self.reasoning_content
-        return out
 
 
 class StreamOptions(Lenient):

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.errors import InvalidRequest
-from sidecar.http.errors import OpenAIError
+from sidecar.http.errors import OpenAIError, shaped
 
 MAX_BODY_BYTES = 32 << 20  # images come inline as data: URLs
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -158,12 +158,13 @@ class Guard:
             return refused
         if self.api_key:
             scheme, _, token = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), self.api_key.encode()
-            ):
+            # The Anthropic SDK (and Claude Code) send the key as `x-api-key`.
+            token = token if scheme.lower() == "bearer" else headers.get("x-api-key", "")
+            if not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
                 return OpenAIError(
                     401,
-                    "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                    "missing or wrong API key: send 'Authorization: Bearer <key>' "
+                    "(or 'x-api-key: <key>')",
                     code="invalid_api_key",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
@@ -188,7 +189,7 @@ class Guard:
             return
         error = self.refuse(Headers(scope=scope), scope["method"])
         if error is not None:
-            await error.response()(scope, receive, send)
+            await shaped(error, scope["path"])(scope, receive, send)
             return
         received = 0
         limit = self.max_body_bytes

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from sidecar import limits
 from sidecar.config import DEFAULT_TEMPERATURE
 from sidecar.engine import reply
-from sidecar.engine.chat import ChatReply, ReplyDelta, chat_stream, plan_chat
-from sidecar.engine.content import ContentPart, text_chars, to_template
-from sidecar.engine.messages import Role, template_role
-from sidecar.engine.requests import GenerateRequest, Priority
+from sidecar.engine.chat import ChatReply, ReplyDelta, TurnInput, start_turn
+from sidecar.engine.content import Message
 from sidecar.engine.response_format import ResponseFormat
-from sidecar.engine.tools import ToolCallIn, ToolChoice, ToolDef, of_request
-from sidecar.engine.vision_runner import message_images
+from sidecar.engine.tools import ToolChoice, ToolDef, of_request
 from sidecar.errors import result_error
 from sidecar.lsp import notify, upstreams, workspace
 from sidecar.lsp.errors import Params, parse, rpc_errors
@@ -24,32 +21,11 @@ from sidecar.lsp.session import SidecarServer
 from sidecar.wire import ChatResult, ToolCall, Usage
 
 
-class ChatMessage(Params):
-    role: Role  # the same closed set as the HTTP edge
-    # A string, or OpenAI-style parts: text and inline images (the HTTP edge's ContentPart)
-    content: str | list[ContentPart] | None = None
-    tool_calls: list[ToolCallIn] | None = None  # an assistant's earlier calls
-    tool_call_id: str | None = None  # a tool result's call
-    reasoning_content: str | None = None
+class ChatMessage(Message):
+    """The one message model (sidecar/engine/content.py); unknown keys refused, as in every
+    JSON-RPC params."""
 
-    @model_validator(mode="after")
-    def tool_fields(self) -> ChatMessage:
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError("only assistant messages carry tool_calls")
-        return self
-
-    def to_template(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "role": template_role(self.role),
-            "content": to_template(self.content),
-        }
-        if self.tool_calls:
-            out["tool_calls"] = [c.to_template() for c in self.tool_calls]
-        if self.tool_call_id:
-            out["tool_call_id"] = self.tool_call_id
-        if self.reasoning_content:
-            out["reasoning_content"] = self.reasoning_content
-        return out
+    model_config = ConfigDict(**{**Message.model_config, "extra": "forbid"})
 
 
 class ChatParams(Params):
@@ -71,7 +47,7 @@ class ChatParams(Params):
     @field_validator("messages")
     @classmethod
     def bounded(cls, value: list[ChatMessage], info: ValidationInfo) -> list[ChatMessage]:
-        chars = sum(text_chars(m.content) for m in value)
+        chars = sum(m.text_chars() for m in value)
         limits.check_messages(len(value), chars, limits.of(info))
         return value
 
@@ -89,32 +65,39 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     model = p.model or ls.roles["chat"]
     with rpc_errors():
         messages = [m.to_template() for m in p.messages]
+        what = TurnInput(
+            messages,
+            of_request(p.tools, p.tool_choice, p.parallel_tool_calls),
+            p.response_format,
+        )
         remote = await ls.router.route(
-            "chat", p.model, ls.roles["chat"], messages=messages, max_tokens=p.max_tokens
+            "chat",
+            p.model,
+            ls.roles["chat"],
+            prompt_tokens=what.prompt_tokens,
+            max_tokens=p.max_tokens,
         )
     if remote is not None:
         return await upstreams.remote_chat(ls, remote, p)
     stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or [])
     result: ChatReply | None = None
     with rpc_errors():
-        tools = of_request(p.tools, p.tool_choice, p.parallel_tool_calls)
         # `@workspace`: retrieved chunks in the prompt, listed in the reply
-        messages, sources = await workspace.chat_messages(ls, messages, model)
-        plan = await plan_chat(ls.engine, messages, model, tools, p.response_format)
-        request = GenerateRequest(
-            prompt=plan.prompt,
-            model=plan.model,
-            images=message_images(messages),
+        augmented, sources = await workspace.chat_messages(ls, messages, model)
+        if augmented is not messages:
+            what = TurnInput(augmented, what.tools, what.response_format)
+        turn = await start_turn(
+            ls.engine,
+            what,
+            model,
             max_tokens=p.max_tokens,
             temperature=p.temperature,
             top_p=p.top_p,
             seed=p.seed,
             stop=stop,
-            priority=Priority.CHAT,
-            constraint=plan.constraint,
         )
         inline = p.reasoning_format == "inline"
-        async for event in chat_stream(ls.engine, request, plan, inline):
+        async for event in turn.events(ls.engine, inline):
             if isinstance(event, ReplyDelta):
                 if p.stream_token is not None and (
                     event.text or event.reasoning or event.tool_calls
@@ -144,5 +127,5 @@ async def chat(ls: SidecarServer, params: Any) -> ChatResult:
     )
 
 
-def wire_call(call: reply.ToolCall) -> ToolCall:
+def wire_call(call: reply.ReplyToolCall) -> ToolCall:
     return ToolCall(id=call.id, name=call.name, arguments=call.arguments)

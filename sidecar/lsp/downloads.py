@@ -28,7 +28,8 @@ from sidecar.lsp import notify
 from sidecar.lsp.errors import to_rpc
 from sidecar.lsp.session import SidecarServer
 from sidecar.models import hub
-from sidecar.wire import DeleteResult, DownloadResult, ModelEntry, Wire
+from sidecar.models.listing import model_entry
+from sidecar.wire import DeleteResult, DownloadResult, Wire
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ async def download(server: SidecarServer, engine: Engine, params: dict[str, Any]
     progress.end(f"downloaded {info.id}")
     await notify.models_changed(server, "downloaded", info.id)
     return DownloadResult(
-        model=ModelEntry.of(info, engine.pool.models, server.roles),
+        model=model_entry(info, engine.pool.models, server.roles),
         transferred_bytes=stats.transferred_bytes,
         resumed_bytes=stats.resumed_bytes,
     )

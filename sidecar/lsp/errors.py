@@ -1,6 +1,10 @@
 """Params for custom requests as pydantic models, and exceptions as JSON-RPC errors: bad params
 -> -32602 naming the field; a SidecarError by its kind (`CODES`: unknown model or bad request
--32602, out of memory or hub failure -32001, load failure -32603, ...) with its message."""
+-32602, out of memory or hub failure -32001, load failure -32603, ...) with its message.
+
+Every error carries its machine code in `error.data.code` (`model_not_found`,
+`context_length_exceeded`, `insufficient_memory`, `invalid_params`, ...): clients branch on it,
+never on the message. `data_code` fills it in for errors raised without one (pygls' own)."""
 
 from __future__ import annotations
 
@@ -51,7 +55,9 @@ def parse(model: type[P], params: Any, limits: Limits | None = None) -> P:
         return model.model_validate(params, context=limits)
     except ValidationError as e:
         fields = [".".join(str(p) for p in err["loc"]) for err in e.errors()]
-        raise JsonRpcInvalidParams(describe_errors(e), data={"fields": fields}) from None
+        raise JsonRpcInvalidParams(
+            describe_errors(e), data={"code": "invalid_params", "fields": fields}
+        ) from None
 
 
 # A SidecarError's kind as a JSON-RPC error (see sidecar/errors.py). -32001 is in the range
@@ -68,12 +74,36 @@ CODES: dict[ErrorKind, type[JsonRpcException] | int] = {
 }
 
 
+# The machine code of an error raised without one, by its JSON-RPC code.
+DEFAULT_CODES = {
+    -32700: "parse_error",
+    -32600: "invalid_request",
+    -32601: "method_not_found",
+    -32602: "invalid_params",
+    -32603: "internal_error",
+    -32002: "server_not_initialized",
+    SERVER_ERROR: "unavailable",
+    -32800: "cancelled",
+}
+
+
 def to_rpc(e: SidecarError) -> JsonRpcException:
-    """The JSON-RPC error for `e` (pygls' own class where it has one, so callers can catch it)."""
+    """The JSON-RPC error for `e` (pygls' own class where it has one, so callers can catch it),
+    its machine code in `data.code` and the field to blame, when one is, in `data.param`."""
+    data: dict[str, Any] = {"code": e.machine_code}
+    if e.param is not None:
+        data["param"] = e.param
     answer = CODES[e.kind]
     if isinstance(answer, int):
-        return JsonRpcServerError(str(e), code=answer)
-    return answer(str(e))
+        return JsonRpcServerError(str(e), code=answer, data=data)
+    return answer(str(e), data=data)
+
+
+def data_code(code: int, data: Any) -> dict[str, Any]:
+    """An error's `data` with a machine code: its own, else the default for its JSON-RPC code."""
+    filled = dict(data) if isinstance(data, dict) else {}
+    filled.setdefault("code", DEFAULT_CODES.get(code, "error"))
+    return filled
 
 
 @contextlib.contextmanager
@@ -85,4 +115,6 @@ def rpc_errors() -> Iterator[None]:
     except SidecarError as e:
         raise to_rpc(e) from None
     except (OSError, ValueError, RuntimeError) as e:
-        raise JsonRpcInternalError(f"{type(e).__name__}: {e}") from None
+        raise JsonRpcInternalError(
+            f"{type(e).__name__}: {e}", data={"code": "internal_error"}
+        ) from None

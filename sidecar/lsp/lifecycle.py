@@ -13,10 +13,10 @@ from urllib.parse import unquote
 from lsprotocol import types
 from pydantic import ValidationError
 
+from sidecar.errors import InvalidModelIdError, ModelNotFoundError
 from sidecar.lsp.errors import describe_errors
 from sidecar.lsp.options import InitOptions, Role, merged, settings_section
 from sidecar.lsp.session import SidecarServer
-from sidecar.models.store import InvalidModelIdError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 PARENT_POLL_S = 1.0

@@ -9,17 +9,18 @@ from typing import Any
 from pydantic import Field
 from pygls.exceptions import JsonRpcInvalidParams
 
+from sidecar.errors import WrongModelKindError
 from sidecar.lsp import notify
-from sidecar.lsp.errors import Params, parse, rpc_errors
+from sidecar.lsp.errors import Params, parse, rpc_errors, to_rpc
 from sidecar.lsp.options import Role
 from sidecar.lsp.session import SidecarServer
+from sidecar.models.listing import local_models
 from sidecar.wire import (
     LoadedModelStatus,
     ModelList,
     RoleModels,
     SelectResult,
     UnloadResult,
-    local_models,
 )
 
 KINDS_FOR_ROLE: dict[str, tuple[str, ...]] = {
@@ -80,9 +81,11 @@ async def select(ls: SidecarServer, params: Any) -> SelectResult:
         info = await asyncio.to_thread(ls.engine.store.info, p.model)
     if info.kind not in KINDS_FOR_ROLE[p.role]:
         needed = " or ".join(KINDS_FOR_ROLE[p.role])
-        raise JsonRpcInvalidParams(
-            f"model: {info.id!r} is {article(info.kind)} {info.kind} model; the {p.role} role "
-            f"needs {article(needed)} {needed} model"
+        raise to_rpc(
+            WrongModelKindError(
+                f"model: {info.id!r} is {article(info.kind)} {info.kind} model; the {p.role} "
+                f"role needs {article(needed)} {needed} model"
+            )
         )
     ls.set_role(p.role, info.id)
     with rpc_errors():

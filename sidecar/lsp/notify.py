@@ -8,7 +8,8 @@ from pydantic import BaseModel
 from pygls.lsp.server import LanguageServer
 
 from sidecar.lsp.session import SidecarServer
-from sidecar.wire import ChangeReason, ChatDelta, ModelsChanged, ToolCall, local_models
+from sidecar.models.listing import local_models
+from sidecar.wire import ChangeReason, ChatDelta, ModelsChanged, ToolCall
 
 MODELS_CHANGED = "mlx/models/changed"
 CHAT_DELTA = "mlx/chat/delta"

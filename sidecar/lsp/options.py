@@ -3,7 +3,7 @@
     initializationOptions = {
       "models": {"completion": "...", "chat": "...", "embedding": "..."},
       "httpPort": 8080,            (0 or absent: no OpenAI port)
-      "completion": {"maxTokens": 24, "prefixTokens": 256, "suffixTokens": 64, ...}
+      "completion": {"maxTokens": 48, "prefixTokens": 1024, "suffixTokens": 256, ...}
     }
 
 `workspace/didChangeConfiguration` takes the same shape, bare or under an `mlxSidecar` key.

@@ -1,11 +1,10 @@
 """The editor's language server: registers handlers only; each lives in the module named for
-its concern. Another module may add handlers by exposing `register(server, engine)`
-(`sidecar.lsp.downloads` does, when present)."""
+its concern (`sidecar.lsp.downloads` and `sidecar.lsp.workspace` register their own with
+`register(server, engine)`)."""
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -16,13 +15,23 @@ from lsprotocol import types
 from sidecar import tracing
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
-from sidecar.lsp import chat, documents, embed, inline, lifecycle, models, status, upstreams
+from sidecar.lsp import (
+    chat,
+    documents,
+    downloads,
+    embed,
+    inline,
+    lifecycle,
+    models,
+    status,
+    upstreams,
+    workspace,
+)
 from sidecar.lsp.session import SidecarServer
 from sidecar.roles import Roles
 from sidecar.upstreams.router import Router
 
 log = logging.getLogger(__name__)
-PLUGINS = ("sidecar.lsp.downloads", "sidecar.lsp.workspace")
 
 
 def traced(method: str, handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,7 +91,6 @@ def build_server(
         "mlx/models/select": models.select,
         "mlx/status": status.status,
         "mlx/completion/stats": inline.completion_stats,
-        "mlx/context/viewed": documents.viewed,
         "mlx/upstreams/list": upstreams.list_upstreams,
         "mlx/upstreams/add": upstreams.add,
         "mlx/upstreams/setKey": upstreams.set_key,
@@ -90,12 +98,6 @@ def build_server(
     for method, handler in custom.items():
         server.feature(method)(traced(method, handler))
 
-    for name in PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(server, engine)
+    downloads.register(server, engine)
+    workspace.register(server, engine)
     return server

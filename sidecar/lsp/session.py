@@ -24,6 +24,7 @@ import sidecar
 from sidecar.completion.session import CompletionSession
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
+from sidecar.lsp.errors import data_code
 from sidecar.lsp.options import InitOptions, Role, default_roles
 from sidecar.roles import Roles
 from sidecar.upstreams.router import Router
@@ -78,10 +79,12 @@ class SidecarProtocol(LanguageServerProtocol):
     def _send_response(
         self, msg_id: Any, result: Any = None, error: types.ResponseError | None = None
     ) -> None:
-        """pygls puts the traceback of an unexpected error in the reply's `data`: the editor
-        gets the message, the traceback stays in the log (pygls logs it)."""
-        if error is not None and isinstance(error.data, dict) and "traceback" in error.data:
-            data = {k: v for k, v in error.data.items() if k != "traceback"} or None
+        """Every error reply carries its machine code in `data.code` (sidecar/lsp/errors.py).
+        pygls puts the traceback of an unexpected error in `data`: the editor gets the message,
+        the traceback stays in the log (pygls logs it)."""
+        if error is not None:
+            data = data_code(error.code, error.data)
+            data.pop("traceback", None)
             error = types.ResponseError(code=error.code, message=error.message, data=data)
         super()._send_response(msg_id, result, error)
 

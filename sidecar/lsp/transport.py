@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import cattrs
 from pygls.protocol import JsonRPCNotification, JsonRPCProtocol, JsonRPCRequestMessage
 
+from sidecar.lsp.errors import data_code
 from sidecar.lsp.framing import (  # noqa: F401  (Framer and FrameError are used from here too)
     INVALID_REQUEST,
     PARSE_ERROR,
@@ -68,7 +69,7 @@ def envelope_error(msg: Any) -> FrameError | None:
 
 def send_error(protocol: JsonRPCProtocol, error: FrameError) -> None:
     # A plain dict: pygls' converter would drop a null id, which JSON-RPC requires here.
-    body = {"code": error.code, "message": error.message}
+    body = {"code": error.code, "message": error.message, "data": data_code(error.code, None)}
     protocol._send_data({"jsonrpc": "2.0", "id": error.id, "error": body})
 
 

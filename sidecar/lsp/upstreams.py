@@ -11,10 +11,10 @@ from pydantic import Field, ValidationError
 from pygls.exceptions import JsonRpcInvalidParams
 
 from sidecar.engine.content import to_template
+from sidecar.errors import UpstreamError
 from sidecar.lsp import notify
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
-from sidecar.upstreams.errors import UpstreamError
 from sidecar.upstreams.router import Remote, content_of
 from sidecar.upstreams.settings import NAME, UpstreamSettings
 from sidecar.wire import ChatResult, EmbedResult, UpstreamsResult, Usage

@@ -23,7 +23,6 @@ import logging
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from lsprotocol.types import WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport
@@ -35,6 +34,7 @@ from sidecar.engine.engine import Engine
 from sidecar.errors import InvalidRequest
 from sidecar.lsp.errors import Params, parse, rpc_errors
 from sidecar.lsp.session import SidecarServer
+from sidecar.uris import uri_to_path
 from sidecar.wire import (
     Source,
     WorkspaceHit,
@@ -102,9 +102,7 @@ def editor_root(ls: SidecarServer) -> Path | None:
         return None
     folders = list(workspace.folders.values())
     uri = folders[0].uri if folders else workspace.root_uri
-    if not uri or not uri.startswith("file:"):
-        return None
-    return Path(unquote(urlparse(uri).path))
+    return uri_to_path(uri) if uri else None
 
 
 def index_for(ls: SidecarServer, root: str | None) -> WorkspaceIndex | None:
@@ -235,10 +233,9 @@ async def chat_messages(
 
 def saved(ls: SidecarServer, params: types.DidSaveTextDocumentParams) -> None:
     """A saved file inside an indexed workspace is re-indexed in the background."""
-    uri = params.text_document.uri
-    if not uri.startswith("file:"):
+    path = uri_to_path(params.text_document.uri)
+    if path is None:
         return
-    path = Path(unquote(urlparse(uri).path))
     workspace = ls.workspaces.containing(path)
     if workspace is None:
         return
@@ -256,9 +253,9 @@ def saved(ls: SidecarServer, params: types.DidSaveTextDocumentParams) -> None:
 async def related_chunks(ls: SidecarServer, uri: str, query: str) -> list[Chunk]:
     """Cross-file completion candidates for the document `uri`: the workspace chunks nearest
     the code before the cursor (none outside an indexed workspace)."""
-    if not uri.startswith("file:") or not query.strip():
+    path = uri_to_path(uri)
+    if path is None or not query.strip():
         return []
-    path = Path(unquote(urlparse(uri).path))
     workspace = ls.workspaces.containing(path) or index_for(ls, None)
     if workspace is None or workspace.root not in path.parents:
         return []

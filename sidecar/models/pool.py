@@ -24,7 +24,7 @@ from typing import Any, cast
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from sidecar.errors import LoadFailed, Unavailable
+from sidecar.errors import InsufficientMemory, ModelLoadError
 from sidecar.mlx_cleanup import release_memory
 from sidecar.models.kinds import ModelKind
 from sidecar.models.loader import load_model, load_tokenizer
@@ -34,19 +34,6 @@ log = logging.getLogger(__name__)
 
 LOAD_CHUNK_BYTES = 64 << 20
 MiB = 2**20
-
-
-class ModelLoadError(LoadFailed, RuntimeError):
-    """A model's files are there but do not load (corrupt weights, bad config)."""
-
-    code = "model_load_failed"
-    param = "model"
-
-
-class MemoryBudgetError(Unavailable, RuntimeError):
-    """The model does not fit the memory budget beside the pinned and busy ones."""
-
-    code = "insufficient_memory"
 
 
 @dataclass
@@ -155,7 +142,7 @@ class ModelPool:
             )
             if not victims:
                 free = self.budget_bytes - self.used_bytes - self.reserved_bytes - self.held_bytes()
-                raise MemoryBudgetError(
+                raise InsufficientMemory(
                     f"need {needed / MiB:.0f} MiB but only {max(free, 0) / MiB:.0f} MiB of the "
                     f"{self.budget_bytes / MiB:.0f} MiB memory budget is free, and every "
                     "loaded model is pinned or busy (running requests' KV counts too)"
@@ -184,7 +171,7 @@ class ModelPool:
             return loaded
         estimate = estimate_bytes(info)
         if estimate > self.budget_bytes:
-            raise MemoryBudgetError(
+            raise InsufficientMemory(
                 f"model {info.id} needs about {estimate / MiB:.0f} MiB, over the whole "
                 f"memory budget of {self.budget_bytes / MiB:.0f} MiB"
             )
@@ -235,7 +222,7 @@ class ModelPool:
         )
         try:  # the measured size can exceed the estimate: make room behind it
             self._evict_for(0, keep=info.id)
-        except MemoryBudgetError:
+        except InsufficientMemory:
             log.warning("%s is loaded over the memory budget", info.id)
         return loaded
 
@@ -291,7 +278,7 @@ class ModelPool:
             if pending is not None:
                 abandoned = pending
                 call(lambda: self.abort_load(abandoned))
-            if isinstance(e, Exception) and not isinstance(e, MemoryBudgetError | ModelLoadError):
+            if isinstance(e, Exception) and not isinstance(e, InsufficientMemory | ModelLoadError):
                 # the caller's error names the model, whatever the loader raised
                 failure = ModelLoadError(
                     f"model {model_id!r} failed to load: {type(e).__name__}: {e}"

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.errors import NotFound
+from sidecar.errors import InvalidModelIdError, ModelNotFoundError
 from sidecar.models.kinds import (
     ModelKind,
     detect_kind,
@@ -22,21 +22,6 @@ from sidecar.models.kinds import (
 
 WEIGHT_SUFFIXES = (".safetensors", ".npz")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-
-
-class ModelNotFoundError(NotFound, LookupError):
-    """No local model has this id."""
-
-    code = "model_not_found"
-    param = "model"
-
-
-class InvalidModelIdError(NotFound, ValueError):
-    """The id is not a valid model id (e.g. it climbs out of the store with '..'); answered as
-    not found, since no model can have it."""
-
-    code = "model_not_found"
-    param = "model"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Each upstream's models, from its `/v1/models`, as `UPSTREAM/MODEL` ids, cached for the
-upstream's `models_ttl_s`. An upstream that cannot be listed keeps its last list (or none) and
-its error, so one unreachable cluster never breaks the model list."""
+upstream's `models_ttl_s`. An upstream that cannot be listed within `models_timeout_s` (down,
+dripping, breaking mid-reply, sending junk) keeps its last list (or none) and its error, which
+`GET /v1/models` reports in its `upstream_errors` field: one bad cluster never breaks the list."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class Catalog:
         if fresh:
             return listing
         try:
-            body = await upstream.get_json("models")
+            async with asyncio.timeout(upstream.settings.models_timeout_s):
+                body = await upstream.get_json("models")
             data = body.get("data") if isinstance(body, dict) else None
             if not isinstance(data, list):
                 raise ValueError("its /models reply has no 'data' list")
@@ -60,12 +62,26 @@ class Catalog:
                 if isinstance(item, dict) and item.get("id")
             ]
             listing.error = None
+        except TimeoutError:
+            limit = upstream.settings.models_timeout_s
+            return self.failed(upstream, listing, f"did not list its models within {limit:g} s")
         except (SidecarError, ValueError, TypeError, KeyError) as e:
-            listing.error = str(e)
-            log.warning("cannot list the models of upstream %s: %s", upstream.name, e)
-            # asked again after at most ERROR_RETRY_S, not after the whole TTL
-            ttl = upstream.settings.models_ttl_s
-            listing.fetched_at = time.monotonic() - ttl + min(ttl, ERROR_RETRY_S)
-            return listing
+            return self.failed(upstream, listing, upstream.redact.text(str(e)))
         listing.fetched_at = time.monotonic()
         return listing
+
+    def failed(self, upstream: Upstream, listing: Listing, error: str) -> Listing:
+        listing.error = error
+        log.warning("cannot list the models of upstream %s: %s", upstream.name, error)
+        # asked again after at most ERROR_RETRY_S, not after the whole TTL
+        ttl = upstream.settings.models_ttl_s
+        listing.fetched_at = time.monotonic() - ttl + min(ttl, ERROR_RETRY_S)
+        return listing
+
+    def errors(self) -> list[dict[str, str]]:
+        """The upstreams whose last listing failed, and why."""
+        return [
+            {"upstream": name, "error": listing.error}
+            for name, listing in self.listings.items()
+            if listing.error
+        ]

@@ -3,42 +3,22 @@ error (a wrong key's 401, an unknown model's 404) keeps its status on the OpenAI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from sidecar.errors import ErrorKind, SidecarError
+from sidecar.errors import UpstreamError, UpstreamRejected
 
 
-class UpstreamError(SidecarError):
-    """An upstream answered with an error, or could not be reached. `http_status` is what the
-    OpenAI port answers (the upstream's own status for its 4xx and 5xx, 502/503/504 when there
-    was no answer); the JSON-RPC edge maps `kind` like any other error."""
-
-    kind = ErrorKind.UNAVAILABLE
-
-    def __init__(
-        self, upstream: str, message: str, http_status: int = 502, code: str | None = None
-    ) -> None:
-        super().__init__(f"upstream {upstream!r}: {message}")
-        self.upstream = upstream
-        self.http_status = http_status
-        self.error_code = code or "upstream_error"
-
-    @property
-    def code(self) -> str:  # type: ignore[override]  # the upstream's own code when it sent one
-        return self.error_code
-
-
-class UpstreamRejected(UpstreamError):
-    """A 4xx other than auth and rate limits: the request itself was wrong for the upstream."""
-
-    kind = ErrorKind.INVALID_REQUEST
-
-
-def answered(upstream: str, status: int, body: bytes) -> UpstreamError:
-    """The error for an upstream's non-2xx answer, with the message it gave."""
+def answered(
+    upstream: str, status: int, body: bytes, redact: Callable[[str], str]
+) -> UpstreamError:
+    """The error for an upstream's non-2xx answer, with the message it gave (`redact`ed: an
+    upstream may echo the Authorization header it was sent)."""
     message, code = _error_fields(body)
+    message = redact(message) if message else message
+    code = redact(code) if code else code
     text = f"answered {status}" + (f": {message}" if message else "")
     if status in (401, 403):
         text += " (check the API key configured for this upstream)"

@@ -12,16 +12,12 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from sidecar.errors import Unavailable
+from sidecar.errors import KeyringUnavailable
 from sidecar.upstreams.settings import UpstreamSettings
 
 log = logging.getLogger(__name__)
 
 KeySource = Literal["editor", "env", "keyring", "none"]
-
-
-class KeyringUnavailable(Unavailable):
-    code = "keyring_unavailable"
 
 
 def from_keyring(reference: str) -> SecretStr | None:

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from sidecar.engine.requests import Priority
-from sidecar.errors import ErrorKind, SidecarError, Unavailable
+from sidecar.errors import ErrorKind, SidecarError, Unavailable, UpstreamError
 from sidecar.upstreams.catalog import Catalog
 from sidecar.upstreams.client import Upstream
-from sidecar.upstreams.errors import UpstreamError
 from sidecar.upstreams.keys import Keys
 from sidecar.upstreams.settings import FallbackSettings, UpstreamSettings
 from sidecar.usage.events import Endpoint, UsageEvent, UsageSink, discard
@@ -119,6 +118,10 @@ class Router:
     async def models(self) -> list[RemoteModel]:
         return await self.catalog.models(list(self.upstreams.values()))
 
+    def listing_errors(self) -> list[dict[str, str]]:
+        """Upstreams whose models could not be listed (`GET /v1/models`'s `upstream_errors`)."""
+        return [e for e in self.catalog.errors() if e["upstream"] in self.upstreams]
+
     # -- routing -----------------------------------------------------------------------------
 
     def named(self, model: str | None) -> Remote | None:
@@ -144,12 +147,14 @@ class Router:
         model: str | None,
         default: str,
         *,
-        messages: list[dict[str, Any]] | None = None,
+        prompt_tokens: Callable[[Any], int] | None = None,
         text: str | None = None,
         max_tokens: int | None = None,
     ) -> Remote | None:
         """Where a request for `model` (None: the role's `default`) goes; None: the local
-        engine. Raises what the local engine raises when there is no fallback."""
+        engine. Raises what the local engine raises when there is no fallback. The context
+        check measures `prompt_tokens(loaded)` (a chat turn's, `TurnInput.prompt_tokens`, which
+        the turn then reuses) or the raw `text`."""
         local = model or default  # the role's model may be remote too (the editor picked one)
         named = self.named(local)
         if named is not None or not getattr(self.fallback, role):
@@ -165,13 +170,15 @@ class Router:
             if e.kind not in CANNOT_LOAD:
                 raise
             return self.fell_back(role, local, "load_failed", str(e))
-        if loaded.kind != "text" or (messages is None and text is None):
+        if loaded.kind != "text" or (prompt_tokens is None and text is None):
             return None
         from sidecar.engine.engine import context_length
 
-        if messages is not None:
-            prompt = await self.engine.chat_prompt(messages, loaded.id)
-            length = len(prompt)
+        if prompt_tokens is not None:
+            try:
+                length = prompt_tokens(loaded)
+            except SidecarError:
+                return None  # a prompt that does not render: the local turn says why
         else:
             length = len(await self.engine.tokenize(text or "", loaded.id))
         room = context_length(loaded) - length
@@ -201,9 +208,9 @@ class Router:
             body = {k: v for k, v in self.body_for(remote, body).items() if k != "stream_options"}
             body["stream"] = False
             async with remote.upstream.request("POST", PATHS[endpoint], body) as response:
-                raw = await response.aread()
+                raw = await response.read()
             try:
-                reply = orjson.loads(raw)
+                reply = remote.upstream.redact.json(orjson.loads(raw))
             except orjson.JSONDecodeError:
                 raise UpstreamError(remote.name, "sent a reply that is not JSON") from None
             if not isinstance(reply, dict):
@@ -228,20 +235,30 @@ class Router:
         error = True
         body = {**self.body_for(remote, body), "stream": True}
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        # An upstream that ignores max_tokens is not relayed past it (a delta is a token or more)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        upstream = remote.upstream
         try:
-            async with remote.upstream.request("POST", PATHS[endpoint], body) as response:
-                async for line in response.aiter_lines():
+            async with upstream.request("POST", PATHS[endpoint], body) as response:
+                if response.content_type != "text/event-stream":
+                    raise upstream.error(
+                        "answered a streamed request with Content-Type "
+                        f"{response.content_type or 'none'!r}, not text/event-stream"
+                    )
+                events = produced = 0  # events; those with new output (a token or more)
+                async for line in response.lines():
                     if not line.startswith("data:"):
                         continue  # SSE comments, event names, blank separators
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
                     try:
-                        event = orjson.loads(data)
+                        event = upstream.redact.json(orjson.loads(data))
                     except orjson.JSONDecodeError:
                         raise UpstreamError(remote.name, "sent a malformed stream event") from None
                     if not isinstance(event, dict):
                         continue
+                    events += 1
                     if event.get("usage"):
                         usage = event["usage"]
                         if not event.get("choices") and not include_usage:
@@ -252,7 +269,14 @@ class Router:
                         deltas += 1
                     if "model" in event:
                         event["model"] = remote.id
+                    produced += carries_output(event)
+                    if isinstance(cap, int) and produced > cap:
+                        log.warning("upstream %s ran past max_tokens=%d: cut", remote.name, cap)
+                        yield length_event(event)
+                        break
                     yield event
+                if not events:
+                    raise upstream.error("ended its stream without a single event")
             error = False
         finally:
             self.report(remote, endpoint, started, usage, deltas, error)
@@ -279,6 +303,32 @@ class Router:
                 upstream=remote.name,
             )
         )
+
+
+def length_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The closing chunk of a stream cut at max_tokens: no new text, finish_reason "length"."""
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+    first = (event.get("choices") or [{}])[0]
+    if isinstance(first, dict) and "delta" in first:
+        choice["delta"] = {}
+    else:
+        choice["text"] = ""
+    keep = {k: v for k, v in event.items() if k in ("id", "object", "created", "model")}
+    return {**keep, "choices": [choice]}
+
+
+def carries_output(event: dict[str, Any]) -> bool:
+    """Whether a stream event adds output (text, reasoning, tool call arguments), not only a
+    role, a finish_reason or usage."""
+    for choice in event.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role"):
+            return True
+        if choice.get("text"):
+            return True
+    return False
 
 
 def content_of(event: dict[str, Any]) -> str:

@@ -21,6 +21,15 @@ class UpstreamSettings(BaseModel):
     api_key_keyring: str | None = None  # "service/user" in the OS keyring
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=300.0, gt=0)  # between bytes of a reply
+    # Bounds on what an upstream may send back (sidecar/upstreams/client.py): the wait for its
+    # reply's headers, the whole call (a stream that drips a byte a second ends here), one SSE
+    # line, one non-streamed body; and the whole `/models` listing, which `GET /v1/models`
+    # waits for.
+    first_byte_timeout_s: float = Field(default=120.0, gt=0)
+    total_timeout_s: float = Field(default=900.0, gt=0)
+    max_line_bytes: int = Field(default=1 << 20, ge=1024)
+    max_body_bytes: int = Field(default=32 << 20, ge=1024)
+    models_timeout_s: float = Field(default=5.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1)  # requests in flight to this upstream
     retries: int = Field(
         default=2, ge=0

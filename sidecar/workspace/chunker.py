@@ -39,7 +39,7 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 
 
 @dataclass(frozen=True)
-class Chunk:
+class FileChunk:
     path: str  # relative to the workspace root, with "/" separators
     start_line: int  # 1-based, inclusive
     end_line: int  # 1-based, inclusive
@@ -52,7 +52,7 @@ class Chunk:
         return f"{head}\n{self.text}"[:EMBED_CHARS]
 
 
-def chunk_file(path: str, text: str) -> list[Chunk]:
+def chunk_file(path: str, text: str) -> list[FileChunk]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -60,7 +60,10 @@ def chunk_file(path: str, text: str) -> list[Chunk]:
         return []
     spans: list[tuple[int, int, str | None]] | None = None  # 0-based, end exclusive
     if path.endswith((".py", ".pyi")):
-        spans = python_spans(text, len(lines))
+        try:
+            spans = python_spans(text, len(lines))
+        except RecursionError:  # an AST too deep to walk: plain blocks then
+            spans = None
     elif path.endswith((".md", ".markdown", ".rst")):
         spans = heading_spans(lines)
     if spans is None:
@@ -71,7 +74,7 @@ def chunk_file(path: str, text: str) -> list[Chunk]:
             e = min(end, s + MAX_LINES)
             body = "\n".join(lines[s:e])
             if body.strip():
-                chunks.append(Chunk(path, s + 1, e, symbol, body))
+                chunks.append(FileChunk(path, s + 1, e, symbol, body))
     return chunks
 
 
@@ -80,7 +83,8 @@ def python_spans(text: str, n_lines: int) -> list[tuple[int, int, str | None]] |
     file does not parse (then it is cut as plain blocks)."""
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        # MemoryError: CPython's parser stack overflows on deep nesting (`x = ------...1`)
         return None
     spans: list[tuple[int, int, str | None]] = []
     cursor = 0  # first line not yet in a span

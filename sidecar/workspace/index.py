@@ -28,18 +28,15 @@ import numpy as np
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Priority
-from sidecar.errors import ErrorKind, SidecarError
+from sidecar.errors import IndexCancelled
+from sidecar.uris import uri_to_path
 from sidecar.workspace import retrieval
-from sidecar.workspace.chunker import Chunk, chunk_file
+from sidecar.workspace.chunker import FileChunk, chunk_file
 from sidecar.workspace.pacing import Pacer
 from sidecar.workspace.store import FileRecord, IndexStore, now
 from sidecar.workspace.walker import FileEntry, read_text, stat_entry, walk
 
 log = logging.getLogger(__name__)
-
-
-class IndexCancelled(SidecarError):
-    kind = ErrorKind.CANCELLED
 
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
@@ -53,7 +50,7 @@ class IndexRun:
     files_indexed: int = 0  # read, changed, chunked, stored
     files_unchanged: int = 0
     files_deleted: int = 0
-    files_skipped: int = 0  # binary or unreadable
+    files_skipped: int = 0  # binary, unreadable, grown past the limit, or not chunkable
     files_renamed: int = 0
     chunks_stored: int = 0
     texts_embedded: int = 0  # texts sent to the engine to embed in this run
@@ -66,7 +63,7 @@ class Pending:
 
     entry: FileEntry
     digest: str
-    chunks: list[Chunk]
+    chunks: list[FileChunk]
     hashes: list[str]
     vectors: list[bytes | None]
     missing: list[int] = field(default_factory=list)  # indexes of chunks still to embed
@@ -205,7 +202,7 @@ class WorkspaceIndex:
         """Read, hash and chunk the files whose stat changed (on a worker thread)."""
         pending = []
         for entry in entries:
-            text = read_text(self.root / entry.path)
+            text = read_text(self.root, entry.path, self.settings.workspace_max_file_bytes)
             if text is None:
                 run.files_skipped += 1
                 if entry.path in known:
@@ -217,7 +214,12 @@ class WorkspaceIndex:
                 self.store.touch(entry.path, entry.size, entry.mtime_ns)
                 run.files_unchanged += 1
                 continue
-            chunks = chunk_file(entry.path, text)
+            try:
+                chunks = chunk_file(entry.path, text)
+            except Exception as e:  # a chunker bug must cost one file, never the whole root
+                log.warning("workspace index: %s not chunked, skipped: %r", entry.path, e)
+                run.files_skipped += 1
+                continue
             hashes = [digest(c.embed_text()) for c in chunks]
             stored = self.store.vectors_of(entry.path) if old is not None else {}
             vectors = [stored.get(h) for h in hashes]
@@ -307,11 +309,7 @@ class WorkspaceIndex:
 
     def relative(self, path: str) -> str | None:
         """`path` (absolute, file:// URI, or relative to the root) relative to the root."""
-        if path.startswith("file://"):
-            from urllib.parse import unquote, urlparse
-
-            path = unquote(urlparse(path).path)
-        p = Path(path)
+        p = uri_to_path(path) or Path(path)
         if not p.is_absolute():
             p = self.root / p
         try:

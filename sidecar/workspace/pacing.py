@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sidecar.engine.requests import Priority
 
@@ -35,7 +35,12 @@ class Pacer:
         quiet_s: float = 0.5,
         recent_s: float = 5.0,
         max_wait_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        # `clock` and `sleep` are the real ones except in tests, which step time themselves.
+        self.clock = clock
+        self.sleep = sleep
         self.urgent_work = urgent_work
         self.user_activity = user_activity or (lambda: 0.0)
         self.idle_texts = idle_texts
@@ -43,7 +48,7 @@ class Pacer:
         self.quiet_s = quiet_s
         self.recent_s = recent_s
         self.max_wait_s = max_wait_s
-        self.last_active = time.monotonic() - recent_s  # assume idle at start
+        self.last_active = clock() - recent_s  # assume idle at start
         self.waited_s = 0.0  # total time spent yielding (reported by the run)
 
     def _user_active(self) -> bool:
@@ -52,9 +57,9 @@ class Pacer:
 
     async def next_size(self) -> int:
         """Wait for a quiet moment (at most max_wait_s); the number of texts to send now."""
-        started = time.monotonic()
+        started = self.clock()
         while True:
-            now = time.monotonic()
+            now = self.clock()
             if self._user_active():
                 self.last_active = now
             self.last_active = max(self.last_active, self.user_activity())
@@ -64,6 +69,6 @@ class Pacer:
             if now - started >= self.max_wait_s:
                 self.waited_s += now - started
                 return 1  # no quiet moment came: the smallest call, so indexing still moves
-            await asyncio.sleep(POLL_S)
-        self.waited_s += time.monotonic() - started
+            await self.sleep(POLL_S)
+        self.waited_s += self.clock() - started
         return self.idle_texts if quiet_for >= self.recent_s else self.busy_texts

@@ -1,6 +1,8 @@
 """The open workspace indexes, one per root, each stored under `workspace_index_dir` in a folder
 named for the root (its last component and a hash of its full path, so two checkouts named alike
-do not share one)."""
+do not share one). At most `workspace_max_open_indexes` stay open (least recently used idle ones
+are closed). A root must be a folder, and not a filesystem root or the home folder itself
+(indexing those reads every file of the machine or of the user)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,28 @@ def index_path(index_dir: Path, root: Path) -> Path:
     return index_dir / f"{name}-{key}" / "index.sqlite"
 
 
+def checked_root(root: str | Path) -> Path:
+    """`root` as a resolved folder to index, or a clear error."""
+    text = str(root)
+    if "\0" in text:
+        raise InvalidRequest("root must not contain a NUL byte")
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        raise InvalidRequest(f"root must be an absolute path: {text!r}")
+    try:
+        path = path.resolve()
+        is_dir = path.is_dir()
+    except (OSError, RuntimeError) as e:
+        raise InvalidRequest(f"root cannot be resolved: {text!r} ({type(e).__name__})") from None
+    if not is_dir:
+        raise NotFound(f"workspace root is not a folder: {text!r}")
+    if path.parent == path or path == Path.home().resolve():
+        raise InvalidRequest(
+            f"root {text!r} is a filesystem root or your home folder: index a project folder"
+        )
+    return path
+
+
 class Workspaces:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
@@ -38,20 +62,26 @@ class Workspaces:
 
     def get(self, root: str | Path) -> WorkspaceIndex:
         """The index of `root` (opened from disk, or created empty)."""
-        path = Path(root).expanduser()
-        if not path.is_absolute():
-            raise InvalidRequest(f"root must be an absolute path: {root}")
-        path = path.resolve()
-        if not path.is_dir():
-            raise NotFound(f"workspace root is not a folder: {root}")
-        index = self.indexes.get(path)
+        path = checked_root(root)
+        index = self.indexes.pop(path, None)
         if index is None:
+            self.close_idle(self.settings.workspace_max_open_indexes - 1)
             store = IndexStore(index_path(self.settings.workspace_index_dir, path))
             index = WorkspaceIndex(path, store, self.engine, self.settings)
             index.user_activity = self.user_activity
-            self.indexes[path] = index
+        self.indexes[path] = index  # last: the most recently used
         self.last_root = path
         return index
+
+    def close_idle(self, keep: int) -> None:
+        """Close the least recently used indexes that are not busy until at most `keep` are
+        open (busy ones stay open, even past it)."""
+        for path, index in list(self.indexes.items()):
+            if len(self.indexes) <= keep:
+                return
+            if not index.indexing and not index.lock.locked():
+                del self.indexes[path]
+                index.store.close()
 
     def current(self, root: str | Path | None = None) -> WorkspaceIndex | None:
         """The index for `root`, else the one last used, else the editor's workspace folder's

@@ -15,8 +15,10 @@ loop never blocks on disk.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sidecar.workspace.chunker import Chunk
+from sidecar.workspace.chunker import FileChunk
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -73,7 +75,16 @@ class StoredChunk:
 
 class IndexStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The index holds the workspace's code: readable by its user only (folders 0700, the
+        # database 0600, which SQLite's -wal and -shm files copy).
+        for folder in (path.parent.parent, path.parent):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if stat.S_IMODE(folder.stat().st_mode) != 0o700:
+                os.chmod(folder, 0o700)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+            if file.exists() and stat.S_IMODE(file.stat().st_mode) != 0o600:
+                os.chmod(file, 0o600)  # made by an earlier version, 0644
         self.path = path
         self.lock = threading.Lock()
         self.db = sqlite3.connect(path, check_same_thread=False)
@@ -113,7 +124,7 @@ class IndexStore:
     def put_file(
         self,
         record: FileRecord,
-        chunks: list[Chunk],
+        chunks: list[FileChunk],
         hashes: list[str],
         vectors: list[bytes],
     ) -> None:
@@ -242,7 +253,7 @@ class IndexStore:
         return mat, ids
 
     def lexical(self, query: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids by BM25 for the words of `query` (any of them), best first, with a score
+        """FileChunk ids by BM25 for the words of `query` (any of them), best first, with a score
         where higher is better."""
         words = sorted({w.lower() for w in WORD.findall(CAMEL.sub(" ", query)) if len(w) > 1})
         words = [w for w in words if w not in STOPWORDS]

@@ -1,11 +1,14 @@
 """The files of a workspace worth indexing: `.gitignore` honoured (the root's and nested ones,
 with git's own matching rules through `pathspec`), `.git` and common dependency/build folders
 skipped, binary files (a NUL byte in the first 8 KiB, or not UTF-8) and files over a size limit
-skipped."""
+skipped. Only regular files inside the root: a symlink whose target is outside it (`link ->
+/etc/passwd`) is not indexed, and a file is read with the size limit applied to the read itself
+(a file that grew after it was listed is skipped, not read whole)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,23 +98,44 @@ def join(rel_dir: str, name: str) -> str:
 
 
 def stat_entry(root: Path, rel: str, max_file_bytes: int) -> FileEntry | None:
-    """The file's entry, or None when it is not a regular file or is too big to index."""
+    """The file's entry, or None when it is not a regular file inside the root (a symlink may
+    point inside it) or is empty or too big to index."""
+    path = root / rel
     try:
-        st = (root / rel).stat()
-    except OSError:
+        st = path.stat()
+        if path.is_symlink() and not inside(root, path.resolve(strict=True)):
+            return None
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on older Pythons
         return None
-    if not os.path.isfile(root / rel) or st.st_size == 0 or st.st_size > max_file_bytes:
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_size > max_file_bytes:
         return None
     return FileEntry(rel, st.st_size, st.st_mtime_ns)
 
 
-def read_text(path: Path) -> str | None:
-    """The file's text, or None for a binary (NUL byte early on, or not UTF-8)."""
+def inside(root: Path, resolved: Path) -> bool:
+    return resolved == root or root in resolved.parents
+
+
+def read_text(root: Path, rel: str, max_bytes: int) -> str | None:
+    """The file's text, or None for a binary (NUL byte early on, or not UTF-8), a file that is
+    no longer a regular file inside the root, or one now over `max_bytes` (only that much plus
+    one byte is ever read)."""
+    path = root / rel
     try:
-        data = path.read_bytes()
-    except OSError:
+        if not inside(root, path.resolve(strict=True)):
+            return None
+        # O_NONBLOCK: a FIFO swapped in since the walk must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, RuntimeError):
         return None
-    if b"\0" in data[:SNIFF_BYTES]:
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            data = f.read(max_bytes + 1)
+        except OSError:
+            return None
+    if len(data) > max_bytes or b"\0" in data[:SNIFF_BYTES]:
         return None
     try:
         return data.decode("utf-8")

@@ -1,9 +1,11 @@
 """Waiting for a condition instead of sleeping a fixed time: a fixed sleep is either too short on
-a loaded machine (the test flakes) or longer than needed everywhere (the suite crawls)."""
+a loaded machine (the test flakes) or longer than needed everywhere (the suite crawls). `until` is
+the one poll of the suite: every wait is bounded and says what it waited for when it fails."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,18 +14,22 @@ from sidecar.engine.engine import Engine
 
 
 async def until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0, every: float = 0.02
+    condition: Callable[[], object | Awaitable[object]],
+    timeout: float = 30.0,
+    every: float = 0.02,
+    what: str = "condition",
 ) -> None:
-    """Return as soon as `condition()` holds; fail the test if it does not within `timeout`."""
+    """Return as soon as `condition()` is truthy (awaited when it returns an awaitable); fail
+    the test, naming `what`, if it is not within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         held = condition()
-        if not isinstance(held, bool):
+        if inspect.isawaitable(held):
             held = await held
         if held:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"{what} not met within {timeout} s")
         await asyncio.sleep(every)
 
 

@@ -9,8 +9,9 @@ import * as vscode from "vscode";
 import { SidecarClient, type SidecarState } from "../../src/client";
 import { settings, ui } from "./fake-vscode";
 
-test("a sidecar that keeps dying is restarted with backoff, then reported once", { timeout: 120_000 }, async () => {
+test("a sidecar that keeps dying is restarted with backoff, then reported once", { timeout: 120_000 }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlx-crash-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const fake = path.join(dir, "fake-sidecar");
   fs.writeFileSync(fake, "#!/bin/sh\necho 'boom: no model' >&2\nexit 3\n", { mode: 0o755 });
   settings.clear();

@@ -9,7 +9,6 @@ import { test } from "node:test";
 import * as vscode from "vscode";
 import { SidecarClient } from "../../src/client";
 import { daemonPid } from "../../src/daemon";
-import type { ChatResult, EditorStatus } from "../../src/protocol";
 import { settings, ui } from "./fake-vscode";
 
 const repo = path.resolve(__dirname, "../../../..");
@@ -27,7 +26,7 @@ async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 120_
 }
 
 const chat = (c: SidecarClient) =>
-  c.request<ChatResult>("mlx/chat", { messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
+  c.request("mlx/chat", { messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
 
 test("two windows share one daemon, and both come back after it is killed", { timeout: 10 * 60_000 }, async () => {
   // Short: a Unix socket path has ~104 bytes at most.
@@ -49,7 +48,7 @@ test("two windows share one daemon, and both come back after it is killed", { ti
     assert.ok(pid, "a daemon runs");
     for (const w of windows) assert.ok((await chat(w)).text !== undefined);
     for (const w of windows) {
-      const status = await w.request<EditorStatus>("mlx/status", {});
+      const status = await w.request("mlx/status", {});
       assert.equal(status.loaded.filter((m) => m.id === "SmolLM2-135M-Instruct").length, 1, "one copy");
     }
     assert.equal(daemonPid(runtime), pid, "the second window attached to the first one's daemon");

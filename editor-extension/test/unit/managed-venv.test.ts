@@ -43,7 +43,11 @@ test(
       const listed = JSON.parse(run("models", "list", "--json")).map(
         (m: { id: string; kind: string }) => `${m.id}:${m.kind}`,
       );
-      assert.deepEqual(listed.sort(), ["SmolLM2-135M-Instruct:text", "all-MiniLM-L6-v2:embedding"]);
+      assert.deepEqual(listed.sort(), [
+        "Qwen2.5-Coder-0.5B-Instruct:text",
+        "SmolLM2-135M-Instruct:text",
+        "all-MiniLM-L6-v2:embedding",
+      ]);
       // a second start reuses the venv instead of installing again
       const again = Date.now();
       assert.equal(await ensureManagedVenv(vscode.Uri.file(dir), sidecarRequirement("", wheel), log), sidecar);

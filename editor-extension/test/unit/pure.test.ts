@@ -4,8 +4,8 @@ import { test } from "node:test";
 import { backoffMs } from "../../src/client";
 import { applyDelta, assistantMessage, newTurn } from "../../src/chat-turn";
 import { userContent } from "../../src/chat-view";
-import { hubItem, modelItem, pickerItems } from "../../src/commands";
-import { formatBytes } from "../../src/protocol";
+import { DOWNLOAD_ITEM_ID, hubItem, modelItem, pickerItems } from "../../src/commands";
+import { errorCode, formatBytes } from "../../src/protocol";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -97,8 +97,8 @@ test("sizes and list items", () => {
 
 test("status bar summary reads the completion model and tokens/s", () => {
   const roles = { completion: "A", chat: "B", embedding: "C" };
-  assert.deepEqual(summarize({ roles, recent_tokens_per_s: 9.5 }), { model: "A", tokensPerS: 9.5 });
-  assert.deepEqual(summarize({ roles, recent_tokens_per_s: null }), { model: "A", tokensPerS: undefined });
+  assert.deepEqual(summarize({ roles, recent_tokens_per_s: 9.5 }), { model: "A", roles, tokensPerS: 9.5 });
+  assert.deepEqual(summarize({ roles, recent_tokens_per_s: null }), { model: "A", roles, tokensPerS: undefined });
 });
 
 test("managed venv: reused when installed; a failed pip install says what to set", { timeout: 120_000 }, async () => {
@@ -151,12 +151,13 @@ test("model pickers list remote models grouped by upstream, after the local ones
       ["team/Llama-70B", false],
       ["hosted", true],
       ["hosted/gpt-x", false],
+      ["$(cloud-download) Download a model…", false],
     ],
   );
   assert.equal(chat.find((i) => i.label === "hosted")?.id, ""); // a separator picks nothing
   assert.deepEqual(
     pickerItems(list, "completion").map((i) => i.id),
-    ["Smol"],
+    ["Smol", DOWNLOAD_ITEM_ID],
   ); // inline completion stays local
 });
 
@@ -193,4 +194,16 @@ test("chat turn: reasoning, text and tool calls from deltas stay apart; the hist
     tool_calls: [{ id: "call_1", type: "function", function: { name: "get_time", arguments: '{"zone":"UTC"}' } }],
   });
   assert.deepEqual(assistantMessage({ text: "Hi.", tool_calls: [] }), { role: "assistant", content: "Hi." });
+});
+
+test("errorCode reads the machine code the sidecar puts in a JSON-RPC error's data", () => {
+  const rpc = Object.assign(new Error("model 'x' does not take images"), {
+    code: -32602,
+    data: { code: "images_not_supported" },
+  });
+  assert.equal(errorCode(rpc), "images_not_supported");
+  // the message alone decides nothing: no data, no code
+  assert.equal(errorCode(new Error("model 'x' does not take images")), undefined);
+  assert.equal(errorCode({ data: { code: 7 } }), undefined);
+  assert.equal(errorCode(undefined), undefined);
 });

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sidecar.models.hub.client import DownloadCancelledError, HubError
+from sidecar.errors import DownloadCancelledError, HubError
 from sidecar.models.hub.download import DownloadProgress, DownloadStats, download
 from sidecar.models.hub.files import RemoteFile, needed_files
 from sidecar.models.hub.search import (

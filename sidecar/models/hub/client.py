@@ -16,20 +16,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from sidecar.errors import ErrorKind, Unavailable
+from sidecar.errors import HubError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-
-
-class HubError(Unavailable):
-    """A hub operation failed (missing, gated, offline, network); the message is for the user."""
-
-    code = "hub_error"
-
-
-class DownloadCancelledError(HubError):
-    kind = ErrorKind.CANCELLED
-    code = "cancelled"
 
 
 def endpoint() -> str:

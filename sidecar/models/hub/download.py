@@ -35,25 +35,12 @@ import httpx2 as httpx  # huggingface_hub's HTTP client
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+from sidecar.errors import DownloadCancelledError, HubError, InvalidModelIdError
 from sidecar.models.atomic import publish_dir
-from sidecar.models.hub.client import (
-    DownloadCancelledError,
-    HubError,
-    api,
-    endpoint,
-    hub_error,
-    require_online,
-    token,
-)
+from sidecar.models.hub.client import api, endpoint, hub_error, require_online, token
 from sidecar.models.hub.files import RemoteFile, needed_files, remote_files
 from sidecar.models.hub.verify import verify_loads
-from sidecar.models.store import (
-    InvalidModelIdError,
-    ModelInfo,
-    ModelStore,
-    describe,
-    validate_model_id,
-)
+from sidecar.models.store import ModelInfo, ModelStore, describe, validate_model_id
 
 log = logging.getLogger(__name__)
 

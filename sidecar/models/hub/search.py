@@ -13,7 +13,8 @@ from typing import Any
 from huggingface_hub import HfApi
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-from sidecar.models.hub.client import HubError, api, endpoint, hub_error, require_online, token
+from sidecar.errors import HubError
+from sidecar.models.hub.client import api, endpoint, hub_error, require_online, token
 from sidecar.models.hub.files import needed_files, remote_files
 from sidecar.models.kinds import ModelKind, detect_kind, fim_family
 from sidecar.models.store import ModelStore

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sidecar.errors import HubError
 from sidecar.mlx_cleanup import clear_thread_streams
-from sidecar.models.hub.client import HubError
 from sidecar.models.kinds import ModelKind
 
 VERIFY_TIMEOUT_S = 600

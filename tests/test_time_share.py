@@ -1,0 +1,91 @@
+"""Who steps next across models: inline completion first, and a chat streaming on another model
+keeps its guaranteed share of the worker's time however much a completion's steps cost.
+Fake runners with set step costs, charged as the worker charges real ones: counted in steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar.engine.requests import Priority
+from sidecar.engine.scheduler import SHARE_WEIGHTS, Scheduler
+
+
+@dataclass(eq=False)
+class FakeRunner:
+    name: str
+    priority: Priority
+    cost_s: float  # what one step costs
+    busy: bool = True
+    steps: int = 0
+
+    def urgency(self) -> Priority | None:
+        return self.priority if self.busy else None
+
+    def step(self) -> None:
+        self.steps += 1
+
+
+def run(scheduler: Scheduler, runners: list[FakeRunner], ticks: int) -> list[str]:
+    order = []
+    for _ in range(ticks):
+        for runner in scheduler.pick(runners):
+            runner.step()
+            scheduler.charge(runner, runner.cost_s)
+            order.append(runner.name)
+    return order
+
+
+def test_a_chat_keeps_its_share_while_costly_completion_steps_run() -> None:
+    """A coder prefill chunk costs 20 of the chat model's decode steps; the chat still gets its
+    fifth of the time: about 20 / 4 = 5 decode steps per completion step."""
+    scheduler = Scheduler()
+    completion = FakeRunner("completion", Priority.COMPLETION, cost_s=1.0)
+    chat = FakeRunner("chat", Priority.CHAT, cost_s=0.05)
+    run(scheduler, [completion, chat], 600)
+    time_completion = completion.steps * completion.cost_s
+    time_chat = chat.steps * chat.cost_s
+    share = SHARE_WEIGHTS[Priority.CHAT] / (
+        SHARE_WEIGHTS[Priority.CHAT] + SHARE_WEIGHTS[Priority.COMPLETION]
+    )
+    assert abs(time_chat / (time_chat + time_completion) - share) < 0.02
+    assert chat.steps >= 4 * completion.steps  # counted in steps, not 1 in 4 ticks
+
+
+def test_a_completion_that_arrives_goes_first_and_keeps_most_of_the_time() -> None:
+    """The chat has streamed alone for a while: a keystroke's completion steps next, and the
+    chat does not get to spend what it used before."""
+    scheduler = Scheduler()
+    completion = FakeRunner("completion", Priority.COMPLETION, cost_s=0.15, busy=False)
+    chat = FakeRunner("chat", Priority.CHAT, cost_s=0.05)
+    run(scheduler, [completion, chat], 100)
+    completion.busy = True
+    order = run(scheduler, [completion, chat], 50)
+    assert order[0] == "completion"
+    spent = completion.steps * completion.cost_s
+    assert spent / (spent + order.count("chat") * chat.cost_s) > 0.75
+
+
+def test_a_runner_idle_for_a_while_banks_no_credit() -> None:
+    """A chat model that was idle while another chat ran does not then take all the time."""
+    scheduler = Scheduler()
+    first = FakeRunner("first", Priority.CHAT, cost_s=0.05)
+    second = FakeRunner("second", Priority.CHAT, cost_s=0.05, busy=False)
+    run(scheduler, [first, second], 100)
+    second.busy = True
+    order = run(scheduler, [first, second], 20)
+    assert 8 <= order.count("first") <= 12  # taking turns from the start
+
+
+def test_equal_classes_share_time_not_steps() -> None:
+    """Two chats on two models: a model whose steps cost 3x gets a third of the steps."""
+    scheduler = Scheduler()
+    big = FakeRunner("big", Priority.CHAT, cost_s=0.15)
+    small = FakeRunner("small", Priority.CHAT, cost_s=0.05)
+    run(scheduler, [big, small], 400)
+    assert abs(big.steps * big.cost_s - small.steps * small.cost_s) <= big.cost_s
+
+
+def test_no_work_no_step() -> None:
+    scheduler = Scheduler()
+    idle = FakeRunner("idle", Priority.CHAT, cost_s=0.05, busy=False)
+    assert scheduler.pick([idle]) == []
