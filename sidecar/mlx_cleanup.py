@@ -3,8 +3,12 @@ thread of a command, a pool thread that imported a model, a child process that c
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def clear_thread_streams() -> None:
@@ -18,6 +22,19 @@ def clear_thread_streams() -> None:
     clear = getattr(mx, "clear_streams", None)
     if clear is not None:
         clear()
+
+
+async def to_thread_clearing(fn: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread` for MLX work: the pool thread destroys its MLX streams once `fn`
+    returns (left to the interpreter's exit, they abort the process after the work is done)."""
+
+    def run() -> T:
+        try:
+            return fn(*args)
+        finally:
+            clear_thread_streams()
+
+    return await asyncio.to_thread(run)
 
 
 def release_memory() -> None:

@@ -10,7 +10,7 @@ Types only: what builds them lives with what it reads (`sidecar.models.listing` 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -266,13 +266,6 @@ class EngineStatus(Wire):
     prompt_tokens: int
     uptime_s: float
     usage: list[ModelUsage]  # the usage ledger; empty when none is kept
-
-    def __getitem__(self, name: str) -> Any:
-        # Kept only for sidecar/completion/session.py (`busy()`), which another change owns now;
-        # every other reader uses attributes. Delete with that last reader.
-        if name not in type(self).model_fields:
-            raise KeyError(name)
-        return getattr(self, name)
 
 
 # -- chat and embeddings -------------------------------------------------------------------------

@@ -5,10 +5,12 @@ generation (one engine request), reuse of prompt KV across keystrokes, the conte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
-import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.benchmarks.prompt_reuse import keystroke_states
@@ -115,18 +117,51 @@ async def test_typing_through_a_running_completion_keeps_one_engine_request(engi
     assert second.raw == gen.text and second.completion_tokens >= 2
 
 
-async def test_a_generation_nobody_adopts_is_cancelled(engine) -> None:
-    session = session_of(engine, max_tokens=64)
-    # A long line to write (it outlasts the grace) after a prompt no other test left cached.
+@dataclass
+class Timer:
+    delay: float
+    fn: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    """The session's timers, fired by the test instead of the wall clock."""
+
+    def __init__(self) -> None:
+        self.made: list[Timer] = []
+
+    def later(self, delay: float, fn: Callable[[], None]) -> Timer:
+        self.made.append(Timer(delay, fn))
+        return self.made[-1]
+
+    def fire(self, delay: float) -> int:
+        due = [t for t in self.made if t.delay == delay and not t.cancelled]
+        for timer in due:
+            timer.cancelled = True
+            timer.fn()
+        return len(due)
+
+
+async def test_a_generation_nobody_adopts_is_cancelled_after_its_grace(engine) -> None:
+    timers = Timers()
+    options = CompletionOptions(max_time_ms=60000, max_tokens=64)
+    session = CompletionSession(engine, options, later=timers.later)
+    # A long line to write (it outlasts the test's steps) after a prompt no other test left cached.
     prefix = f"# {uuid.uuid4().hex[:8]}\nPRIMES = [2, 3, 5, 7, 11, "
     task = asyncio.create_task(session.complete(CHAT_MODEL, prefix, "]\n"))
     await until(lambda: None in session.inflight, timeout=60)
     gen: Generation = session.inflight[None]
     task.cancel()
-    started = time.monotonic()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not gen.done, "the generation ended before the test's steps: raise max_tokens"
+    assert not gen.abandoned  # nobody waits now, but the next keystroke may still adopt it
+    assert timers.fire(ORPHAN_GRACE_S) == 1  # the grace ends: nobody came
     await asyncio.wait_for(asyncio.shield(gen.task), 30)
     assert gen.abandoned and not gen.final
-    assert time.monotonic() - started < ORPHAN_GRACE_S + 5
     assert session.cache.get(prefix, "]\n") is None
 
 

@@ -194,9 +194,9 @@ async def test_two_windows_share_one_daemon_and_one_model(
         await until(lambda: not alive(pid), timeout=GRACE_S + 30)
         assert not (runtime_dir / "sidecar.sock").exists()
     finally:
-        for client in (first, second):
-            if client is not None:
-                await client.stop()
+        for leftover in (first, second):
+            if leftover is not None:
+                await leftover.stop()
 
 
 def start_daemon(env: dict[str, str]) -> subprocess.Popen[str]:

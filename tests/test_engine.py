@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 
 import numpy as np
 import pytest
@@ -129,6 +130,7 @@ async def test_abandoned_stream_frees_its_slot(engine: Engine) -> None:
     stream = engine.generate(GenerateRequest(prompt=prompt, max_tokens=200))
     async for _ in stream:
         break
+    assert isinstance(stream, AsyncGenerator)  # `generate` is an async generator
     await stream.aclose()
     await until(lambda: engine.status().running == 0, timeout=5)
 
@@ -237,7 +239,9 @@ async def test_each_admission_failure_fails_its_request_alone_and_at_once(
     failed), and the next request runs."""
     from sidecar.engine import text_runner
 
-    runner = engine.pool.get(CHAT_MODEL).runner
+    loaded = engine.pool.get(CHAT_MODEL)
+    assert loaded is not None
+    runner = loaded.runner
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"{failing} broke")

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_lm import generate, load
+from mlx_lm import generate
 
 from sidecar.models.defaults import smollm_gguf
 from sidecar.models.gguf import GGUFImportError, import_gguf, unpermute_rows
 from sidecar.models.store import ModelStore
+from tests.helpers.mlx_models import load_text_model
 
 
 def ask(model_dir: Path, question: str, max_tokens: int = 16) -> str:
-    model, tokenizer = load(str(model_dir))
+    model, tokenizer = load_text_model(model_dir)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True
     )
@@ -28,7 +30,11 @@ def test_default_import_answers_and_matches_metadata(models_dir: Path) -> None:
     model_dir = models_dir / "SmolLM2-135M-Instruct"
     assert "Paris" in ask(model_dir, "What is the capital of France?")
 
-    _, meta = mx.load(str(smollm_gguf()), return_metadata=True)
+    # `mx.load` is declared to return any of its three shapes; with metadata it is the pair
+    _, meta = cast(
+        "tuple[dict[str, mx.array], dict[str, Any]]",
+        mx.load(str(smollm_gguf()), return_metadata=True),
+    )
     config = json.loads((model_dir / "config.json").read_text())
     assert config["model_type"] == "llama"
     assert config["hidden_size"] == meta["llama.embedding_length"].item() == 576
@@ -46,7 +52,7 @@ def test_default_import_answers_and_matches_metadata(models_dir: Path) -> None:
 
 
 def test_tokenizer_round_trips_code_and_keeps_special_tokens(models_dir: Path) -> None:
-    _, tokenizer = load(str(models_dir / "SmolLM2-135M-Instruct"))
+    _, tokenizer = load_text_model(models_dir / "SmolLM2-135M-Instruct")
     text = "def add(a, b):\n    return a + b  # 12345 café ✓\n"
     ids = tokenizer.encode(text)
     assert tokenizer.decode(ids) == text

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 from gguf.quants import dequantize, quant_shape_to_byte_shape, quantize
-from mlx_lm import generate, load
+from mlx_lm import generate
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from sidecar.models.gguf import GGUFImportError, import_gguf, unpermute_rows
 from sidecar.models.gguf_file import SUPPORTED_TYPES
 from sidecar.models.store import ModelStore
+from tests.helpers.mlx_models import load_text_model
 
 HIDDEN, FFN, HEADS, KV_HEADS, HEAD_DIM = 256, 256, 4, 2, 64
 # mlx-lm's Gemma 3 looks up the cache of layer `sliding_window_pattern - 1` (6 - 1), so it needs
@@ -270,7 +271,7 @@ def test_each_architecture_maps_config_and_tensors_and_runs(tmp_path: Path, arch
         else:
             np.testing.assert_array_equal(actual, expected, err_msg=name)
 
-    model, tokenizer = load(str(out))
+    model, tokenizer = load_text_model(out)
     assert tokenizer.encode(" the<|im_end|>") == [TOKENS.index("Ġthe"), EOS_ID]
     logits = model(mx.array([tokenizer.encode("if the n")]))
     assert logits.shape == (1, 3, VOCAB)
@@ -310,7 +311,7 @@ def test_quantized_import_keeps_the_files_bit_width(tmp_path: Path, qtype: str, 
     assert weights["model.layers.0.self_attn.q_proj.weight"].dtype == mx.uint32
     assert "model.layers.0.self_attn.q_proj.scales" in weights
     assert weights["model.norm.weight"].dtype == mx.float16  # 1-D tensors stay unquantized
-    model, tokenizer = load(str(out))
+    model, tokenizer = load_text_model(out)
     logits = model(mx.array([tokenizer.encode("if the")]))
     assert logits.shape == (1, 2, VOCAB)
     assert isinstance(generate(model, tokenizer, "if the", max_tokens=3), str)
@@ -328,7 +329,7 @@ def test_quantized_import_of_a_mixed_file_keeps_each_tensors_width(tmp_path: Pat
         "bits": 4,
         "model.layers.1.mlp.down_proj": {"group_size": 32, "bits": 8},
     }
-    model, tokenizer = load(str(out))
+    model, tokenizer = load_text_model(out)
     assert model.model.layers[1].mlp.down_proj.bits == 8
     assert model.model.layers[0].mlp.down_proj.bits == 4
     assert model(mx.array([tokenizer.encode("if the")])).shape == (1, 2, VOCAB)
@@ -355,7 +356,7 @@ def gemma3_270m(tmp_path_factory: pytest.TempPathFactory) -> Any:
     assert src.stat().st_size == GEMMA_BYTES
     out = import_gguf(src, tmp / "store", name="gemma-3-270m", dtype="float32")
     src.unlink()  # 250 MB; the import is what the tests use
-    return load(str(out))
+    return load_text_model(out)
 
 
 def test_real_gemma3_270m_writes_python(gemma3_270m: Any) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 from transformers import AutoTokenizer
 
 from sidecar.benchmarks.http import http_throughput
@@ -27,7 +28,9 @@ from tests.helpers.http_server import Server, start_server, stop_server
 from tests.tiny_models import tiny_fim_model
 from tests.tiny_vlm import tiny_vlm_model
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France?"}
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +59,22 @@ def server(
 # -- models ----------------------------------------------------------------------------------
 
 
+def extra_fields(model: openai.types.Model) -> dict[str, Any]:
+    """The fields beyond OpenAI's: the SDK keeps them (its models allow extras)."""
+    assert model.model_extra is not None
+    return model.model_extra
+
+
 def test_model_list_has_every_local_model_with_kind(server: Server, fim_model: str) -> None:
     models = {m.id: m for m in server.client().models.list()}
     assert {CHAT_MODEL, EMBEDDING_MODEL, fim_model} <= set(models)
-    assert models[CHAT_MODEL].model_extra["kind"] == "text"
-    assert models[EMBEDDING_MODEL].model_extra["kind"] == "embedding"
-    assert models[fim_model].model_extra["fim"] == "qwen"
+    assert extra_fields(models[CHAT_MODEL])["kind"] == "text"
+    assert extra_fields(models[EMBEDDING_MODEL])["kind"] == "embedding"
+    assert extra_fields(models[fim_model])["fim"] == "qwen"
     assert models[CHAT_MODEL].owned_by == "local"
-    assert models[CHAT_MODEL].model_extra["roles"] == []  # editor roles stay in the editor
-    assert "path" not in models[CHAT_MODEL].model_extra  # nor do local file paths
-    assert server.client().models.retrieve(EMBEDDING_MODEL).model_extra["kind"] == "embedding"
+    assert extra_fields(models[CHAT_MODEL])["roles"] == []  # editor roles stay in the editor
+    assert "path" not in extra_fields(models[CHAT_MODEL])  # nor do local file paths
+    assert extra_fields(server.client().models.retrieve(EMBEDDING_MODEL))["kind"] == "embedding"
     with pytest.raises(openai.NotFoundError):
         server.client().models.retrieve("no-such-model")
 
@@ -118,7 +127,9 @@ def test_chat_max_tokens_stop_and_logprobs(server: Server) -> None:
     scored = client.chat.completions.create(
         model=CHAT_MODEL, messages=QUESTION, max_tokens=3, logprobs=True, top_logprobs=2
     )
+    assert scored.choices[0].logprobs is not None
     content = scored.choices[0].logprobs.content
+    assert content is not None
     assert "".join(t.token for t in content) == "The capital of"
     assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in content)
     assert content[0].top_logprobs[0].token == content[0].token  # greedy picks the top one
@@ -145,7 +156,7 @@ def test_chat_with_an_image_on_a_vision_model(server: Server, vlm_model: str) ->
     client = server.client()
 
     def ask(model: str, url: str, **kw: Any) -> Any:
-        content = [
+        content: list[ChatCompletionContentPartParam] = [
             {"type": "text", "text": "What is in this picture?"},
             {"type": "image_url", "image_url": {"url": url}},
         ]
@@ -241,9 +252,9 @@ def test_embeddings_float_and_base64_agree(server: Server) -> None:
 
 def test_errors_raise_the_sdks_exception_classes(server: Server) -> None:
     client = server.client()
-    with pytest.raises(openai.NotFoundError) as info:
+    with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="no-such-model", messages=QUESTION, max_tokens=2)
-    assert info.value.code == "model_not_found" and info.value.param == "model"
+    assert missing.value.code == "model_not_found" and missing.value.param == "model"
 
     bad: list[dict[str, Any]] = [
         dict(n=2),

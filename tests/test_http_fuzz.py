@@ -18,6 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.core.result import Ok
 
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
 from tests.helpers.http_server import Server, start_server, stop_server
@@ -218,7 +219,10 @@ def test_hypothesis_paths_and_methods(server: Server) -> None:
 
 def test_schemathesis_cases_from_openapi(server: Server, tmp_path: Path) -> None:
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result.err()  # the server's schema is valid
+        operations.append(result.ok())
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/embeddings"}
     for operation in operations:
 

@@ -383,4 +383,5 @@ async def test_json_rpc_params_are_strict_and_bounded(
     with pytest.raises(JsonRpcInvalidParams) as info:
         await handler(lsp_session(bare_engine.settings), params)
     assert info.value.code == -32602
+    assert info.value.data is not None, info.value.message
     assert field in info.value.data["fields"], info.value.message

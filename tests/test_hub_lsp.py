@@ -10,7 +10,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from lsprotocol import types
@@ -20,6 +20,14 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from tests.helpers.lsp import start_lsp
 from tests.helpers.waiting import until
 from tests.hub_server import MINILM, SMOLLM, TINY, HubServer, default_repos
+
+Progress = types.WorkDoneProgressBegin | types.WorkDoneProgressReport | types.WorkDoneProgressEnd
+
+
+def reports_of(client: LanguageClient, token: str) -> list[Progress]:
+    """The `$/progress` values reported for `token`. pytest-lsp declares `progress_reports` as
+    lists of `ProgressParams`, but it stores each report's value, structured as one of these."""
+    return cast("list[Progress]", client.progress_reports[token])
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +54,8 @@ async def client(
     )
     lsp = await start_lsp(config)
     assert isinstance(lsp, LanguageClient)
-    lsp.changes: list[Any] = []  # type: ignore[misc]
+    changes: list[Any] = []
+    lsp.changes = changes  # type: ignore[attr-defined]
 
     @lsp.feature("mlx/models/changed")
     def on_changed(params: Any) -> None:
@@ -84,10 +93,16 @@ async def test_download_reports_progress_then_the_list_changes_and_delete(
     client.progress_reports[token] = []
     result = await request(client, "mlx/models/download", {"repo": TINY, "workDoneToken": token})
     assert result.model.id == TINY and result.model.fim == "qwen"
-    reports = client.progress_reports[token]
-    assert reports[0].kind == "begin" and reports[0].cancellable
+    reports = reports_of(client, token)
+    begin = reports[0]
+    assert isinstance(begin, types.WorkDoneProgressBegin)
+    assert begin.kind == "begin" and begin.cancellable
     assert reports[-1].kind == "end" and TINY in (reports[-1].message or "")
-    percents = [r.percentage for r in reports if r.kind == "report"]
+    percents: list[int] = []
+    for r in reports:
+        if isinstance(r, types.WorkDoneProgressReport):  # pytest-lsp's class for kind "report"
+            assert r.percentage is not None
+            percents.append(r.percentage)
     assert percents and percents[-1] == 100 and percents == sorted(percents)
     for _ in range(50):
         if client.changes:  # type: ignore[attr-defined]
@@ -121,7 +136,8 @@ async def test_missing_repo_is_a_clear_error(client: LanguageClient) -> None:
 async def wait_for_bytes(client: LanguageClient, token: str) -> None:
     await until(
         lambda: any(
-            r.kind == "report" and (r.percentage or 0) > 0 for r in client.progress_reports[token]
+            isinstance(r, types.WorkDoneProgressReport) and (r.percentage or 0) > 0
+            for r in reports_of(client, token)
         ),
         timeout=15,
         what="progress reported",
@@ -151,7 +167,7 @@ async def test_cancel_stops_the_download_and_leaves_nothing(
     with pytest.raises(JsonRpcException) as cancelled:
         await asyncio.wait_for(pending, 30)
     assert cancelled.value.code == -32800
-    assert client.progress_reports[token][-1].kind == "end"
+    assert reports_of(client, token)[-1].kind == "end"
     models = tmp_path / "models"
     for _ in range(50):  # a $/cancelRequest answers at once; the files go a moment later
         if not (models / ".downloads").exists():

@@ -25,14 +25,18 @@ FORBIDDEN = {
 
 def imported_names(path: Path) -> list[tuple[int, str]]:
     """Every module `path` imports, and every string that names a `sidecar.` module."""
-    names = []
+    names: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.append((node.lineno, node.module))
             names += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
-        elif isinstance(node, ast.Constant) and str(node.value).startswith("sidecar."):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("sidecar.")
+        ):
             names.append((node.lineno, node.value))
     return names
 

@@ -416,15 +416,15 @@ calls = st.one_of(
 def test_fuzz_every_request_gets_an_answer(
     server: RawSession, batch: list[tuple[str, Any]]
 ) -> None:
-    sent = []
+    sent: list[str | int] = []
     for method, params in batch:
         params = tiny(method, params)
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = params
         if method in REQUESTS:
-            message["id"] = rid = f"fuzz-{next(server.ids)}"
-            sent.append(rid)
+            message["id"] = fuzz_id = f"fuzz-{next(server.ids)}"
+            sent.append(fuzz_id)
         server.send(encode(message))
     sent.append(server.request("mlx/status"))  # also after notifications: still serving
     for rid in sent:

@@ -59,13 +59,24 @@ async def prompt_of(engine: Engine, tokens: int, salt: str = "") -> list[int]:
     return (await engine.tokenize(text))[:tokens]
 
 
+async def settled(engine: Engine) -> Any:
+    """The chat runner once nothing runs, waits or holds KV: a request an earlier test cancelled
+    leaves at the worker's next step, and its reservation with it."""
+    runner = chat_runner(engine)
+    await until(
+        lambda: engine.status().memory.kv_bytes == 0 and runner.urgency() is None,
+        what="the engine idle after the earlier tests",
+    )
+    return runner
+
+
 def free_room(engine: Engine) -> int:
     g = engine.governor
     return g.budget_bytes - g.weights_bytes()
 
 
 async def test_the_budget_counts_weights_kv_and_prompt_cache(tight: Engine) -> None:
-    runner = chat_runner(tight)
+    runner = await settled(tight)
     # measured, and equal to what the model's shape says (layers x kv heads x head dim x K,V x f32)
     args = runner.model.args
     per_token = args.num_hidden_layers * args.num_key_value_heads * 2 * 4
@@ -128,14 +139,19 @@ async def test_over_budget_is_a_503_on_http_and_the_port_keeps_serving(tight: En
 
 
 async def test_a_request_that_fits_only_alone_waits_for_memory(tight: Engine) -> None:
-    """Two requests of 512 tokens' KV (22.5 MiB each) do not fit together: the second waits in
-    the queue (not refused) until the first ends, then runs."""
-    runner = chat_runner(tight)
+    """Two requests whose KV fills most of the room beside the weights (about 22 MiB each) do
+    not fit together: the second waits in the queue (not refused) until the first ends, then
+    runs. Their size comes from the room the weights, as measured, leave."""
+    runner = await settled(tight)
     prompt = await prompt_of(tight, 16)
+    step = runner.admission.per_token * KV_STEP
+    kv_steps = free_room(tight) // step  # the most KV steps one request can hold
+    assert kv_steps >= 1
+    max_tokens = kv_steps * KV_STEP - len(prompt)  # 2 x steps never fits: 2 * floor(x) > x
     first_tokens: list[str] = []
 
     async def first() -> Result:
-        async for event in tight.generate(GenerateRequest(prompt=prompt, max_tokens=400)):
+        async for event in tight.generate(GenerateRequest(prompt=prompt, max_tokens=max_tokens)):
             if isinstance(event, Delta):
                 first_tokens.append(event.text)
             else:
@@ -144,7 +160,7 @@ async def test_a_request_that_fits_only_alone_waits_for_memory(tight: Engine) ->
 
     a = asyncio.create_task(first())
     await until(lambda: bool(first_tokens))
-    b = asyncio.create_task(tight.complete(GenerateRequest(prompt=prompt, max_tokens=400)))
+    b = asyncio.create_task(tight.complete(GenerateRequest(prompt=prompt, max_tokens=max_tokens)))
     await until(lambda: sum(runner.waiting.counts().values()) == 1)
     steps = runner.generated_tokens
     await until(lambda: runner.generated_tokens >= steps + 3)  # the first decodes meanwhile
@@ -155,6 +171,7 @@ async def test_a_request_that_fits_only_alone_waits_for_memory(tight: Engine) ->
     await until(lambda: runner.generated_tokens >= started + 2 and not runner.waiting)
     b.cancel()
     await asyncio.gather(a, b, return_exceptions=True)
+    await settled(tight)
 
 
 async def test_prompt_caches_are_evicted_to_admit_a_request(tight: Engine) -> None:
@@ -185,7 +202,7 @@ async def test_an_allocation_failure_fails_its_batch_and_the_engine_serves_on(
     failed allocation is a segfault, measured, so the step raises it here on purpose): the
     decoding request fails with `out_of_memory`, the chat queued behind it and an embedding on
     another model carry on, and the next request on the same model runs."""
-    runner = chat_runner(tight)
+    runner = await settled(tight)
     prompt = await prompt_of(tight, 12)
     oom = RuntimeError(
         "[metal::malloc] Attempting to allocate 68719476736 bytes which is greater than the "

@@ -110,10 +110,7 @@ async def test_idle_models_are_unloaded_after_the_ttl(
     await small_engine.load(a, pin=True)
     await small_engine.load(b)
     small_engine.pool.idle_ttl_s = 0.3
-    for _ in range(50):
-        if b not in small_engine.pool.models:
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: b not in small_engine.pool.models, timeout=10, what=f"{b} idled out")
     assert loaded_ids(small_engine) == [a]  # pinned a stays
     assert any(e.startswith(f"idle {b}") for e in small_engine.pool.events)
     assert small_engine.status().memory.models_bytes == small_engine.pool.models[a].size_bytes
@@ -150,8 +147,7 @@ async def test_a_load_does_not_stall_a_running_batch(models_dir: Path, tiny_ids:
                     break
 
         task = asyncio.create_task(decode())
-        while len(stamps) < 5:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(stamps) >= 5, timeout=60, what="5 tokens decoded")
         started = time.perf_counter()
         big = await engine.load(CHAT_MODEL)
         ended = time.perf_counter()
@@ -174,10 +170,7 @@ async def test_a_cancelled_load_leaves_nothing_behind(models_dir: Path) -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            for _ in range(100):
-                if not engine.pool.pending:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: not engine.pool.pending, timeout=10, what="the load given up")
             assert engine.pool.pending == {} and engine.pool.reserved_bytes == 0
             assert CHAT_MODEL not in engine.pool.models
         loaded = await engine.load(CHAT_MODEL)

@@ -32,7 +32,9 @@ def test_the_draft_is_what_followed_the_latest_match_of_the_last_tokens() -> Non
 
 
 async def run(engine: Engine, prompt: list[int], speculative: bool) -> tuple[str, int, int]:
-    runner = engine.pool.get(CHAT_MODEL).runner
+    loaded = engine.pool.get(CHAT_MODEL)
+    assert loaded is not None
+    runner = loaded.runner
     runner.speculative = speculative
     before = runner.accepted_tokens
     try:
@@ -63,7 +65,9 @@ async def test_a_second_request_joins_and_both_outputs_stay_greedy(engine: Engin
     first = asyncio.create_task(
         engine.complete(GenerateRequest(prompt=code, max_tokens=40, priority=Priority.COMPLETION))
     )
-    runner = engine.pool.get(CHAT_MODEL).runner
+    loaded = engine.pool.get(CHAT_MODEL)
+    assert loaded is not None
+    runner = loaded.runner
     while runner.solo is None and not first.done():  # speculating alone
         await asyncio.sleep(0.01)
     second = await engine.complete(GenerateRequest(prompt=story, max_tokens=12))

@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jsonschema
 import orjson
 import pytest
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolUnionParam,
+)
 
 from sidecar.engine.chat import plan_chat
 from sidecar.engine.engine import Engine
@@ -23,7 +28,7 @@ from sidecar.models.defaults import CHAT_MODEL
 from tests.helpers.http_server import Server, start_server, stop_server
 from tests.tiny_models import tiny_qwen3_model
 
-WEATHER_ARGS = {
+WEATHER_ARGS: dict[str, Any] = {
     "type": "object",
     "properties": {
         "city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]},
@@ -38,7 +43,7 @@ WEATHER_ARGS = {
     "required": ["city", "days", "units"],
     "additionalProperties": False,
 }
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -46,16 +51,19 @@ WEATHER = {
         "parameters": WEATHER_ARGS,
     },
 }
-TIME_ARGS = {
+TIME_ARGS: dict[str, Any] = {
     "type": "object",
     "properties": {"zone": {"enum": ["UTC", "CET"]}},
     "required": ["zone"],
     "additionalProperties": False,
 }
-CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": TIME_ARGS}}
-ASK = [{"role": "user", "content": "What's the weather in Paris for 3 days?"}]
-NAMED = {"type": "function", "function": {"name": "get_weather"}}
-HISTORY = [
+CLOCK: dict[str, Any] = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": TIME_ARGS},
+}
+ASK: list[dict[str, Any]] = [{"role": "user", "content": "What's the weather in Paris for 3 days?"}]
+NAMED: dict[str, Any] = {"type": "function", "function": {"name": "get_weather"}}
+HISTORY: list[dict[str, Any]] = [
     *ASK,
     {
         "role": "assistant",
@@ -156,8 +164,10 @@ async def test_tool_text_that_spells_a_control_token_is_refused(engine: Engine, 
 
 def test_a_named_call_is_constrained_parsed_and_streamed_alike(server: Server, qwen3: str) -> None:
     client = server.client()
-    args = dict(model=qwen3, messages=ASK, tools=[WEATHER, CLOCK], tool_choice=NAMED)
-    reply = client.chat.completions.create(**args, max_tokens=64)  # type: ignore[call-overload]
+    args: dict[str, Any] = dict(
+        model=qwen3, messages=ASK, tools=[WEATHER, CLOCK], tool_choice=NAMED
+    )
+    reply = client.chat.completions.create(**args, max_tokens=64)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
@@ -165,7 +175,7 @@ def test_a_named_call_is_constrained_parsed_and_streamed_alike(server: Server, q
     check_call(call, "get_weather", WEATHER_ARGS)
 
     # streamed: the SDK assembles the delta.tool_calls chunks into the same call
-    with client.chat.completions.stream(**args, max_tokens=64) as stream:  # type: ignore[arg-type]
+    with client.chat.completions.stream(**args, max_tokens=64) as stream:
         contents = [e.delta for e in stream if e.type == "content.delta"]
         final = stream.get_final_completion()
     assert "".join(contents) == ""  # no tool markup ever reaches content
@@ -181,13 +191,14 @@ def test_required_without_parallel_calls_exactly_one_of_the_tools(
 ) -> None:
     reply = server.client().chat.completions.create(
         model=qwen3,
-        messages=ASK,
-        tools=[WEATHER, CLOCK],  # type: ignore[list-item]
+        messages=cast("list[ChatCompletionMessageParam]", ASK),
+        tools=cast("list[ChatCompletionToolUnionParam]", [WEATHER, CLOCK]),
         tool_choice="required",
         parallel_tool_calls=False,
         max_tokens=64,
     )
     (call,) = reply.choices[0].message.tool_calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)  # only function tools here
     schema = WEATHER_ARGS if call.function.name == "get_weather" else TIME_ARGS
     check_call(call, call.function.name, schema)
     assert reply.choices[0].finish_reason == "tool_calls"
@@ -203,8 +214,10 @@ def test_stream_chunks_carry_index_id_name_then_arguments(server: Server, qwen3:
         "max_tokens": 32,
         "stream": True,
     }
-    raw = httpx.post(f"{server.url}/v1/chat/completions", content=orjson.dumps(body), timeout=60)
-    raw = raw.text
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions", content=orjson.dumps(body), timeout=60
+    )
+    raw = response.text
     chunks = [orjson.loads(line[6:]) for line in raw.split("\n\n") if line[6:].startswith("{")]
     calls = [
         c["choices"][0]["delta"]["tool_calls"][0]
@@ -223,8 +236,8 @@ def test_stream_chunks_carry_index_id_name_then_arguments(server: Server, qwen3:
 def test_the_default_model_calls_a_named_tool_through_the_fallback(server: Server) -> None:
     reply = server.client().chat.completions.create(
         model=CHAT_MODEL,
-        messages=ASK,
-        tools=[CLOCK],  # type: ignore[list-item]
+        messages=cast("list[ChatCompletionMessageParam]", ASK),
+        tools=cast("list[ChatCompletionToolUnionParam]", [CLOCK]),
         tool_choice={"type": "function", "function": {"name": "get_time"}},
         max_tokens=48,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -71,7 +72,7 @@ async def test_http_request_spans_nest_through_the_engine(
     generate = by_name(spans, "engine.generate")
     assert generate.parent is not None and generate.parent.span_id == edge.context.span_id
     assert edge.attributes is not None and edge.attributes["http.response.status_code"] == 200
-    attrs = dict(generate.attributes or {})
+    attrs: dict[str, Any] = dict(generate.attributes or {})
     assert attrs["mlx_sidecar.model"] == tiny and attrs["mlx_sidecar.upstream"] == "local"
     assert attrs["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
     assert attrs["gen_ai.usage.output_tokens"] == body["usage"]["completion_tokens"]
@@ -110,7 +111,8 @@ async def test_json_rpc_handler_span_holds_the_engine_span(
     edge = by_name(spans, "jsonrpc mlx/embed")
     embed = by_name(spans, "engine.embed")
     assert embed.parent is not None and embed.parent.span_id == edge.context.span_id
-    assert (embed.attributes or {})["gen_ai.usage.input_tokens"] > 0
+    embed_attrs: dict[str, Any] = dict(embed.attributes or {})
+    assert embed_attrs["gen_ai.usage.input_tokens"] > 0
     assert "secret_function_name" not in repr([dict(s.attributes or {}) for s in spans])
 
 

@@ -38,7 +38,7 @@ KEY = "sk-fault-secret-0123456789"
 MESSAGES = [{"role": "user", "content": "hi"}]
 TOTAL_S = 2.0  # total_timeout_s of every fake upstream here
 LIST_S = 3.0  # models_timeout_s
-LIMITS = {
+LIMITS: dict[str, Any] = {
     "api_key_env": "FAULT_KEY",
     "retries": 0,
     "breaker_failures": 1000,  # these tests are about each reply, not the breaker

@@ -9,6 +9,7 @@ import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ async def run(engine: Engine, request: GenerateRequest) -> tuple[list[Delta], Re
     return deltas, result
 
 
-async def image_request(engine: Engine, data: bytes, **options: object) -> GenerateRequest:
+async def image_request(engine: Engine, data: bytes, **options: Any) -> GenerateRequest:
     messages = image_messages(data)
     prompt = await chat_prompt(engine, messages, TINY_VLM_ID)
     return GenerateRequest(
@@ -110,7 +111,9 @@ async def test_chat_prompt_renders_image_parts_for_a_vision_model(vlm_engine: En
     assert QUESTION in prompt and prompt.endswith("<|im_start|>assistant\n")
     assert "base64" not in prompt  # the image travels in `images`, never as prompt text
     assert message_images(messages) == [data_url(RED_PNG)]
-    runner = vlm_engine.pool.get(TINY_VLM_ID).runner
+    loaded = vlm_engine.pool.get(TINY_VLM_ID)
+    assert loaded is not None
+    runner = loaded.runner
     assert isinstance(runner, VisionRunner)
     assert runner.tokenizer.convert_tokens_to_ids("<|im_end|>") in runner.stop_ids
 
@@ -125,6 +128,7 @@ async def test_streamed_chat_with_an_image(vlm_engine: Engine) -> None:
     assert "".join(d.text for d in deltas) == result.text
     assert result.completion_tokens >= 3
     # The 56x56 image became 4 image tokens (2x2 merged 14-pixel patches) in place of the single placeholder.
+    assert isinstance(request.prompt, str)  # a vision model's prompt is rendered text
     text_only = await vlm_engine.tokenize(request.prompt, TINY_VLM_ID)
     assert result.prompt_tokens == len(text_only) - 1 + 4
     assert result.time_to_first_token_s is not None and result.tokens_per_s is not None
@@ -150,7 +154,8 @@ async def test_the_image_changes_the_output(vlm_engine: Engine) -> None:
 
 @pytest.mark.parametrize("form", ["bytes", "data_url"])
 async def test_both_image_forms_give_the_same_answer(vlm_engine: Engine, form: str) -> None:
-    source: str | bytes = {"bytes": NOISE_PNG, "data_url": data_url(NOISE_PNG)}[form]
+    sources: dict[str, str | bytes] = {"bytes": NOISE_PNG, "data_url": data_url(NOISE_PNG)}
+    source = sources[form]
     reference = await vlm_engine.complete(await image_request(vlm_engine, NOISE_PNG, max_tokens=4))
     request = await image_request(vlm_engine, NOISE_PNG, max_tokens=4)
     request.images = [source]
@@ -185,6 +190,7 @@ async def test_an_image_is_never_read_from_a_server_path(
 async def test_text_only_chat_on_a_vision_model(vlm_engine: Engine) -> None:
     messages = [{"role": "user", "content": "Say hello."}]
     prompt = await chat_prompt(vlm_engine, messages, TINY_VLM_ID)
+    assert isinstance(prompt, str)  # a vision model's prompt is rendered text
     assert "<|image_pad|>" not in prompt
     deltas, result = await run(
         vlm_engine, GenerateRequest(prompt=prompt, model=TINY_VLM_ID, max_tokens=6)
@@ -231,7 +237,9 @@ async def test_cancel_mid_stream(vlm_engine: Engine) -> None:
 
 
 async def test_leaving_the_stream_cancels_the_request(vlm_engine: Engine) -> None:
-    runner = vlm_engine.pool.get(TINY_VLM_ID).runner
+    loaded = vlm_engine.pool.get(TINY_VLM_ID)
+    assert loaded is not None
+    runner = loaded.runner
     before = runner.generated_tokens
     request = await image_request(vlm_engine, NOISE_PNG, max_tokens=2048)
     async for event in vlm_engine.generate(request):
@@ -246,7 +254,9 @@ async def test_vision_requests_share_the_worker_and_a_queued_cancel_answers_at_o
 ) -> None:
     from sidecar.engine.vision_runner import MAX_ACTIVE
 
-    runner = vlm_engine.pool.get(TINY_VLM_ID).runner
+    loaded = vlm_engine.pool.get(TINY_VLM_ID)
+    assert loaded is not None
+    runner = loaded.runner
     # Budgets they never reach (we cancel them) keep the first ones running meanwhile.
     running = [
         await image_request(vlm_engine, NOISE_PNG, max_tokens=2048) for _ in range(MAX_ACTIVE)

@@ -21,6 +21,7 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from sidecar.workspace.walker import read_text
+from tests.helpers.lsp import start_lsp
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,7 +40,7 @@ async def client(sidecar_env: dict[str, str], xdg: Path) -> AsyncIterator[Langua
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "sidecar", "stdio"], server_env=env
     )
-    lsp = await config.start()
+    lsp = await start_lsp(config)
     await lsp.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
     yield lsp
     await lsp.shutdown_session()

@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import sidecar  # noqa: F401  (loads OpenBLAS before mlx.core)
 from sidecar.models.defaults import CHAT_MODEL, install_defaults
@@ -72,7 +73,7 @@ def make_tiny_fim_model(
     try:
         tokens = [*FIM_TOKEN_SETS[family], *EXTRA_TOKENS.get(family, [])]
         vocab_size = _tokenizer_with(source, tmp, tokens)
-        config = {
+        config: dict[str, Any] = {
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",
             "hidden_size": 64,
@@ -178,7 +179,7 @@ def make_tiny_qwen3_model(dest: Path, seed: int = 0) -> Path:
             with_added_tokens=True
         )
         eos = Tokenizer.from_file(str(tmp / "tokenizer.json")).token_to_id("<|im_end|>")
-        config = {
+        config: dict[str, Any] = {
             "architectures": ["Qwen3ForCausalLM"],
             "model_type": "qwen3",
             "hidden_size": 64,

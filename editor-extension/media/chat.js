@@ -420,7 +420,11 @@ import { renderMarkdown } from "./markdown.js";
         break;
       }
       case "needsVision": {
-        // A text-only chat model and images attached: say so, one click switches.
+        // A text-only chat model and images attached: say so, one click switches. Also the answer
+        // to a sent question (the sidecar's images_not_supported): its reply ends here.
+        if (streaming) streaming.el.remove();
+        streaming = null;
+        setBusy(false);
         const el = add("error", "Images need a vision model");
         /** @type {HTMLElement} */ (el.querySelector(".body")).textContent = m.message;
         // Every action the message names is a button: switch (when a vision model is installed)

@@ -1,30 +1,9 @@
-// The chat panel's page: its elements and a strict CSP (a nonce script, the bundle of
-// media/chat.js made by esbuild.mjs, media/chat.css).
-import * as vscode from "vscode";
+// The chat panel's page: its elements, in the extension's one webview scaffold (webview.ts: a
+// strict CSP, the bundle of media/chat.js made by esbuild.mjs, media/chat.css).
+import type * as vscode from "vscode";
+import { webviewHtml } from "./webview";
 
-export function chatHtml(webview: vscode.Webview, media: vscode.Uri, bundles: vscode.Uri): string {
-  const nonce = Array.from({ length: 32 }, () => Math.floor(Math.random() * 36).toString(36)).join("");
-  // media/chat.js with markdown-it, DOMPurify and highlight.js, bundled by esbuild.mjs
-  const script = webview.asWebviewUri(vscode.Uri.joinPath(bundles, "chat.js"));
-  const style = webview.asWebviewUri(vscode.Uri.joinPath(media, "chat.css"));
-  const csp = [
-    "default-src 'none'",
-    `style-src ${webview.cspSource}`,
-    `script-src 'nonce-${nonce}'`,
-    `img-src ${webview.cspSource} data:`,
-    `font-src ${webview.cspSource}`,
-  ].join("; ");
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="UTF-8">
-<meta http-equiv="Content-Security-Policy" content="${csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<link href="${style}" rel="stylesheet">
-<title>MLX Chat</title>
-</head>
-<body>
-<div id="toolbar">
+const BODY = `<div id="toolbar">
   <select id="model" title="Chat model" aria-label="Chat model"></select>
   <button id="history" title="Past conversations" aria-label="Past conversations">History</button>
   <button id="new" title="New chat" aria-label="New chat">New</button>
@@ -46,8 +25,9 @@ export function chatHtml(webview: vscode.Webview, media: vscode.Uri, bundles: vs
   <button id="send">Send</button>
   <button id="stop" hidden>Stop</button>
   </div>
-</div>
-<script nonce="${nonce}" src="${script}"></script>
-</body>
-</html>`;
+</div>`;
+
+export function chatHtml(webview: vscode.Webview, extensionUri: vscode.Uri): string {
+  // media/chat.js with markdown-it, DOMPurify and highlight.js, bundled by esbuild.mjs
+  return webviewHtml(webview, extensionUri, { title: "MLX Chat", script: "chat.js", style: "chat.css", body: BODY });
 }

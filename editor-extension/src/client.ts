@@ -15,7 +15,7 @@ import {
 import { type ChatDelta, METHODS, type ModelsChanged, type Requests } from "./protocol";
 import { connectOrStart, killDaemon, runtimeDir, socketPath } from "./daemon";
 import { daemonArgs, resolveSidecar, type SidecarCommand, sidecarEnv } from "./sidecar-path";
-import { launchSettings, type LaunchSettings, SECTION, sidecarOptions } from "./settings";
+import { completionSettings, launchSettings, type LaunchSettings, SECTION, sidecarOptions } from "./settings";
 
 /** Who answered the last reply: an upstream's name (and why a local request went there). */
 export interface ServedBy {
@@ -242,7 +242,7 @@ export class SidecarClient implements vscode.Disposable {
       },
       middleware: {
         provideInlineCompletionItems: async (document, position, context, token, next) => {
-          const opts = sidecarOptions().completion;
+          const opts = completionSettings();
           if (!opts.enabled) return null;
           // Debounce: VS Code cancels this token when the user types again.
           await sleep(opts.debounceMs, token);

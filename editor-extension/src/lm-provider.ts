@@ -4,8 +4,10 @@
 // oldest host we run on), so the API's shapes are declared here, as much as we use of them.
 import * as vscode from "vscode";
 import type { SidecarClient } from "./client";
-import { type ChatDelta, type ContentPart, METHODS, type ModelList } from "./protocol";
-import { sidecarOptions } from "./settings";
+import { newTurn, type TurnUpdate } from "./chat-turn";
+import { errorText, streamChat, unstreamed } from "./chat-stream";
+import { type ContentPart, METHODS, type ModelList } from "./protocol";
+import { chatSettings } from "./settings";
 
 export const VENDOR = "mlx-sidecar";
 
@@ -89,8 +91,6 @@ export function toChatMessages(
 export class LocalChatProvider {
   private readonly changed = new vscode.EventEmitter<void>();
   readonly onDidChangeLanguageModelChatInformation = this.changed.event;
-  private seq = 0;
-
   private readonly disposables: vscode.Disposable[];
 
   constructor(private readonly sidecar: SidecarClient) {
@@ -110,7 +110,7 @@ export class LocalChatProvider {
   async provideLanguageModelChatInformation(): Promise<ChatInformation[]> {
     if (this.sidecar.state !== "running") return [];
     const list = await this.sidecar.request(METHODS.list, {});
-    return chatInformation(list, sidecarOptions().chat.maxTokens);
+    return chatInformation(list, chatSettings().maxTokens);
   }
 
   /** Streams the reply from `mlx/chat` as text parts; the host's token cancels it. */
@@ -122,32 +122,14 @@ export class LocalChatProvider {
     token: vscode.CancellationToken,
   ): Promise<void> {
     const TextPart = (vscode as unknown as { LanguageModelTextPart: new (v: string) => unknown }).LanguageModelTextPart;
-    const streamToken = `lm-${Date.now()}-${++this.seq}`;
-    let streamed = "";
-    const sub = this.sidecar.onChatDelta((d: ChatDelta) => {
-      if (d.stream_token !== streamToken || !d.delta) return;
-      streamed += d.delta;
-      progress.report(new TextPart(d.delta));
-    });
-    try {
-      const opts = sidecarOptions().chat;
-      const result = await this.sidecar.request(
-        METHODS.chat,
-        {
-          model: model.id,
-          messages: toChatMessages(messages),
-          max_tokens: opts.maxTokens,
-          temperature: opts.temperature ?? undefined,
-          stream_token: streamToken,
-        },
-        token,
-      );
-      // A delta still in flight when the result came: the rest of the text, once.
-      if (result.text.length > streamed.length && result.text.startsWith(streamed))
-        progress.report(new TextPart(result.text.slice(streamed.length)));
-    } finally {
-      sub.dispose();
-    }
+    const turn = newTurn();
+    const report = (u: TurnUpdate) => {
+      if (u.type === "delta") progress.report(new TextPart(u.delta));
+    };
+    const request = { model: model.id, messages: toChatMessages(messages) };
+    const result = await streamChat(this.sidecar, "lm", request, turn, report, token);
+    const rest = unstreamed(result, turn.text);
+    if (rest) progress.report(new TextPart(rest));
   }
 
   async provideTokenCount(_model: ChatInformation, text: string | HostMessage): Promise<number> {
@@ -169,7 +151,7 @@ export function registerLocalChatModels(sidecar: SidecarClient, host: unknown = 
     return vscode.Disposable.from(lm.registerLanguageModelChatProvider(VENDOR, provider), provider);
   } catch (e) {
     // e.g. a host that has the function but not our package.json contribution
-    sidecar.log.warn(`local models not offered to VS Code's chat: ${e instanceof Error ? e.message : String(e)}`);
+    sidecar.log.warn(`local models not offered to VS Code's chat: ${errorText(e)}`);
     return undefined;
   }
 }

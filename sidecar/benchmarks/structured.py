@@ -34,7 +34,7 @@ import mlx.core as mx
 from sidecar.config import Settings
 from sidecar.engine.chat import chat_prompt
 from sidecar.engine.constraints import Constraint, make_guide
-from sidecar.engine.engine import Engine, vocab_size
+from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest, Priority, Result
 
 SCHEMA: dict[str, Any] = {
@@ -106,7 +106,7 @@ async def mask_cost_us(engine: Engine, model: str, text: str) -> float:
     guide = make_guide(
         Constraint.json_schema(SCHEMA, strict=True), loaded.tokenizer, loaded.runner.stop_ids
     )
-    vocab = vocab_size(loaded)
+    vocab = loaded.vocab_size
 
     def replay() -> float:
         logits = mx.zeros((1, vocab))

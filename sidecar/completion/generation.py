@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sidecar.completion.postprocess import postprocess
 from sidecar.completion.prompt import CompletionPrompt
@@ -20,6 +20,19 @@ BLOCK_END = "\n\n\n"  # two blank lines: the next top-level definition follows
 # How long a generation nobody waits for keeps running: the editor cancels the old request and
 # sends the new one (after its debounce) within this.
 ORPHAN_GRACE_S = 0.5
+
+
+class Handle(Protocol):
+    def cancel(self) -> None: ...
+
+
+# `loop.call_later`: the session's timers (the orphan grace, the warm-up), injected by tests
+# that fire them themselves instead of waiting on the wall clock.
+Later = Callable[[float, Callable[[], None]], Handle]
+
+
+def call_later(delay: float, fn: Callable[[], None]) -> Handle:
+    return asyncio.get_running_loop().call_later(delay, fn)
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,10 @@ class Generation:
         prompt: CompletionPrompt,
         place: Place,
         on_end: Callable[[Generation], None],
+        later: Later = call_later,
     ) -> None:
         self.engine = engine
+        self._later = later
         self.request = request
         self.prompt = prompt
         self.place = place
@@ -50,7 +65,7 @@ class Generation:
         self.abandoned = False  # cancelled because nobody wanted it: its answer is not final
         self.adoptions = 0
         self._waiters = 0
-        self._grace: asyncio.TimerHandle | None = None
+        self._grace: Handle | None = None
         self._changed = asyncio.Event()
         self._first_token = asyncio.Event()
         self.first_token_at: float | None = None  # loop.time() of the first token
@@ -165,8 +180,7 @@ class Generation:
         finally:
             self._waiters -= 1
             if not self._waiters and not self.done:
-                loop = asyncio.get_running_loop()
-                self._grace = loop.call_later(ORPHAN_GRACE_S, self.abandon)
+                self._grace = self._later(ORPHAN_GRACE_S, self.abandon)
 
     async def _until(self, event: asyncio.Event) -> None:
         """Until `event` is set or the generation ends."""

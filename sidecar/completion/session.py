@@ -17,13 +17,13 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sidecar.completion.cache import CompletionCache
 from sidecar.completion.context import HEADER_TOKENS, Chunk, ContextRing, as_files, sticky, uri_path
-from sidecar.completion.generation import BLOCK_END, Generation, Place
+from sidecar.completion.generation import BLOCK_END, Generation, Handle, Later, Place, call_later
 from sidecar.completion.options import CompletionOptions
 from sidecar.completion.prompt import (
     CompletionPrompt,
@@ -68,8 +68,17 @@ class Reuse:
 
 
 class CompletionSession:
-    def __init__(self, engine: Engine, options: CompletionOptions | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        options: CompletionOptions | None = None,
+        later: Later = call_later,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.engine = engine
+        # Timers and the typing clock: the real ones except in tests, which step them.
+        self.later = later
+        self.clock = clock
         self.options = options or CompletionOptions()
         self.cache = CompletionCache(self.options.cache_size)
         self.ring = ContextRing(self.options.ring_chunks, self.options.chunk_lines)
@@ -84,12 +93,12 @@ class CompletionSession:
         self.active: tuple[str, str] | None = None  # (model, uri) of the last request
         self._vocab: dict[str, Container[str] | None] = {}  # per model id
         self._token_counts: dict[str, int] = {}
-        self._warm_handle: asyncio.TimerHandle | None = None
+        self._warm_handle: Handle | None = None
         self._warm_task: asyncio.Task[Result | None] | None = None
         self._warmed: list[int] = []
         # Workspace-index candidates after the ring's (set by the LSP layer; sidecar/lsp/workspace.py).
         self.related: RelatedContext | None = None
-        self.last_request_at = 0.0  # time.monotonic() of the last completion request
+        self.last_request_at = 0.0  # `clock()` of the last completion request
 
     # -- settings --------------------------------------------------------------------------
 
@@ -139,7 +148,7 @@ class CompletionSession:
         Cancelling the caller leaves the generation to the next request (or its grace)."""
         started = time.perf_counter()
         since = asyncio.get_running_loop().time()
-        self.last_request_at = time.monotonic()  # the user is typing (background work waits)
+        self.last_request_at = self.clock()  # the user is typing (background work waits)
         budget_s = self.options.max_time_ms / 1000
         hit = self.cache.get(prefix, suffix)
         if hit is not None:
@@ -198,7 +207,7 @@ class CompletionSession:
             priority=Priority.COMPLETION,
         )
         request.validate()
-        gen = Generation(self.engine, request, prompt, place, self._ended)
+        gen = Generation(self.engine, request, prompt, place, self._ended, self.later)
         self.inflight[place.uri] = gen
         return gen
 
@@ -277,12 +286,12 @@ class CompletionSession:
         if not self.options.context_tokens or self.active is None:
             return
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+            asyncio.get_running_loop()
+        except RuntimeError:  # noted outside a loop (tests, replays): nothing to warm with
             return
         if self._warm_handle is not None:
             self._warm_handle.cancel()
-        self._warm_handle = loop.call_later(WARM_DELAY_S, self._spawn_warm)
+        self._warm_handle = self.later(WARM_DELAY_S, self._spawn_warm)
 
     def _spawn_warm(self) -> None:
         self._warm_handle = None
@@ -291,7 +300,7 @@ class CompletionSession:
 
     def busy(self) -> bool:
         status = self.engine.status()
-        return bool(status["running"] or status["queue_depth"] or self.inflight)
+        return bool(status.running or status.queue_depth or self.inflight)
 
     async def warm(self) -> Result | None:
         """Run the warm-up now (when the engine is idle): the result of the BULK request,

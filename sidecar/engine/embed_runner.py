@@ -11,6 +11,7 @@ Runs only on the engine's worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import mlx_embeddings
 from sidecar.engine.requests import Embeddings, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
+from sidecar.errors import EngineError
 
 log = logging.getLogger(__name__)
 MAX_LENGTH = 512
@@ -47,6 +49,31 @@ class EmbedCall:
     @property
     def left(self) -> int:
         return len(self.texts) - len(self.vectors)
+
+    @classmethod
+    def answered_on(
+        cls, loop: asyncio.AbstractEventLoop, texts: Any, priority: Priority | None
+    ) -> tuple[EmbedCall, asyncio.Future[Embeddings]]:
+        """A call for `texts` (checked: a non-empty list of strings) and the future on `loop`
+        that its answer settles, from the worker thread."""
+        if not isinstance(texts, list) or not texts:
+            raise EngineError("input must be a non-empty list of strings")
+        if any(not isinstance(t, str) for t in texts):
+            raise EngineError("every input must be a string")
+        fut: asyncio.Future[Embeddings] = loop.create_future()
+
+        def done(result: Embeddings | BaseException) -> None:
+            def settle() -> None:
+                if fut.done():
+                    return
+                if isinstance(result, BaseException):
+                    fut.set_exception(EngineError(f"embedding failed: {result}"))
+                else:
+                    fut.set_result(result)
+
+            loop.call_soon_threadsafe(settle)
+
+        return cls(list(texts), done, priority), fut
 
 
 class EmbedRunner:
@@ -145,7 +172,10 @@ class EmbedRunner:
                 call.done(Embeddings(self.model_id, call.vectors, self._count_tokens(call.texts)))
         self.current = [c for c in self.current if not c.failed and c.left > 0]
 
-    def close(self) -> None:
+    def fail_all(self, message: str) -> None:
         for call in [*self.current, *self.pending.drop(lambda c: True)]:
-            call.done(RuntimeError("model unloaded"))
+            call.done(RuntimeError(message))
         self.current = []
+
+    def close(self) -> None:
+        self.fail_all("model unloaded")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -35,9 +36,11 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 from sidecar.engine.requests import Priority
 from sidecar.engine.scheduler import WaitQueue
 from sidecar.errors import InsufficientMemory, OutOfMemory
+from sidecar.mlx_cleanup import release_memory
 
 log = logging.getLogger(__name__)
 KV_STEP = 256  # tokens mlx_lm's KVCache allocates at a time
+PROMPT_CACHES_AT_REST = 2  # per text model, once idle for `rest_after_s`
 MiB = 2**20
 # MLX keeps freed buffers for reuse; keep at most this share of the budget so (with
 # `mx.clear_cache()` when idle) memory goes back to the OS.
@@ -109,8 +112,10 @@ class MemoryGovernor:
         budget_bytes: int,
         weights_bytes: Callable[[], int],
         prompt_caches: Callable[[], list[LRUPromptCache]],
+        rest_after_s: float = 30.0,
     ) -> None:
         self.budget_bytes = budget_bytes
+        self.rest_after_s = rest_after_s  # quiet time before the prompt caches shrink
         self._weights = weights_bytes
         self._prompt_caches = prompt_caches
         self._lock = threading.Lock()  # status reads the reservations from the event loop
@@ -118,6 +123,31 @@ class MemoryGovernor:
         self._images = 0  # decoded images of running vision requests (held off the worker)
         self.refused = 0
         self.evicted_prompt_cache_bytes = 0
+        self._released = True  # MLX's buffer cache handed back since the last busy spell
+        self._idle_since = time.monotonic()
+        self._trimmed = True
+
+    # -- at rest (worker thread) --
+
+    def mark_busy(self) -> None:
+        """Work was submitted: the next idle spell hands memory back again."""
+        self._released = False
+
+    def on_idle(self) -> None:
+        """Nothing runs: hand MLX's buffer cache back once per busy spell (what a burst of
+        requests grew stays otherwise), and after `rest_after_s` of quiet keep only the newest
+        prompt caches' KV (the next keystroke's reuse), so memory at rest comes back near what
+        the models hold."""
+        now = time.monotonic()
+        if not self._released:
+            release_memory()
+            self._released = True
+            self._idle_since, self._trimmed = now, False
+        if not self._trimmed and now - self._idle_since >= self.rest_after_s:
+            for cache in self._prompt_caches():
+                cache.trim_to(n_sequences=PROMPT_CACHES_AT_REST)
+            release_memory()
+            self._trimmed = True
 
     # -- figures --
 

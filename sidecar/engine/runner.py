@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sidecar.engine.requests import Priority
+from sidecar.engine.requests import GenerateRequest, Priority
+
+if TYPE_CHECKING:
+    from sidecar.engine.constraints import Guide
+    from sidecar.engine.sequence import Sequence, Sink
 
 
 @dataclass
@@ -41,4 +45,33 @@ class Runner(Protocol):
 
     def stats(self) -> RunnerStats: ...
 
+    def fail_all(self, message: str) -> None:
+        """End everything it holds with an error (the worker thread died)."""
+        ...
+
     def close(self) -> None: ...
+
+
+class Job(Protocol):
+    """A generation request built for one runner; `seq` is what the engine follows."""
+
+    @property
+    def seq(self) -> Sequence: ...
+
+
+class GenerateRunner(Runner, Protocol):
+    """A runner that generates text (text and vision models): the engine builds a job on the
+    event loop (`accept`, `new_job`: no MLX) and hands it to the worker (`submit`)."""
+
+    tokenizer: Any
+    stop_ids: Any
+
+    def accept(self, request: GenerateRequest) -> None:
+        """Raise the request's error when this model cannot serve it (images, grammars)."""
+        ...
+
+    def new_job(
+        self, request: GenerateRequest, sink: Sink, images: list[Any], guide: Guide | None
+    ) -> Job: ...
+
+    def submit(self, job: Any) -> None: ...

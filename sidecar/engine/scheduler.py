@@ -22,7 +22,7 @@ import heapq
 import itertools
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -93,6 +93,18 @@ def most_urgent(started: list[Priority], waiting: WaitQueue[Any]) -> Priority | 
     best = waiting.best_class()
     classes = started if best is None else [*started, best]
     return min(classes) if classes else None
+
+
+def oldest_wait_s(waiting: Iterable[Any], priority: Priority, now: float) -> float:
+    """How long the oldest of `waiting` (sequences: `submitted_at`, `started_at`, `request`,
+    `done`) at least as urgent as `priority` has waited without starting, at `now`
+    (`time.perf_counter()`); 0 when none waits."""
+    waits = [
+        now - seq.submitted_at
+        for seq in waiting
+        if seq.started_at is None and seq.request.priority <= priority and not seq.done
+    ]
+    return max(waits, default=0.0)
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import Any, cast
 import mlx.core as mx
 
 from sidecar.engine.constraints import Guide
+from sidecar.engine.detokenize import exact_detokenizer
+from sidecar.engine.messages import encode
 from sidecar.engine.requests import (
     DEFAULT_MAX_TOKENS,
     Delta,
@@ -21,6 +23,8 @@ from sidecar.engine.requests import (
     TokenLogprob,
 )
 from sidecar.engine.stops import StopStrings
+from sidecar.errors import PromptTooLongError
+from sidecar.models.pool import check_token_ids
 
 Sink = Callable[[Delta | Result], None]
 
@@ -54,6 +58,35 @@ class Sequence:
     def __post_init__(self) -> None:
         self.stops = StopStrings(self.request.stop)
         self.max_tokens = self.max_tokens or self.request.max_tokens or DEFAULT_MAX_TOKENS
+
+    @classmethod
+    def for_text(
+        cls,
+        request: GenerateRequest,
+        model_id: str,
+        tokenizer: Any,
+        sink: Sink,
+        limits: tuple[int, int],
+    ) -> Sequence:
+        """A text model's sequence for `request`, its prompt checked against the model's
+        `limits` (context length, vocabulary size)."""
+        context, vocab = limits
+        prompt = request.prompt
+        ids = prompt if isinstance(prompt, list) else encode(tokenizer, prompt)
+        check_token_ids(ids, vocab)
+        room = context - len(ids)
+        # No limit asked: the default, cut to the context; a limit asked that does not fit is
+        # an error (it used to shrink silently, even to 1 token).
+        max_tokens = request.max_tokens or min(DEFAULT_MAX_TOKENS, room)
+        if max_tokens > room or room < 1:
+            raise PromptTooLongError(len(ids), max_tokens, context)
+        detokenizer = exact_detokenizer(tokenizer)
+        return cls(request, model_id, ids, detokenizer, sink, tokenizer, max_tokens)
+
+    @property
+    def seq(self) -> Sequence:
+        """A text runner's job is its sequence (`runner.Job`)."""
+        return self
 
     @property
     def request_id(self) -> str:

@@ -25,14 +25,17 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
+from sidecar.engine.constraints import Guide
 from sidecar.engine.memory import KVAdmission, MemoryGovernor, error_code, failure_message
 from sidecar.engine.prefill import Prefilled, PrefillJob
-from sidecar.engine.requests import FinishReason, Priority
+from sidecar.engine.requests import FinishReason, GenerateRequest, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
 from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
-from sidecar.engine.sequence import Sequence
+from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.speculative import SoloSpeculator
+from sidecar.errors import ImagesNotSupported
+from sidecar.models.pool import context_length_of, vocab_size_of
 
 log = logging.getLogger(__name__)
 PROMPT_CACHE_ENTRIES = 16
@@ -104,6 +107,7 @@ class TextRunner:
             max_size=PROMPT_CACHE_ENTRIES, max_bytes=PROMPT_CACHE_BYTES
         )
         self.reused_prompt_tokens = 0
+        self.limits = (context_length_of(model), vocab_size_of(model, tokenizer))
 
     # -- what the worker and the engine read --
 
@@ -128,6 +132,21 @@ class TextRunner:
             drafted_tokens=self.drafted_tokens,
             accepted_tokens=self.accepted_tokens,
         )
+
+    # -- building a request (event loop thread; no MLX) --
+
+    def accept(self, request: GenerateRequest) -> None:
+        if request.images:
+            raise ImagesNotSupported(f"model {self.model_id!r} does not take images")
+
+    def new_job(
+        self, request: GenerateRequest, sink: Sink, images: list[Any], guide: Guide | None
+    ) -> Sequence:
+        seq = Sequence.for_text(request, self.model_id, self.tokenizer, sink, self.limits)
+        seq.guide = guide
+        return seq
+
+    # -- worker thread --
 
     def submit(self, seq: Sequence) -> None:
         self.waiting.push(seq.priority, seq)

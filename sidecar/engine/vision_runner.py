@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sidecar.engine.constraints import ConstraintError, Guide
 from sidecar.engine.detokenize import exact_detokenizer
 from sidecar.engine.memory import Admission, MemoryGovernor, kv_bytes_per_token, kv_tokens
 from sidecar.engine.requests import DEFAULT_MAX_TOKENS, GenerateRequest, Priority
@@ -34,6 +35,7 @@ from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.text_runner import stop_token_ids
 from sidecar.errors import EngineError, PromptTooLongError, SidecarError
+from sidecar.models.pool import context_length_of
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +196,20 @@ class VisionRunner:
 
     @property
     def context_length(self) -> int:
-        text_config = getattr(self.model.config, "text_config", None)
-        value = getattr(text_config, "max_position_embeddings", None)
-        return int(value or 4096)
+        return context_length_of(self.model)
 
     # -- building a request (event loop thread; no MLX) --
 
-    def new_job(self, request: GenerateRequest, images: list[Any], sink: Sink) -> VisionJob:
+    def accept(self, request: GenerateRequest) -> None:
+        if request.constraint is not None:
+            raise ConstraintError(
+                f"model {self.model_id!r} is a vision model: response_format and tool grammars "
+                "are supported on text models only"
+            )
+
+    def new_job(
+        self, request: GenerateRequest, sink: Sink, images: list[Any], guide: Guide | None
+    ) -> VisionJob:
         prompt = request.prompt
         if isinstance(prompt, list):
             prompt = self.tokenizer.decode(prompt)
@@ -250,7 +259,7 @@ class VisionRunner:
         job.seq.prompt_tokens = input_ids.reshape(-1).tolist()
         n = len(job.seq.prompt_tokens)
         room = self.context_length - n
-        # As for text (Engine._text_sequence): no limit asked is the default cut to the
+        # As for text (TextRunner.new_job): no limit asked is the default cut to the
         # context; a limit asked that does not fit is the same error, never a silent shrink.
         max_tokens = req.max_tokens or min(DEFAULT_MAX_TOKENS, room)
         if max_tokens > room or room < 1:

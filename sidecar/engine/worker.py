@@ -170,10 +170,8 @@ class Worker:
             self._death = f"{type(e).__name__}: {e}"
             log.exception("the MLX worker thread died")
             for runner in self._runners():
-                fail_all = getattr(runner, "fail_all", None)  # text and vision runners
                 try:
-                    if fail_all is not None:
-                        fail_all(f"the MLX worker thread died: {self._death}")
+                    runner.fail_all(f"the MLX worker thread died: {self._death}")
                 except Exception:
                     log.exception("could not fail the requests of %s", runner.model_id)
         finally:

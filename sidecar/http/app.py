@@ -19,7 +19,7 @@ from sidecar.completion.fim import build_fim_prompt, fim_stop_tokens
 from sidecar.completion.healing import healed_events
 from sidecar.completion.prompt import heal
 from sidecar.engine.chat import TurnInput
-from sidecar.engine.engine import Engine, check_token_ids, vocab_size
+from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.response_format import constraint_of
 from sidecar.errors import EngineError
@@ -160,7 +160,7 @@ def add_routes(app: FastAPI) -> None:
         loaded = await named_model(engine, body.model, default)
         if isinstance(prompt, list):  # before decoding: an id past the vocabulary crashes MLX
             try:
-                check_token_ids(prompt, vocab_size(loaded))
+                loaded.check_token_ids(prompt)
             except EngineError as e:
                 raise OpenAIError(400, str(e), param="prompt", code="invalid_token_id") from e
         text = prompt if isinstance(prompt, str) else loaded.tokenizer.decode(prompt)

@@ -146,9 +146,8 @@ class SidecarServer(LanguageServer):
         # The sessions on this engine (the daemon gives each the live list), for notifications
         # about the engine's models.
         self.peers: Callable[[], list[SidecarServer]] = lambda: [self]
-        self.workspaces = Workspaces(
-            engine, settings
-        )  # workspace indexes (sidecar/lsp/workspace.py)
+        # Workspace indexes (sidecar/lsp/workspace.py): indexing yields to the user's typing.
+        self.workspaces = Workspaces(engine, settings, lambda: self.completions.last_request_at)
 
     def apply_options(self, options: InitOptions) -> None:
         """Adopt new options: roles whose setting changed (a model chosen with

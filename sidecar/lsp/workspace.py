@@ -5,7 +5,9 @@
   `window/workDoneProgress/cancel`, error -32800); -> WorkspaceIndexResult.
 - `mlx/workspace/update` `{root?, changed?, deleted?, renamed?: [{old, new}]}`: files the editor
   saved, created, deleted or renamed (paths absolute, file:// URIs or relative to the root);
-  -> WorkspaceIndexResult. `textDocument/didSave` of a file inside an indexed root does the same.
+  -> WorkspaceIndexResult. This is the index's one trigger for changes (VS Code's extension sends
+  it from a file watcher, which sees saves, creates, deletes and renames, also from outside the
+  editor); `textDocument/didSave` is not a second one (each save indexed twice).
 - `mlx/workspace/search` `{query, k?, root?, mode?}` -> WorkspaceSearchResult.
 - `mlx/workspace/status` `{root?}` -> WorkspaceStatus.
 `root` defaults to the root last indexed, else the editor's first workspace folder.
@@ -24,7 +26,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lsprotocol import types
 from lsprotocol.types import WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport
 from pydantic import Field
 
@@ -231,25 +232,6 @@ async def chat_messages(
     return out, [Source(path=u.path, start_line=u.start_line, end_line=u.end_line) for u in used]
 
 
-def saved(ls: SidecarServer, params: types.DidSaveTextDocumentParams) -> None:
-    """A saved file inside an indexed workspace is re-indexed in the background."""
-    path = uri_to_path(params.text_document.uri)
-    if path is None:
-        return
-    workspace = ls.workspaces.containing(path)
-    if workspace is None:
-        return
-    task = asyncio.ensure_future(workspace.update([str(path)], [], [], ls.roles["embedding"]))
-    ls.workspaces.background.add(task)
-
-    def done(t: asyncio.Task[IndexRun]) -> None:
-        ls.workspaces.background.discard(t)
-        if not t.cancelled() and (e := t.exception()) is not None:
-            log.warning("re-indexing %s failed: %s", path, e)
-
-    task.add_done_callback(done)
-
-
 async def related_chunks(ls: SidecarServer, uri: str, query: str) -> list[Chunk]:
     """Cross-file completion candidates for the document `uri`: the workspace chunks nearest
     the code before the cursor (none outside an indexed workspace)."""
@@ -265,9 +247,7 @@ async def related_chunks(ls: SidecarServer, uri: str, query: str) -> list[Chunk]
 
 def register(server: SidecarServer, engine: Engine) -> None:
     server.completions.related = RelatedContext(lambda uri, q: related_chunks(server, uri, q))
-    server.workspaces.user_activity = lambda: server.completions.last_request_at
     server.feature(INDEX)(index)
     server.feature(UPDATE)(update)
     server.feature(SEARCH)(search)
     server.feature(STATUS)(status)
-    server.feature(types.TEXT_DOCUMENT_DID_SAVE)(saved)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from sidecar.errors import Unavailable
+from sidecar.errors import ModelNotFoundError, Unavailable
 from sidecar.models.atomic import staged_dir
 from sidecar.models.gguf import import_gguf
+from sidecar.models.store import ModelInfo, ModelStore
 
 CHAT_MODEL = "SmolLM2-135M-Instruct"
 COMPLETION_MODEL = "Qwen2.5-Coder-0.5B-Instruct"
@@ -137,3 +138,16 @@ def _install(
             shutil.copytree(minilm_dir(), tmp, dirs_exist_ok=True)
     installed.append(embed)
     return installed
+
+
+def info_installing_defaults(store: ModelStore, model_id: str) -> ModelInfo:
+    """The model's info; a default model that is not installed yet is installed first (the
+    first run works with no setup step). Runs MLX (the GGUF import): call it on a thread that
+    clears its MLX streams after (`mlx_cleanup.to_thread_clearing`)."""
+    try:
+        return store.info(model_id)
+    except ModelNotFoundError:
+        if model_id not in DEFAULT_MODELS:
+            raise
+        install_defaults(store.models_dir)
+        return store.info(model_id)

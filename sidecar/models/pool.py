@@ -24,7 +24,7 @@ from typing import Any, cast
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from sidecar.errors import InsufficientMemory, ModelLoadError
+from sidecar.errors import EngineError, InsufficientMemory, ModelLoadError
 from sidecar.mlx_cleanup import release_memory
 from sidecar.models.kinds import ModelKind
 from sidecar.models.loader import load_model, load_tokenizer
@@ -34,6 +34,31 @@ log = logging.getLogger(__name__)
 
 LOAD_CHUNK_BYTES = 64 << 20
 MiB = 2**20
+
+
+def context_length_of(model: Any) -> int:
+    """The positions `model` was trained for: a text model's `args`, a vision model's text
+    config (4096 when neither says)."""
+    args = getattr(model, "args", None)
+    value = getattr(args, "max_position_embeddings", None) if args is not None else None
+    if value is None:
+        text_config = getattr(getattr(model, "config", None), "text_config", None)
+        value = getattr(text_config, "max_position_embeddings", None)
+    return int(value or 4096)
+
+
+def vocab_size_of(model: Any, tokenizer: Any) -> int:
+    """Rows of the model's embedding table: the ids it can take (an id past it reads out of
+    bounds and crashes the process)."""
+    args = getattr(model, "args", None)
+    size = getattr(args, "vocab_size", None) if args is not None else None
+    return int(size or len(tokenizer.get_vocab()))
+
+
+def check_token_ids(ids: list[int], vocab: int) -> None:
+    bad = next((t for t in ids if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise EngineError(f"token id {bad} is out of the model's vocabulary (0 to {vocab - 1})")
 
 
 @dataclass
@@ -54,6 +79,18 @@ class LoadedModel:
     @property
     def kind(self) -> ModelKind:
         return self.info.kind
+
+    @property
+    def context_length(self) -> int:
+        return context_length_of(self.model)
+
+    @property
+    def vocab_size(self) -> int:
+        return vocab_size_of(self.model, self.tokenizer)
+
+    def check_token_ids(self, ids: list[int]) -> None:
+        """Refuse ids the model cannot take, with a clear error instead of a crash."""
+        check_token_ids(ids, self.vocab_size)
 
     @property
     def busy(self) -> bool:
@@ -314,6 +351,10 @@ class ModelPool:
         self._cleanup()
         self._log(f"unload {loaded.id}")
         return True
+
+    def unload_all(self) -> None:
+        for model_id in list(self.models):
+            self.unload(model_id)
 
     def unload_idle(self) -> list[str]:
         """Unload models unused for longer than `idle_ttl_s` (not pinned, not busy)."""

@@ -172,8 +172,6 @@ class Router:
             return self.fell_back(role, local, "load_failed", str(e))
         if loaded.kind != "text" or (prompt_tokens is None and text is None):
             return None
-        from sidecar.engine.engine import context_length
-
         if prompt_tokens is not None:
             try:
                 length = prompt_tokens(loaded)
@@ -181,7 +179,7 @@ class Router:
                 return None  # a prompt that does not render: the local turn says why
         else:
             length = len(await self.engine.tokenize(text or "", loaded.id))
-        room = context_length(loaded) - length
+        room = loaded.context_length - length
         if room < 1 or (max_tokens or 1) > room:
             return self.fell_back(role, local, "context_length", f"{length} prompt tokens")
         return None

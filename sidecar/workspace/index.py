@@ -74,7 +74,14 @@ def digest(data: str) -> str:
 
 
 class WorkspaceIndex:
-    def __init__(self, root: Path, store: IndexStore, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self,
+        root: Path,
+        store: IndexStore,
+        engine: Engine,
+        settings: Settings,
+        user_activity: Callable[[], float] | None = None,
+    ) -> None:
         self.root = root
         self.store = store
         self.engine = engine
@@ -83,7 +90,7 @@ class WorkspaceIndex:
         self.indexing = False
         self.last_run: IndexRun | None = None
         # time.monotonic() of the user's last request (the editor's completions), if known
-        self.user_activity: Callable[[], float] | None = None
+        self.user_activity = user_activity
 
     @property
     def model(self) -> str:

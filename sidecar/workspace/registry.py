@@ -6,11 +6,9 @@ are closed). A root must be a folder, and not a filesystem root or the home fold
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sidecar.config import Settings
 from sidecar.engine.engine import Engine
@@ -48,17 +46,19 @@ def checked_root(root: str | Path) -> Path:
 
 
 class Workspaces:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        user_activity: Callable[[], float] | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.indexes: dict[Path, WorkspaceIndex] = {}
         self.default_root: Path | None = None  # the editor's first workspace folder
         self.last_root: Path | None = None  # the root last indexed or searched
-        self.background: set[asyncio.Task[Any]] = set()
         # time.monotonic() of the user's last request; indexing yields to it (pacing.py)
-        self.user_activity: Callable[[], float] | None = (
-            None  # re-indexing on save, kept referenced
-        )
+        self.user_activity = user_activity
 
     def get(self, root: str | Path) -> WorkspaceIndex:
         """The index of `root` (opened from disk, or created empty)."""
@@ -67,8 +67,7 @@ class Workspaces:
         if index is None:
             self.close_idle(self.settings.workspace_max_open_indexes - 1)
             store = IndexStore(index_path(self.settings.workspace_index_dir, path))
-            index = WorkspaceIndex(path, store, self.engine, self.settings)
-            index.user_activity = self.user_activity
+            index = WorkspaceIndex(path, store, self.engine, self.settings, self.user_activity)
         self.indexes[path] = index  # last: the most recently used
         self.last_root = path
         return index
