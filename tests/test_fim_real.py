@@ -173,8 +173,11 @@ def test_http_writes_a_multi_line_body(port: Server) -> None:
 
 
 def test_http_completes_after_an_auto_indented_new_line(port: Server) -> None:
-    text = complete(port, *AUTO_INDENTED, stop=["\n"])
-    assert text.startswith("return") and "% 2" in text, text
+    text = complete(port, *AUTO_INDENTED, stop=["\n\n"])  # the body: up to a blank line
+    assert not text[:1].isspace(), repr(text)  # the indentation is already typed
+    later = [ln for ln in text.split("\n")[1:] if ln.strip()]
+    assert all(ln.startswith("    ") for ln in later), text
+    assert "return" in text and "% 2" in text, text
 
 
 def test_http_completes_at_the_start_of_a_file(port: Server) -> None:
