@@ -152,6 +152,13 @@ def test_responses_forced_function_call_then_its_output(oai: openai.OpenAI) -> N
     assert after.usage.input_tokens > without.usage.input_tokens  # the output reached the prompt
 
 
+def test_responses_tool_choice_none_calls_no_tool(oai: openai.OpenAI) -> None:
+    reply = oai.responses.create(
+        model=CHAT_MODEL, input=ASK, tools=[WEATHER], tool_choice="none", max_output_tokens=20
+    )
+    assert reply.output and all(item.type != "function_call" for item in reply.output)
+
+
 def test_responses_streamed_function_call_arguments(oai: openai.OpenAI) -> None:
     with oai.responses.stream(
         model=CHAT_MODEL,
@@ -285,6 +292,18 @@ def test_messages_forced_tool_use_then_its_result(claude: anthropic.Anthropic) -
     assert after.content[0].type == "text" and after.stop_reason in ("end_turn", "max_tokens")
     without = claude.messages.count_tokens(model=CHAT_MODEL, messages=used[:1], tools=[TOOL])
     assert after.usage.input_tokens > without.input_tokens
+
+
+def test_messages_tool_choice_none_uses_no_tool(claude: anthropic.Anthropic) -> None:
+    reply = claude.messages.create(
+        model=CHAT_MODEL,
+        max_tokens=20,
+        messages=[{"role": "user", "content": ASK}],
+        tools=[TOOL],
+        tool_choice={"type": "none"},
+    )
+    assert reply.content and all(block.type != "tool_use" for block in reply.content)
+    assert reply.stop_reason in ("end_turn", "max_tokens")
 
 
 def test_messages_streamed_tool_use_sends_input_json(claude: anthropic.Anthropic) -> None:

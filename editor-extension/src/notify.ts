@@ -26,10 +26,12 @@ export class Dedup {
 
 const dedup = new Dedup();
 
-/** An information message with actions, unless the same `key` was just shown; resolves with the
- * action picked (undefined: dismissed or not shown). Running an action is the caller's. */
+/** An information message with actions, unless the same message for the same `key` (the event)
+ * was just shown; resolves with the action picked (undefined: dismissed or not shown). Running an
+ * action is the caller's. Another message for the same key is news ("cancelled", then
+ * "downloaded" on a retry) and is always shown. */
 export async function inform(key: string, message: string, ...actions: string[]): Promise<string | undefined> {
-  if (!dedup.take(key)) return undefined;
+  if (!dedup.take(`${key}\n${message}`)) return undefined;
   return vscode.window.showInformationMessage(message, ...actions);
 }
 

@@ -14,7 +14,7 @@ import { DOWNLOAD_ITEM_ID, pickerItems } from "../../src/commands";
 import { languageId } from "../../src/chat-view";
 import { parseSlash, SLASH_COMMANDS } from "../../src/chat-commands";
 import { ChatStore, MAX_HISTORY } from "../../src/chat-store";
-import { Dedup } from "../../src/notify";
+import { Dedup, inform } from "../../src/notify";
 import { resolveSidecar, SidecarNotStarted } from "../../src/sidecar-path";
 import type { LaunchSettings } from "../../src/settings";
 import { runningText } from "../../src/status-bar";
@@ -87,6 +87,17 @@ test("notifications: the same message for the same event within the window is sh
   assert.equal(d.take("model:chat:A"), false);
   now = 5000;
   assert.equal(d.take("model:chat:A"), true, "a later switch to the same model is a new event");
+});
+
+test("notifications: another message for the same event is shown (a retried download after a cancel)", async () => {
+  const shown = ui.shown.length;
+  await inform("download:org/m", "MLX: download of org/m cancelled.");
+  await inform("download:org/m", "MLX: downloaded org/m.");
+  await inform("download:org/m", "MLX: downloaded org/m.");
+  assert.deepEqual(
+    ui.shown.slice(shown).map((m) => m.message),
+    ["MLX: download of org/m cancelled.", "MLX: downloaded org/m."],
+  );
 });
 
 test("the status bar names what runs: the chat's model, not the completion model", () => {
