@@ -48,13 +48,14 @@ export function assistantMessage(reply: Pick<ChatResult, "text" | "tool_calls">)
   return message;
 }
 
-/** The line under a reply: why it stopped, its length, the model. */
+/** The line under a reply: why it stopped, its length (when known: an upstream that reports no
+ * usage counts 0, which is not the reply's length), the model. */
 export function replyMeta(finish: string, tokens?: number, model?: string | null): string {
   const bits: string[] = [];
   if (finish === "cancelled") bits.push("stopped");
   else if (finish === "length") bits.push("stopped at the token limit");
   else if (finish === "tool_calls") bits.push("asked to run tools (not run here)");
-  if (tokens !== undefined) bits.push(`${tokens} tokens`);
+  if (tokens) bits.push(`${tokens} tokens`);
   if (model) bits.push(model);
   return bits.join(" · ");
 }

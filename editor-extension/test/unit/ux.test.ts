@@ -14,6 +14,7 @@ import { DOWNLOAD_ITEM_ID, pickerItems } from "../../src/commands";
 import { languageId } from "../../src/chat-view";
 import { parseSlash, SLASH_COMMANDS } from "../../src/chat-commands";
 import { ChatStore, MAX_HISTORY } from "../../src/chat-store";
+import { replyMeta } from "../../src/chat-turn";
 import { Dedup, inform } from "../../src/notify";
 import { resolveSidecar, SidecarNotStarted } from "../../src/sidecar-path";
 import type { LaunchSettings } from "../../src/settings";
@@ -98,6 +99,12 @@ test("notifications: another message for the same event is shown (a retried down
     ui.shown.slice(shown).map((m) => m.message),
     ["MLX: download of org/m cancelled.", "MLX: downloaded org/m."],
   );
+});
+
+test("a reply's footer says its length only when it is known", () => {
+  assert.equal(replyMeta("stop", 12, "SmolLM2"), "12 tokens · SmolLM2");
+  assert.equal(replyMeta("length", 0, "team/gpt"), "stopped at the token limit · team/gpt");
+  assert.equal(replyMeta("cancelled"), "stopped");
 });
 
 test("the status bar names what runs: the chat's model, not the completion model", () => {
