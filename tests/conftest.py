@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +69,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from sidecar.mlx_cleanup import clear_thread_streams
 
     clear_thread_streams()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    """`monkeypatch` for a module-scoped fixture (environment a module's server reads)."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp

@@ -75,12 +75,6 @@ async def port(
         await router.close()
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 def client(http: HttpServer) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"{http.url}/v1", timeout=30)
 

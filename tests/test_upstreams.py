@@ -176,12 +176,6 @@ async def local(
         await router.close()
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 def client_of(http: HttpServer) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"{http.url}/v1", timeout=120)
 

@@ -307,6 +307,47 @@ async def collect(
     return event, logprobs
 
 
+E = TypeVar("E")
+W = TypeVar("W")
+
+
+async def serve_events(
+    request: Request,
+    request_id: str,
+    events: AsyncIterator[E],
+    prompt_param: str,
+    stream: Callable[[E], AsyncIterator[bytes]] | None,
+    rest: Callable[[E], Awaitable[W]],
+) -> EventStream | W:
+    """Wait for a request's first event (an error before it is the request's 4xx/5xx), then
+    hand the events to an SSE response (`stream`), or read the `rest` of them while the client
+    stays connected. The request id stays in `app.state.generating` while it runs, so that
+    stopping the server can cancel it; the events are closed whichever way it ends."""
+    generating: set[str] = request.app.state.generating
+    generating.add(request_id)
+    handed_over = False  # to the streaming response, which closes the events itself
+
+    def done() -> None:
+        generating.discard(request_id)
+
+    try:
+        try:
+            first = await until_disconnected(request, anext(events))
+        except ClientGone:
+            raise
+        except Exception as e:
+            raise from_exception(e, param=prompt_param) from e
+        if stream is not None:
+            response = EventStream(stream(first), events, done)
+            handed_over = True
+            return response
+        return await until_disconnected(request, rest(first))
+    finally:
+        if not handed_over:
+            await events.aclose()  # type: ignore[attr-defined]
+            done()
+
+
 async def respond(
     request: Request,
     engine: Engine,
@@ -317,34 +358,20 @@ async def respond(
     wants_logprobs: bool = False,
     events: AsyncIterator[Event] | None = None,
 ) -> JSON | EventStream:
-    """Run one engine request and answer it as JSON or as an SSE stream. The request id stays
-    in `app.state.generating` while it runs, so that stopping the server can cancel it.
+    """Run one engine request and answer it as JSON or as an SSE stream.
     `events`: the request's events already wrapped (a chat reply split by chat_stream)."""
-    generating: set[str] = request.app.state.generating
-    generating.add(req.request_id)
-    if events is None:
-        events = engine.generate(req)
-    handed_over = False  # to a streaming response, which closes the events itself
-
-    def done() -> None:
-        generating.discard(req.request_id)
-
-    try:
-        try:
-            first = await until_disconnected(request, anext(events))
-        except ClientGone:
-            raise
-        except Exception as e:
-            raise from_exception(e, param=prompt_param) from e
-        if stream:
-            response = EventStream(stream_body(fmt, first, events), events, done)
-            handed_over = True
-            return response
-        result, logprobs = await until_disconnected(request, collect(first, events))
-    finally:
-        if not handed_over:
-            await events.aclose()  # type: ignore[attr-defined]
-            done()
+    source = events if events is not None else engine.generate(req)
+    out = await serve_events(
+        request,
+        req.request_id,
+        source,
+        prompt_param,
+        (lambda first: stream_body(fmt, first, source)) if stream else None,
+        lambda first: collect(first, source),
+    )
+    if isinstance(out, EventStream):
+        return out
+    result, logprobs = out
     error = failed(result)
     if error is not None:
         raise error

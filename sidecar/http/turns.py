@@ -19,7 +19,7 @@ from starlette.requests import Request
 from sidecar.engine.chat import ChatReply, ReplyDelta, Turn, TurnInput, start_turn
 from sidecar.engine.engine import Engine
 from sidecar.http.errors import JSON, OpenAIError, from_exception, from_validation
-from sidecar.http.responses import ClientGone, EventStream, failed, until_disconnected
+from sidecar.http.responses import EventStream, failed, serve_events
 
 SSE = tuple[str, dict[str, Any]]  # an event's name and data
 M = TypeVar("M", bound=BaseModel)
@@ -89,34 +89,21 @@ async def answer(
     prompt_param: str,
 ) -> JSON | EventStream:
     """Run `turn` and answer it as the writer's JSON body or its SSE stream."""
-    generating: set[str] = request.app.state.generating
-    request_id = turn.request.request_id
-    generating.add(request_id)
     events = turn.events(engine)
-    handed_over = False  # to the streaming response, which closes the events itself
-
-    def done() -> None:
-        generating.discard(request_id)
-
-    try:
-        try:
-            first = await until_disconnected(request, anext(events))
-        except ClientGone:
-            raise
-        except Exception as e:
-            raise from_exception(e, param=prompt_param) from e
-        if stream:
-            handed_over = True
-            return EventStream(stream_body(writer, turn, first, events), events, done)
-        reply = await until_disconnected(request, last(first, events))
-    finally:
-        if not handed_over:
-            await events.aclose()  # type: ignore[attr-defined]
-            done()
-    error = failed(reply)
+    out = await serve_events(
+        request,
+        turn.request.request_id,
+        events,
+        prompt_param,
+        (lambda first: stream_body(writer, turn, first, events)) if stream else None,
+        lambda first: last(first, events),
+    )
+    if isinstance(out, EventStream):
+        return out
+    error = failed(out)
     if error is not None:
         raise error
-    return JSON(writer.whole(reply))
+    return JSON(writer.whole(out))
 
 
 async def last(
