@@ -14,6 +14,8 @@ export class ChatSession {
   shown: ShownTurn[] = [];
   private context: ContextItem[] = [];
   private images: ImageAttachment[] = [];
+  /** What the last question took with it, given back if its answer fails. */
+  private asked: { context: ContextItem[]; images: ImageAttachment[] } = { context: [], images: [] };
 
   constructor(
     private readonly store: ChatStore | undefined,
@@ -40,6 +42,7 @@ export class ChatSession {
     this.shown = [];
     this.context = [];
     this.images = [];
+    this.asked = { context: [], images: [] };
     void this.store?.clear();
     this.post({ type: "cleared" });
   }
@@ -153,16 +156,23 @@ export class ChatSession {
     };
     this.shown.push(shownUser);
     this.post({ ...shownUser, type: "user", imageUrls: this.images.map((i) => i.dataUrl) });
+    this.asked = { context: this.context, images: this.images };
     this.context = [];
     this.images = [];
     this.postContext();
     this.postImages();
   }
 
-  /** The question whose answer failed goes too: sent again, it is asked again. */
+  /** The question whose answer failed goes too: sent again, it is asked again, with the code and
+   * images it took (attached again, before any attached since). */
   dropQuestion(): void {
     this.messages.pop();
     this.shown.pop();
+    this.context = [...this.asked.context, ...this.context];
+    this.images = [...this.asked.images, ...this.images];
+    this.asked = { context: [], images: [] };
+    this.postContext();
+    this.postImages();
   }
 
   /** Drops the last answer, for asking again; false: the last turn is no answer (or none is

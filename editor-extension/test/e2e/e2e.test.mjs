@@ -58,15 +58,42 @@ async function shot(name) {
   return file;
 }
 
-/** Runs a step; on failure keeps a screenshot and the server log tail. */
+/** Runs a step; on failure keeps a screenshot, what the chat panel shows, and the tails of
+ * code-server's and the sidecar daemon's logs. */
 async function step(name, fn) {
   try {
     return await fn();
   } catch (e) {
     if (page) await shot(`FAILED-${name}`).catch(() => undefined);
     console.log(serverLog.join("").slice(-4000));
+    for (const f of page?.frames() ?? []) {
+      const shown = await f
+        .locator("#messages")
+        .innerText({ timeout: 1_000 })
+        .catch(() => undefined);
+      if (shown !== undefined) console.log(`chat panel:\n${shown.slice(-2000)}`);
+    }
+    const daemonLog = path.join(runtimeDir, "daemon.log");
+    if (fs.existsSync(daemonLog)) console.log(`daemon log:\n${fs.readFileSync(daemonLog, "utf8").slice(-6000)}`);
     throw e;
   }
+}
+
+/** Waits until the chat's last assistant turn streams text (the typing cursor still on); an error
+ * shown in the panel instead fails at once with its text. */
+async function replyStreams(frame) {
+  const seen = await frame.waitForFunction(
+    () => {
+      const errors = document.querySelectorAll(".msg.error .body");
+      if (errors.length) return `error: ${errors[errors.length - 1].textContent}`;
+      const bodies = document.querySelectorAll(".msg.assistant .body.cursor");
+      const body = bodies[bodies.length - 1];
+      return body && body.textContent.trim().length > 0 ? "streaming" : false;
+    },
+    undefined,
+    { timeout: 120_000, polling: 50 },
+  );
+  assert.equal(await seen.jsonValue(), "streaming");
 }
 
 async function runCommand(title) {
@@ -260,14 +287,7 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
       await frame.locator("#input").press("Enter");
       await frame.locator(".msg.user").first().waitFor({ timeout: 30_000 });
       // Streaming: the assistant bubble shows text (with the typing cursor) before it is done.
-      await frame.waitForFunction(
-        () => {
-          const body = document.querySelector(".msg.assistant .body.cursor");
-          return body && body.textContent.trim().length > 0;
-        },
-        undefined,
-        { timeout: 120_000, polling: 50 },
-      );
+      await replyStreams(frame);
       await shot("04a-chat-streaming");
       await frame.locator(".msg.assistant.done").first().waitFor({ timeout: 180_000 });
       const reply = await frame.locator(".msg.assistant .body").first().innerText();
@@ -337,16 +357,16 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
         timeout: 60_000,
       });
       await frame.locator("#input").press("Enter");
-      await frame.locator(".msg.user .thumbs img").first().waitFor({ timeout: 60_000 });
+      // the question that goes to the vision model shows its image
       await frame.waitForFunction(
         () => {
-          const bodies = document.querySelectorAll(".msg.assistant .body.cursor");
-          const body = bodies[bodies.length - 1];
-          return body && body.textContent.trim().length > 0;
+          const users = document.querySelectorAll(".msg.user");
+          return users.length > 0 && users[users.length - 1].querySelector(".thumbs img") !== null;
         },
         undefined,
-        { timeout: 120_000, polling: 50 },
+        { timeout: 60_000 },
       );
+      await replyStreams(frame);
       await shot("08b-image-streaming");
       await frame
         .locator(".msg.assistant.done .meta", { hasText: "tiny-qwen2-vl" })

@@ -131,6 +131,31 @@ test("images_not_supported with no vision model installed offers the download; o
   chat2.dispose();
 });
 
+test("a question whose answer fails gives its images back: Send again sends them", async () => {
+  const error = Object.assign(new Error("model 'SmolLM2' does not take images"), {
+    data: { code: "images_not_supported" },
+  });
+  const { sidecar, sent } = fakeSidecar({ deltas: [], error });
+  const chat = new ChatViewProvider(vscode.Uri.file("/ext"), sidecar);
+  const { posted, send } = open(chat);
+  const png = "data:image/png;base64,iVBORw0KGgo=";
+  send({ type: "attachImage", name: "shot.png", dataUrl: png });
+  send({ type: "send", text: "What is this?" });
+  await until("failed", () => posted.some((m) => m.type === "needsVision"));
+  const images = posted.filter((m) => m.type === "images");
+  assert.deepEqual(
+    images[images.length - 1].items.map((i: any) => i.name),
+    ["shot.png"],
+    "the image is attached again",
+  );
+  send({ type: "send", text: "What is this?" });
+  await until("sent again", () => sent.length === 2);
+  const asked = sent[1].messages[sent[1].messages.length - 1];
+  assert.equal(sent[1].messages.length, 1, "one question, not the failed one and its copy");
+  assert.ok(JSON.stringify(asked.content).includes(png), "the second request carries the image");
+  chat.dispose();
+});
+
 test("VS Code's chat gets the streamed text, and the rest of the result once", async () => {
   const { sidecar, sent } = fakeSidecar({ deltas: ["Hel"], text: "Hello" });
   const provider = new LocalChatProvider(sidecar);
