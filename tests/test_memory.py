@@ -23,7 +23,7 @@ from sidecar.engine.requests import Delta, GenerateRequest, Result
 from sidecar.errors import InsufficientMemory, OutOfMemory, result_error
 from sidecar.http.server import serve_http
 from sidecar.models.defaults import CHAT_MODEL, EMBEDDING_MODEL
-from sidecar.models.pool import estimate_bytes
+from sidecar.models.sizes import estimate_bytes
 from tests.helpers.http_client import request
 from tests.helpers.waiting import until
 

@@ -14,7 +14,8 @@ from sidecar.config import Settings, default_memory_budget
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest
 from sidecar.models.defaults import CHAT_MODEL
-from sidecar.models.pool import InsufficientMemory, ModelPool, weights_size
+from sidecar.models.pool import InsufficientMemory, ModelPool
+from sidecar.models.sizes import weights_size
 from sidecar.models.store import ModelStore
 from tests.helpers.waiting import until
 from tests.tiny_models import tiny_fim_model

@@ -22,7 +22,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Delta, GenerateRequest
 from sidecar.models import hub
-from sidecar.models.pool import weights_size
+from sidecar.models.sizes import weights_size
 from sidecar.models.store import ModelStore
 from tests.helpers.prompts import chat_prompt
 from tests.hub_server import MINILM, SMOLLM, TINY, HubServer, default_repos

@@ -35,14 +35,14 @@ async def run(engine: Engine, prompt: list[int], speculative: bool) -> tuple[str
     loaded = engine.pool.get(CHAT_MODEL)
     assert loaded is not None
     runner = loaded.runner
-    runner.speculative = speculative
+    runner.lane.enabled = speculative
     before = runner.accepted_tokens
     try:
         result = await engine.complete(
             GenerateRequest(prompt=prompt, max_tokens=40, priority=Priority.COMPLETION)
         )
     finally:
-        runner.speculative = True
+        runner.lane.enabled = True
     return result.text, result.completion_tokens, runner.accepted_tokens - before
 
 

@@ -22,7 +22,7 @@ from sidecar.engine.requests import Delta, GenerateRequest, Result
 from sidecar.engine.vision_runner import VisionRunner, message_images
 from sidecar.errors import EngineError, ErrorKind, InsufficientMemory, SidecarError, result_error
 from sidecar.models.defaults import CHAT_MODEL
-from sidecar.models.pool import estimate_bytes
+from sidecar.models.sizes import estimate_bytes
 from sidecar.models.store import ModelStore
 from tests.helpers.prompts import chat_prompt
 from tests.helpers.waiting import until

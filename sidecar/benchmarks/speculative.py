@@ -47,7 +47,7 @@ async def speculative_benchmark(
         drafted = accepted = 0
         for _ in range(repeats):
             for on in (False, True):
-                runner.speculative = on
+                runner.lane.enabled = on
                 before = (runner.drafted_tokens, runner.accepted_tokens)
                 start = time.perf_counter()
                 result = await engine.complete(
@@ -63,7 +63,7 @@ async def speculative_benchmark(
                 if on:
                     drafted += runner.drafted_tokens - before[0]
                     accepted += runner.accepted_tokens - before[1]
-        runner.speculative = engine.settings.speculative
+        runner.lane.enabled = engine.settings.speculative
         plain, fast = statistics.median(rates[False]), statistics.median(rates[True])
         rows.append(
             {

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sidecar.benchmarks.typing_rpc import SESSION, Client, type_session
+from sidecar.benchmarks.typing_chat import Client
+from sidecar.benchmarks.typing_rpc import SESSION, type_session
 
 PACKAGE = Path(__file__).resolve().parents[1]
 

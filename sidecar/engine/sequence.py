@@ -24,7 +24,7 @@ from sidecar.engine.requests import (
 )
 from sidecar.engine.stops import StopStrings
 from sidecar.errors import PromptTooLongError
-from sidecar.models.pool import check_token_ids
+from sidecar.models.limits import check_token_ids
 
 Sink = Callable[[Delta | Result], None]
 

@@ -28,14 +28,14 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_c
 from sidecar.engine.constraints import Guide
 from sidecar.engine.memory import KVAdmission, MemoryGovernor, error_code, failure_message
 from sidecar.engine.prefill import Prefilled, PrefillJob
-from sidecar.engine.requests import FinishReason, GenerateRequest, Priority
+from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
 from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
-from sidecar.engine.speculative import SoloSpeculator
+from sidecar.engine.solo import SoloLane
 from sidecar.errors import ImagesNotSupported
-from sidecar.models.pool import context_length_of, vocab_size_of
+from sidecar.models.limits import context_length_of, vocab_size_of
 
 log = logging.getLogger(__name__)
 PROMPT_CACHE_ENTRIES = 16
@@ -93,10 +93,7 @@ class TextRunner:
         self.jobs: list[PrefillJob] = []
         self.running: dict[int, Sequence] = {}  # uid -> sequence
         # A greedy completion decoding alone leaves the batch for prompt-lookup speculation.
-        self.speculative = speculative
-        self.solo: tuple[Sequence, SoloSpeculator] | None = None
-        self.drafted_tokens = 0
-        self.accepted_tokens = 0
+        self.lane = SoloLane(model, speculative, self.stop_ids, self._keep_kv)
         self._low_chunk_wait = 0
         self.max_batch_seen = 0
         self.generated_tokens = 0
@@ -111,10 +108,23 @@ class TextRunner:
 
     # -- what the worker and the engine read --
 
+    @property
+    def solo(self) -> Sequence | None:
+        """The completion speculating alone, if one is."""
+        return self.lane.current[0] if self.lane.current is not None else None
+
+    @property
+    def drafted_tokens(self) -> int:
+        return self.lane.drafted_tokens
+
+    @property
+    def accepted_tokens(self) -> int:
+        return self.lane.accepted_tokens
+
     def urgency(self) -> Priority | None:
         started = [s.priority for s in self.running.values()] + [j.priority for j in self.jobs]
-        if self.solo is not None:
-            started.append(self.solo[0].priority)
+        if self.lane.current is not None:
+            started.append(self.lane.current[0].priority)
         if self.admission.head_waits(self.waiting):  # for memory: nothing to do for it now
             return min(started) if started else None
         return most_urgent(started, self.waiting)
@@ -125,12 +135,12 @@ class TextRunner:
             kind="text",
             waiting=self.waiting.counts(),
             prefilling=sum(len(j) for j in self.jobs),
-            running=len(self.running) + (self.solo is not None),
+            running=len(self.running) + (self.lane.current is not None),
             max_batch_seen=self.max_batch_seen,
             reused_prompt_tokens=self.reused_prompt_tokens,
             prefilled_tokens=self.prefilled_tokens,
-            drafted_tokens=self.drafted_tokens,
-            accepted_tokens=self.accepted_tokens,
+            drafted_tokens=self.lane.drafted_tokens,
+            accepted_tokens=self.lane.accepted_tokens,
         )
 
     # -- building a request (event loop thread; no MLX) --
@@ -166,82 +176,18 @@ class TextRunner:
                     seq.finish("error", "", error=message, error_code=error_code(e))
             self.jobs.clear()
             mx.clear_cache()
-        if self.solo is not None:
+        if self.lane.current is not None:
             if not self.waiting and not self.jobs and not self.running:
-                self._solo_step()
+                self.generated_tokens += self.lane.step()
                 return
-            self._rejoin()  # others arrived: back into the batch
-        elif self._can_go_solo():
-            self._go_solo()
-            self._solo_step()
+            part, last = self.lane.give_back()  # others arrived: back into the batch
+            self._insert(part, last=last)
+        elif not self.waiting and not self.jobs and self.lane.can_take(self.running):
+            self.lane.take(self.generator, self.running)
+            self.generated_tokens += self.lane.step()
             return
         if self.running:
             self._decode()
-
-    # -- speculation for a completion decoding alone --
-
-    def _can_go_solo(self) -> bool:
-        if not self.speculative or len(self.running) != 1 or self.waiting or self.jobs:
-            return False
-        seq = next(iter(self.running.values()))
-        req = seq.request
-        return (
-            seq.priority == Priority.COMPLETION
-            and req.temperature == 0
-            and req.logprobs is None
-            and seq.guide is None  # constrained: the draft would bypass the grammar's mask
-            and seq.completion_tokens > 0  # in the decode batch, its KV complete
-        )
-
-    def _go_solo(self) -> None:
-        ((uid, seq),) = self.running.items()
-        cache, tokens = self.generator.remove([uid], return_prompt_caches=True)[uid]
-        del self.running[uid]
-        tokens = list(tokens)
-        # The KV holds every token fed so far, the newest emitted one too; the token the
-        # batch was computing next is dropped. Take the newest back out to feed it again.
-        trim_prompt_cache(cache, 1)
-        self.solo = (seq, SoloSpeculator(self.model, cache, tokens[:-1], tokens[-1]))
-
-    def _solo_step(self) -> None:
-        assert self.solo is not None
-        seq, spec = self.solo
-        drafted, accepted = spec.drafted, spec.accepted
-        try:
-            tokens = spec.step()
-        except Exception as e:
-            log.exception("speculative step failed for %s", seq.request_id)
-            seq.finish("error", error=failure_message(e, "generation"), error_code=error_code(e))
-            self.solo = None
-            return
-        self.drafted_tokens += spec.drafted - drafted
-        self.accepted_tokens += spec.accepted - accepted
-        for token in tokens:
-            self.generated_tokens += 1
-            if token in self.stop_ids:
-                finish: str | None = "stop"
-            elif seq.completion_tokens + 1 >= seq.max_tokens:
-                finish = "length"
-            else:
-                finish = None
-            if seq.add_token(token, None, finish):
-                self._keep_kv(list(spec.cached), spec.cache)
-                self.solo = None
-                return
-
-    def _rejoin(self) -> None:
-        """Put the solo sequence back into the decode batch (its newest token is fed next)."""
-        assert self.solo is not None
-        seq, spec = self.solo
-        self.solo = None
-        self._insert(Prefilled(seq, spec.cache, list(spec.cached)), last=spec.last)
-
-    def _drop_solo(self, reason: FinishReason, error: str | None = None) -> None:
-        if self.solo is not None:
-            seq, spec = self.solo
-            self.solo = None
-            self._keep_kv(list(spec.cached), spec.cache)
-            seq.finish(reason, error=error)
 
     def _drop_cancelled(self) -> None:
         for seq in self.waiting.drop(lambda s: s.cancelled or s.done):
@@ -252,8 +198,8 @@ class TextRunner:
                 self._keep_kv(part.tokens, part.cache)
                 part.seq.finish("cancelled", "")
         self.jobs = [j for j in self.jobs if len(j)]
-        if self.solo is not None and self.solo[0].cancelled:
-            self._drop_solo("cancelled")
+        if self.lane.current is not None and self.lane.current[0].cancelled:
+            self.lane.drop("cancelled")
         gone_uids = [uid for uid, seq in self.running.items() if seq.cancelled]
         if gone_uids:
             self._remember(gone_uids)
@@ -438,7 +384,7 @@ class TextRunner:
         self.running.clear()
 
     def fail_all(self, message: str) -> None:
-        self._drop_solo("error", message)
+        self.lane.drop("error", message)
         self.fail_running(message)
         for job in self.jobs:
             for seq in job.seqs:

@@ -35,7 +35,7 @@ from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.text_runner import stop_token_ids
 from sidecar.errors import EngineError, PromptTooLongError, SidecarError
-from sidecar.models.pool import context_length_of
+from sidecar.models.limits import context_length_of
 
 log = logging.getLogger(__name__)
 

@@ -18,47 +18,26 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
-from sidecar.errors import EngineError, InsufficientMemory, ModelLoadError
+from sidecar.errors import InsufficientMemory, ModelLoadError
 from sidecar.mlx_cleanup import release_memory
 from sidecar.models.kinds import ModelKind
+from sidecar.models.limits import check_token_ids, context_length_of, vocab_size_of
 from sidecar.models.loader import load_model, load_tokenizer
-from sidecar.models.store import ModelInfo, ModelStore, dir_size
+from sidecar.models.sizes import (
+    default_budget,
+    estimate_bytes,
+    parameters,
+    weight_chunks,
+)
+from sidecar.models.store import ModelInfo, ModelStore
 
 log = logging.getLogger(__name__)
 
-LOAD_CHUNK_BYTES = 64 << 20
 MiB = 2**20
-
-
-def context_length_of(model: Any) -> int:
-    """The positions `model` was trained for: a text model's `args`, a vision model's text
-    config (4096 when neither says)."""
-    args = getattr(model, "args", None)
-    value = getattr(args, "max_position_embeddings", None) if args is not None else None
-    if value is None:
-        text_config = getattr(getattr(model, "config", None), "text_config", None)
-        value = getattr(text_config, "max_position_embeddings", None)
-    return int(value or 4096)
-
-
-def vocab_size_of(model: Any, tokenizer: Any) -> int:
-    """Rows of the model's embedding table: the ids it can take (an id past it reads out of
-    bounds and crashes the process)."""
-    args = getattr(model, "args", None)
-    size = getattr(args, "vocab_size", None) if args is not None else None
-    return int(size or len(tokenizer.get_vocab()))
-
-
-def check_token_ids(ids: list[int], vocab: int) -> None:
-    bad = next((t for t in ids if not 0 <= t < vocab), None)
-    if bad is not None:
-        raise EngineError(f"token id {bad} is out of the model's vocabulary (0 to {vocab - 1})")
 
 
 @dataclass
@@ -374,48 +353,3 @@ class ModelPool:
     @staticmethod
     def _cleanup() -> None:
         release_memory()
-
-
-def parameters(model: Any) -> list[tuple[str, mx.array]]:
-    """(name, array) for every parameter; tree_flatten's type also covers its dict mode."""
-    return cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
-
-
-def weight_chunks(model: Any, chunk_bytes: int = LOAD_CHUNK_BYTES) -> list[list[mx.array]]:
-    """The model's (lazy) parameters in groups of about `chunk_bytes` to evaluate one by one."""
-    chunks: list[list[mx.array]] = [[]]
-    size = 0
-    for _, array in parameters(model):
-        if size >= chunk_bytes:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(array)
-        size += array.nbytes
-    return [c for c in chunks if c]
-
-
-def default_budget() -> int:
-    """Half the machine's RAM (on Apple silicon, at most Metal's recommended working set)."""
-    from sidecar.config import default_memory_budget
-
-    budget = default_memory_budget()
-    try:
-        if mx.metal.is_available():
-            budget = min(budget, int(mx.device_info()["max_recommended_working_set_size"]))
-    except (AttributeError, KeyError, RuntimeError):
-        pass
-    return budget
-
-
-def weights_size(path: Path) -> int:
-    weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".npz")]
-    return sum(p.stat().st_size for p in weights) if weights else dir_size(path)
-
-
-def estimate_bytes(info: ModelInfo) -> int:
-    """Memory a model will take once loaded: its weights' size on disk, doubled where the
-    loader widens half-precision weights to float32 (CPU-only MLX)."""
-    size = weights_size(info.path)
-    if mx.default_device() == mx.cpu and info.quantization in ("bfloat16", "float16"):
-        size *= 2
-    return size
