@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     prefill_chunk: int | None = Field(default=None, ge=8)
     # Seconds of quiet after which a text model keeps only its newest prompt caches' KV.
     prompt_cache_idle_s: float = Field(default=60.0, ge=0)
-    # Prompt-lookup speculative decoding for a greedy completion decoding alone.
+    # Prompt-lookup speculative decoding for greedy requests: a completion decoding alone, and
+    # the greedy rows of a batch where it pays.
     speculative: bool = True
     embed_slice_texts: int = Field(default=16, ge=1)  # texts per embedding forward pass
     http_host: str = "127.0.0.1"

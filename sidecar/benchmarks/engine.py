@@ -20,7 +20,7 @@ from sidecar.config import Settings
 from sidecar.engine.engine import Engine
 from sidecar.engine.messages import render_chat
 from sidecar.engine.requests import GenerateRequest
-from sidecar.engine.text_runner import stop_token_ids
+from sidecar.models.limits import stop_token_ids
 
 TOPICS = [
     "the sea",

@@ -1,12 +1,15 @@
 """Prompt-lookup speculative decoding, on and off, on the same greedy completions in one run:
 an edit that copies nearby code (a second function like the first) and text that does not
-repeat. Runs alternate (off, on, off, on, ...) so drift on a shared machine hits both.
+repeat, one completion alone (it leaves the batch to speculate) and 8 together (drafts checked
+inside the batch's step). Runs alternate (off, on, off, on, ...) so drift on a shared machine
+hits both.
 
 `mlx-sidecar bench --suite speculative`
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from typing import Any
@@ -35,59 +38,73 @@ CASES = {"copies nearby code": COPY, "text that does not repeat": PROSE}
 
 
 async def speculative_benchmark(
-    engine: Engine, model: str, max_tokens: int = 64, repeats: int = 3
+    engine: Engine,
+    model: str,
+    max_tokens: int = 64,
+    repeats: int = 3,
+    streams: tuple[int, ...] = (1, 8),
 ) -> list[dict[str, Any]]:
     loaded = await engine.load(model)
     runner = loaded.runner
     rows = []
     for name, text in CASES.items():
         prompt = await engine.tokenize(text, model)
-        rates: dict[bool, list[float]] = {False: [], True: []}
-        outputs: dict[bool, set[str]] = {False: set(), True: set()}
-        drafted = accepted = 0
-        for _ in range(repeats):
-            for on in (False, True):
-                runner.lane.enabled = on
-                before = (runner.drafted_tokens, runner.accepted_tokens)
-                start = time.perf_counter()
-                result = await engine.complete(
-                    GenerateRequest(
-                        prompt=prompt,
-                        model=model,
-                        max_tokens=max_tokens,
-                        priority=Priority.COMPLETION,
+        for n in streams:
+            # n different prompts: the case cut short by 0..n-1 tokens
+            prompts = [prompt[: len(prompt) - i] for i in range(n)]
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            outputs: dict[bool, set[tuple[str, ...]]] = {False: set(), True: set()}
+            drafted = accepted = 0
+            for _ in range(repeats):
+                for on in (False, True):
+                    runner.lane.enabled = on
+                    before = (runner.drafted_tokens, runner.accepted_tokens)
+                    start = time.perf_counter()
+                    results = await asyncio.gather(
+                        *(
+                            engine.complete(
+                                GenerateRequest(
+                                    prompt=p,
+                                    model=model,
+                                    max_tokens=max_tokens,
+                                    priority=Priority.COMPLETION,
+                                )
+                            )
+                            for p in prompts
+                        )
                     )
-                )
-                rates[on].append(result.completion_tokens / (time.perf_counter() - start))
-                outputs[on].add(result.text)
-                if on:
-                    drafted += runner.drafted_tokens - before[0]
-                    accepted += runner.accepted_tokens - before[1]
-        runner.lane.enabled = engine.settings.speculative
-        plain, fast = statistics.median(rates[False]), statistics.median(rates[True])
-        rows.append(
-            {
-                "case": name,
-                "plain_tps": round(plain, 1),
-                "speculative_tps": round(fast, 1),
-                "ratio": round(fast / plain, 2),
-                "accepted_share": round(accepted / drafted, 2) if drafted else None,
-                "same_output": outputs[False] == outputs[True] and len(outputs[False]) == 1,
-            }
-        )
+                    tokens = sum(r.completion_tokens for r in results)
+                    rates[on].append(tokens / (time.perf_counter() - start))
+                    outputs[on].add(tuple(r.text for r in results))
+                    if on:
+                        drafted += runner.drafted_tokens - before[0]
+                        accepted += runner.accepted_tokens - before[1]
+            runner.lane.enabled = engine.settings.speculative
+            plain, fast = statistics.median(rates[False]), statistics.median(rates[True])
+            rows.append(
+                {
+                    "case": name,
+                    "streams": n,
+                    "plain_tps": round(plain, 1),
+                    "speculative_tps": round(fast, 1),
+                    "ratio": round(fast / plain, 2),
+                    "accepted_share": round(accepted / drafted, 2) if drafted else None,
+                    "same_output": outputs[False] == outputs[True] and len(outputs[False]) == 1,
+                }
+            )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]], max_tokens: int) -> str:
     lines = [
-        f"Prompt-lookup speculative decoding, one greedy completion alone (max_tokens="
+        f"Prompt-lookup speculative decoding, greedy completions alone and together (max_tokens="
         f"{max_tokens}), median of alternating runs",
-        "| case | plain tok/s | speculative tok/s | ratio | drafts accepted | same output |",
-        "|---|---:|---:|---:|---:|---|",
+        "| case | streams | plain tok/s | speculative tok/s | ratio | drafts accepted | same output |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['case']} | {r['plain_tps']} | {r['speculative_tps']} | {r['ratio']}x | "
+            f"| {r['case']} | {r['streams']} | {r['plain_tps']} | {r['speculative_tps']} | {r['ratio']}x | "
             f"{r['accepted_share']} | {'yes' if r['same_output'] else 'NO'} |"
         )
     return "\n".join(lines)

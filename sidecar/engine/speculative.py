@@ -48,6 +48,34 @@ def find_draft(tokens: list[int], max_draft: int = MAX_DRAFT) -> list[int]:
     return []
 
 
+class DraftPolicy:
+    """How long one sequence's next draft may be: it follows what was accepted lately, and after
+    a fully rejected draft drafting pauses (doubling while drafts keep failing)."""
+
+    def __init__(self) -> None:
+        self.length = FIRST_DRAFT
+        self._pause = 0  # steps left without drafting
+        self._backoff = 1
+
+    def draft(self, tokens: list[int], limit: int = MAX_DRAFT) -> list[int]:
+        """The draft to check after `tokens` (empty while drafting pauses), at most `limit`."""
+        if self._pause:
+            self._pause -= 1
+            return []
+        return find_draft(tokens, min(self.length, limit)) if limit > 0 else []
+
+    def adapt(self, accepted: int, drafted: int) -> None:
+        if not drafted:
+            return
+        if accepted == 0:
+            self._pause, self._backoff = self._backoff, min(self._backoff * 2, MAX_BACKOFF)
+            self.length = max(1, self.length // 2)
+            return
+        self._backoff = 1
+        grown = self.length * 2 if accepted == drafted else accepted + 1
+        self.length = min(MAX_DRAFT, grown)
+
+
 class SoloSpeculator:
     """One sequence's decoding outside the batch. `cache` holds every token but `last`, the
     newest one, which the next forward pass feeds first."""
@@ -59,9 +87,7 @@ class SoloSpeculator:
         self.last = last
         self.drafted = 0
         self.accepted = 0
-        self._draft_len = FIRST_DRAFT
-        self._pause = 0  # steps left without drafting
-        self._backoff = 1
+        self.policy = DraftPolicy()
 
     @staticmethod
     def usable(cache: list[Any]) -> bool:
@@ -69,11 +95,7 @@ class SoloSpeculator:
 
     def step(self) -> list[int]:
         """One forward pass; the new tokens it settles (at least one)."""
-        draft: list[int] = []
-        if self._pause:
-            self._pause -= 1
-        else:
-            draft = find_draft([*self.cached, self.last], self._draft_len)
+        draft = self.policy.draft([*self.cached, self.last])
         logits = self.model(mx.array([[self.last, *draft]]), cache=self.cache)
         picks = mx.argmax(logits[0], axis=-1)
         mx.eval(picks, [c.state for c in self.cache])
@@ -87,15 +109,5 @@ class SoloSpeculator:
         self.last = greedy[n]
         self.drafted += len(draft)
         self.accepted += n
-        if draft:
-            self._adapt(n, len(draft))
+        self.policy.adapt(n, len(draft))
         return greedy[: n + 1]
-
-    def _adapt(self, accepted: int, drafted: int) -> None:
-        if accepted == 0:
-            self._pause, self._backoff = self._backoff, min(self._backoff * 2, MAX_BACKOFF)
-            self._draft_len = max(1, self._draft_len // 2)
-            return
-        self._backoff = 1
-        grown = self._draft_len * 2 if accepted == drafted else accepted + 1
-        self._draft_len = min(MAX_DRAFT, grown)

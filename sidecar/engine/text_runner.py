@@ -9,7 +9,9 @@ prefill join the decode batch at that step. So:
   class's job runs join it at the next chunk;
 - a chat or bulk prompt prefills a chunk at a time; while completions run, it gets one chunk
   in `LOW_CHUNK_EVERY` steps (it is paused, its KV kept, in between);
-- running streams decode at every step, so none waits longer than one chunk.
+- running streams decode at every step, so none waits longer than one chunk;
+- greedy rows check prompt-lookup drafts in that step (`batch_speculation.py`), and a greedy
+  completion decoding alone leaves the batch to speculate on its own (`solo.py`).
 Cancelled sequences leave at the next step; their KV goes to the prompt cache, so the next
 keystroke's completion prefills only what is new.
 
@@ -19,12 +21,14 @@ Runs only on the engine's worker thread.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_cache
 
+from sidecar.engine.batch_speculation import BatchSpeculator
 from sidecar.engine.constraints import Guide
 from sidecar.engine.memory import KVAdmission, MemoryGovernor, error_code, failure_message
 from sidecar.engine.prefill import Prefilled, PrefillJob
@@ -35,7 +39,7 @@ from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
 from sidecar.engine.solo import SoloLane
 from sidecar.errors import ImagesNotSupported
-from sidecar.models.limits import context_length_of, vocab_size_of
+from sidecar.models.limits import context_length_of, stop_token_ids, vocab_size_of
 
 log = logging.getLogger(__name__)
 PROMPT_CACHE_ENTRIES = 16
@@ -44,19 +48,6 @@ COMPLETION_RESERVE = 8  # completions admitted past a full batch
 PREFILL_BATCH = 8  # prompts of one class prefilled together
 # While a completion runs, a less urgent prompt prefills one chunk in this many steps.
 LOW_CHUNK_EVERY = 4
-
-
-def stop_token_ids(tokenizer: Any) -> list[int]:
-    """Every id that ends a turn: all EOS ids plus chat end markers the vocabulary has
-    (Llama-3 needs both `<|end_of_text|>` and `<|eot_id|>`)."""
-    ids = set(getattr(tokenizer, "eos_token_ids", None) or [])
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(tokenizer.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
-        if marker in vocab:
-            ids.add(vocab[marker])
-    return sorted(ids)
 
 
 class TextRunner:
@@ -94,6 +85,8 @@ class TextRunner:
         self.running: dict[int, Sequence] = {}  # uid -> sequence
         # A greedy completion decoding alone leaves the batch for prompt-lookup speculation.
         self.lane = SoloLane(model, speculative, self.stop_ids, self._keep_kv)
+        # Greedy rows of the batch check prompt-lookup drafts in the batch's own step.
+        self.speculator = BatchSpeculator(model)
         self._low_chunk_wait = 0
         self.max_batch_seen = 0
         self.generated_tokens = 0
@@ -115,11 +108,11 @@ class TextRunner:
 
     @property
     def drafted_tokens(self) -> int:
-        return self.lane.drafted_tokens
+        return self.lane.drafted_tokens + self.speculator.drafted
 
     @property
     def accepted_tokens(self) -> int:
-        return self.lane.accepted_tokens
+        return self.lane.accepted_tokens + self.speculator.accepted
 
     def urgency(self) -> Priority | None:
         started = [s.priority for s in self.running.values()] + [j.priority for j in self.jobs]
@@ -139,8 +132,8 @@ class TextRunner:
             max_batch_seen=self.max_batch_seen,
             reused_prompt_tokens=self.reused_prompt_tokens,
             prefilled_tokens=self.prefilled_tokens,
-            drafted_tokens=self.lane.drafted_tokens,
-            accepted_tokens=self.lane.accepted_tokens,
+            drafted_tokens=self.drafted_tokens,
+            accepted_tokens=self.accepted_tokens,
         )
 
     # -- building a request (event loop thread; no MLX) --
@@ -321,18 +314,23 @@ class TextRunner:
     def _decode(self) -> None:
         self.max_batch_seen = max(self.max_batch_seen, len(self.running))
         try:
-            _prompt_responses, responses = self.generator.next()
+            drafting = self.running if self.lane.enabled else {}
+            responses = self.speculator.step(self.generator, drafting)
+            if responses is None:
+                rows, started = len(self.running), time.perf_counter()
+                _prompt_responses, responses = self.generator.next()
+                self.speculator.observe(False, rows, len(responses), time.perf_counter() - started)
         except Exception as e:
             log.exception("batch step failed for %s", self.model_id)
             self.fail_running(failure_message(e, "generation"), error_code(e))
             mx.clear_cache()
             return
         finished = []
-        for r in responses:
-            if r.finish_reason is not None and r.prompt_cache is not None:
+        for r in responses:  # a speculative step answers a row with several tokens, in order
+            if r.finish_reason is not None and r.prompt_cache is not None and r.all_tokens:
                 self._keep_kv(list(r.all_tokens), r.prompt_cache)
             seq = self.running.get(r.uid)
-            if seq is None:
+            if seq is None or r.uid in finished:
                 continue
             self.generated_tokens += 1
             try:
@@ -349,6 +347,7 @@ class TextRunner:
         to_remove = [uid for uid in finished if uid in self.running and uid not in natural]
         if to_remove:
             self._remember(to_remove)
+        self.speculator.forget(finished)
         for uid in finished:
             self.running.pop(uid, None)
 
@@ -365,6 +364,7 @@ class TextRunner:
 
     def _remember(self, uids: list[int]) -> None:
         """Take sequences out of the batch, keeping their KV caches for reuse."""
+        self.speculator.forget(uids)
         for cache, tokens in self.generator.remove(uids, return_prompt_caches=True).values():
             if cache is not None:
                 self._keep_kv(list(tokens), cache)

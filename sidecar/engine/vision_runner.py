@@ -33,9 +33,8 @@ from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
 from sidecar.engine.scheduler import WaitQueue, WaitTimes, most_urgent
 from sidecar.engine.sequence import Sequence, Sink
-from sidecar.engine.text_runner import stop_token_ids
 from sidecar.errors import EngineError, PromptTooLongError, SidecarError
-from sidecar.models.limits import context_length_of
+from sidecar.models.limits import context_length_of, stop_token_ids
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""What a loaded model can take: the positions it was trained for and the ids of its vocabulary."""
+"""What a loaded model can take: the positions it was trained for, the ids of its vocabulary,
+and the ids that end its turns."""
 
 from __future__ import annotations
 
@@ -30,3 +31,16 @@ def check_token_ids(ids: list[int], vocab: int) -> None:
     bad = next((t for t in ids if not 0 <= t < vocab), None)
     if bad is not None:
         raise EngineError(f"token id {bad} is out of the model's vocabulary (0 to {vocab - 1})")
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """Every id that ends a turn: all EOS ids plus chat end markers the vocabulary has
+    (Llama-3 needs both `<|end_of_text|>` and `<|eot_id|>`)."""
+    ids = set(getattr(tokenizer, "eos_token_ids", None) or [])
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
+        if marker in vocab:
+            ids.add(vocab[marker])
+    return sorted(ids)
