@@ -38,6 +38,13 @@ Response = GenerationBatch.Response
 # times more. So the speculator measures both kinds of step at each batch size (tokens per
 # second, a moving average) and drafts only while that pays, trying again one step in
 # `EXPLORE_EVERY` (drafts that start to repeat may pay again).
+MARGIN = 1.05  # drafting goes on while it beats plain steps by this much
+# Tokens one verifying forward pass may carry (rows x (1 + draft)). Measured on 2 CPU cores
+# (SmolLM2, code that repeats): drafts paid 1.65x at 2 rows and 1.1x at 4, and lost (0.87x)
+# at 8, where the pass is compute-bound and the per-step timing above misses part of the cost
+# (padding left behind, no overlap with the next step). A GPU's pass stays memory-bound far
+# wider.
+VERIFY_TOKENS = {"cpu": 12, "gpu": 128}
 EXPLORE_EVERY = 16
 SMOOTHING = 0.2
 
@@ -83,7 +90,7 @@ class BatchSpeculator:
     def pays(self, rows: int) -> bool:
         """Whether a speculative step is worth trying at this batch size now."""
         spec, plain = self.rates.get((True, rows)), self.rates.get((False, rows))
-        if spec is None or plain is None or spec >= plain:
+        if spec is None or plain is None or spec >= plain * MARGIN:
             return True
         self._held_back += 1
         if self._held_back >= EXPLORE_EVERY:
@@ -125,6 +132,7 @@ class BatchSpeculator:
         if batch is None or not self.pays(len(batch)):
             return None
         rows = len(batch)
+        mx.eval(batch._next_tokens)  # the step before's forward pass is not this step's cost
         started = time.perf_counter()
         with mx.stream(generator.stream):
             responses = self._step(batch, greedy)
@@ -145,9 +153,11 @@ class BatchSpeculator:
             policy = self.policies.setdefault(uid, DraftPolicy())
             left = batch.max_tokens[i] - batch._num_tokens[i] - 1  # room after the fed token
             drafts.append(policy.draft([*batch.tokens[i], fed[i]], min(left, MAX_DRAFT)))
-        width = max(len(d) for d in drafts)
-        if width == 0:
+        budget = VERIFY_TOKENS["cpu" if mx.default_device() == mx.cpu else "gpu"]
+        width = min(max(len(d) for d in drafts), budget // len(drafts) - 1)
+        if width <= 0:
             return None
+        drafts = [d[:width] for d in drafts]
         rows = [[fed[i], *d, *[fed[i]] * (width - len(d))] for i, d in enumerate(drafts)]
         logits = self.model(mx.array(rows), cache=batch.prompt_cache)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
@@ -173,6 +183,7 @@ class BatchSpeculator:
                 self.accepted += n
                 self.policies[batch.uids[i]].adapt(n, len(draft))
         drop_tails(batch.prompt_cache, [width - n for n in kept])
+        mx.eval([c.state for c in batch.prompt_cache])  # moving the tails is this step's cost
         self.steps += 1
 
         answered_logprobs = batch._next_logprobs
