@@ -1,8 +1,8 @@
 """Prompt-lookup speculative decoding, on and off, on the same greedy completions in one run:
 an edit that copies nearby code (a second function like the first) and text that does not
-repeat, one completion alone (it leaves the batch to speculate) and 8 together (drafts checked
-inside the batch's step). Runs alternate (off, on, off, on, ...) so drift on a shared machine
-hits both.
+repeat, one completion alone (it leaves the batch to speculate) and 2, 4 and 8 together
+(drafts checked inside the batch's step). Runs alternate (off, on, off, on, ...) so drift on a
+shared machine hits both.
 
 `mlx-sidecar bench --suite speculative`
 """
@@ -42,7 +42,7 @@ async def speculative_benchmark(
     model: str,
     max_tokens: int = 64,
     repeats: int = 3,
-    streams: tuple[int, ...] = (1, 8),
+    streams: tuple[int, ...] = (1, 2, 4, 8),
 ) -> list[dict[str, Any]]:
     loaded = await engine.load(model)
     runner = loaded.runner
