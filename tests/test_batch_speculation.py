@@ -12,7 +12,7 @@ import mlx.core as mx
 import pytest
 from mlx_lm.models.cache import BatchKVCache
 
-from sidecar.engine.batch_speculation import drop_tails
+from sidecar.engine.batch_speculation import STRIP_PADDING, drop_tails
 from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest
 from sidecar.engine.text_runner import TextRunner
@@ -60,6 +60,27 @@ def test_each_row_drops_its_own_rejected_tail() -> None:
         assert keys.tolist() == expected, f"row {row}"
         assert kept.values[0, 0, 0].tolist() == (first[row, 0, pad] + 1000).tolist()
     assert cache.offset.tolist() == [3 + 3 + 1, 5 + 2 + 1, 4 + 1 + 1]
+
+
+def test_padding_every_row_has_leaves_the_kv() -> None:
+    """Rejected tails pile up as left padding (rows take turns rejecting more); once every row
+    has enough, it is cut off the KV, and each row still holds exactly its entries."""
+    cache = BatchKVCache([0, 0])
+    prompt = mx.arange(2 * 1 * 4 * 2, dtype=mx.float32).reshape(2, 1, 4, 2)
+    cache.update_and_fetch(prompt, prompt)
+    steps = 2 * STRIP_PADDING
+    for step in range(steps):  # two draft positions a step; one row keeps one, the other none
+        draft = mx.full((2, 1, 2, 2), float(step))
+        cache.update_and_fetch(draft, draft)
+        drop_tails([cache], [1, 2] if step % 2 == 0 else [2, 1])
+    padding = cast(list[int], cache.left_padding.tolist())
+    assert min(padding) < STRIP_PADDING, "the padding both rows had was cut off"
+    assert cache._idx < 4 + steps, "the KV is shorter than every entry ever fed"
+    for row in (0, 1):
+        keys = cache.extract(row).keys[0, 0].tolist()
+        kept = [[float(s)] * 2 for s in range(steps) if s % 2 == row]
+        fed = cast(list[list[float]], prompt[row, 0].tolist())
+        assert keys == [*fed, *kept], f"row {row}"
 
 
 @pytest.fixture

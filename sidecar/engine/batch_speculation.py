@@ -47,6 +47,8 @@ MARGIN = 1.05  # drafting goes on while it beats plain steps by this much
 VERIFY_TOKENS = {"cpu": 12, "gpu": 128}
 EXPLORE_EVERY = 16
 SMOOTHING = 0.2
+# Rejected tails become left padding; once every row has this much, it leaves the KV.
+STRIP_PADDING = 64
 
 
 def drop_tails(cache: list[Any], drop: list[int]) -> None:
@@ -66,6 +68,12 @@ def drop_tails(cache: list[Any], drop: list[int]) -> None:
             )
             layer.offset = layer.offset - shift
             layer.left_padding = layer.left_padding + shift
+        common = min(cast(list[int], layer.left_padding.tolist()))
+        if common >= STRIP_PADDING:  # padding every row has: out of the KV (as `filter` does)
+            layer.keys = layer.keys[..., common:, :]
+            layer.values = layer.values[..., common:, :]
+            layer._idx -= common
+            layer.left_padding = layer.left_padding - common
 
 
 class BatchSpeculator:
