@@ -79,16 +79,29 @@ async function step(name, fn) {
   }
 }
 
-/** Waits until the chat's last assistant turn streams text (the typing cursor still on); an error
- * shown in the panel instead fails at once with its text. */
-async function replyStreams(frame) {
+/** Sends with `send`, then waits until the chat's last assistant turn has streamed text: seen
+ * with the typing cursor still on by an observer set up before sending (a short reply can
+ * start and finish between two polls). An error shown in the panel fails at once with its text. */
+async function replyStreams(frame, send) {
+  await frame.evaluate(() => {
+    window.__streamed = false;
+    new MutationObserver(() => {
+      const bodies = document.querySelectorAll(".msg.assistant .body.cursor");
+      const body = bodies[bodies.length - 1];
+      if (body && body.textContent.trim().length > 0) window.__streamed = true;
+    }).observe(document.getElementById("messages"), {
+      subtree: true,
+      childList: true,
+      characterData: true,
+      attributes: true,
+    });
+  });
+  await send();
   const seen = await frame.waitForFunction(
     () => {
       const errors = document.querySelectorAll(".msg.error .body");
       if (errors.length) return `error: ${errors[errors.length - 1].textContent}`;
-      const bodies = document.querySelectorAll(".msg.assistant .body.cursor");
-      const body = bodies[bodies.length - 1];
-      return body && body.textContent.trim().length > 0 ? "streaming" : false;
+      return window.__streamed ? "streaming" : false;
     },
     undefined,
     { timeout: 120_000, polling: 50 },
@@ -284,10 +297,9 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
       await page.locator('.activitybar [aria-label^="MLX Chat"]').first().click();
       const frame = await chatFrame();
       await frame.locator("#input").fill("Say hello.");
-      await frame.locator("#input").press("Enter");
-      await frame.locator(".msg.user").first().waitFor({ timeout: 30_000 });
       // Streaming: the assistant bubble shows text (with the typing cursor) before it is done.
-      await replyStreams(frame);
+      await replyStreams(frame, () => frame.locator("#input").press("Enter"));
+      await frame.locator(".msg.user").first().waitFor({ timeout: 30_000 });
       await shot("04a-chat-streaming");
       await frame.locator(".msg.assistant.done").first().waitFor({ timeout: 180_000 });
       const reply = await frame.locator(".msg.assistant .body").first().innerText();
@@ -356,8 +368,8 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
       await frame.waitForFunction(() => document.getElementById("model").value === "tiny-qwen2-vl", undefined, {
         timeout: 60_000,
       });
-      await frame.locator("#input").press("Enter");
-      // the question that goes to the vision model shows its image
+      await replyStreams(frame, () => frame.locator("#input").press("Enter"));
+      // the question that went to the vision model shows its image
       await frame.waitForFunction(
         () => {
           const users = document.querySelectorAll(".msg.user");
@@ -366,7 +378,6 @@ describe("MLX Sidecar in code-server", { timeout: 15 * 60_000 }, () => {
         undefined,
         { timeout: 60_000 },
       );
-      await replyStreams(frame);
       await shot("08b-image-streaming");
       await frame
         .locator(".msg.assistant.done .meta", { hasText: "tiny-qwen2-vl" })
