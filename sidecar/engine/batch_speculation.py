@@ -68,12 +68,15 @@ def drop_tails(cache: list[Any], drop: list[int]) -> None:
             )
             layer.offset = layer.offset - shift
             layer.left_padding = layer.left_padding + shift
-        common = min(cast(list[int], layer.left_padding.tolist()))
-        if common >= STRIP_PADDING:  # padding every row has: out of the KV (as `filter` does)
-            layer.keys = layer.keys[..., common:, :]
-            layer.values = layer.values[..., common:, :]
-            layer._idx -= common
-            layer.left_padding = layer.left_padding - common
+    # Every layer has the same padding: read it once (a sync), not per layer.
+    common = min(cast(list[int], cache[0].left_padding.tolist()))
+    if common < STRIP_PADDING:
+        return
+    for layer in cache:  # padding every row has: out of the KV (as `filter` does)
+        layer.keys = layer.keys[..., common:, :]
+        layer.values = layer.values[..., common:, :]
+        layer._idx -= common
+        layer.left_padding = layer.left_padding - common
 
 
 class BatchSpeculator:
