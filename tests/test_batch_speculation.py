@@ -17,19 +17,8 @@ from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest
 from sidecar.engine.text_runner import TextRunner
 from sidecar.models.defaults import CHAT_MODEL
+from tests.helpers.prompts import REPEATING_CODE as CODE
 
-CODE = """def total_price(items):
-    total = 0
-    for item in items:
-        if item.price > 0:
-            total += item.price * item.quantity
-    return total
-
-
-def total_weight(items):
-    total = 0
-    for item in items:
-"""
 OTHER = """class Stack:
     def push(self, item):
         self.items.append(item)

@@ -9,19 +9,7 @@ from sidecar.engine.engine import Engine
 from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.speculative import find_draft
 from sidecar.models.defaults import CHAT_MODEL
-
-CODE = """def total_price(items):
-    total = 0
-    for item in items:
-        if item.price > 0:
-            total += item.price * item.quantity
-    return total
-
-
-def total_weight(items):
-    total = 0
-    for item in items:
-"""
+from tests.helpers.prompts import REPEATING_CODE as CODE
 
 
 def test_the_draft_is_what_followed_the_latest_match_of_the_last_tokens() -> None:

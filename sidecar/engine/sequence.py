@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -127,6 +127,19 @@ class Sequence:
             top = [(self.tokenizer.decode([i]), float(v)) for i, v in zip(ids, values, strict=True)]
         logprob = cast(float, flat[token].item())
         return TokenLogprob(self.tokenizer.decode([token]), float(logprob), top)
+
+    def add_generated(
+        self, token: int, logprobs: mx.array | None, stop_ids: Container[int]
+    ) -> bool:
+        """Feed a token generated outside mlx_lm's batch (which decides its own finish): it ends
+        the turn when it is a stop id or the last one `max_tokens` allows."""
+        if token in stop_ids:
+            finish: str | None = "stop"
+        elif self.completion_tokens + 1 >= self.max_tokens:
+            finish = "length"
+        else:
+            finish = None
+        return self.add_token(token, logprobs, finish)
 
     def add_token(self, token: int, logprobs: mx.array | None, finish: str | None) -> bool:
         """Feed one generated token; return True when the sequence has finished. `logprobs`

@@ -75,13 +75,7 @@ class SoloLane:
         self.drafted_tokens += spec.drafted - drafted
         self.accepted_tokens += spec.accepted - accepted
         for n, token in enumerate(tokens, 1):
-            if token in self.stop_ids:
-                finish: str | None = "stop"
-            elif seq.completion_tokens + 1 >= seq.max_tokens:
-                finish = "length"
-            else:
-                finish = None
-            if seq.add_token(token, None, finish):
+            if seq.add_generated(token, None, self.stop_ids):
                 self.keep_kv(list(spec.cached), spec.cache)
                 self.current = None
                 return n

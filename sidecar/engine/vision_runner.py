@@ -363,13 +363,7 @@ class VisionRunner:
     def _deliver(self, seq: Sequence, token: int, logprobs: Any) -> bool:
         """Feed one generated token to the sequence; True when the request is done."""
         self.generated_tokens += 1
-        if token in self.stop_ids:
-            finish: str | None = "stop"
-        elif seq.completion_tokens + 1 >= seq.max_tokens:
-            finish = "length"
-        else:
-            finish = None
-        return seq.add_token(token, logprobs, finish)
+        return seq.add_generated(token, logprobs, self.stop_ids)
 
     def fail_all(self, message: str) -> None:
         for job in list(self.active):
