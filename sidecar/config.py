@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     # Prompt-lookup speculative decoding for greedy requests: a completion decoding alone, and
     # the greedy rows of a batch where it pays.
     speculative: bool = True
+    # While ghost text and a chat both have work, ghost text gets this many seconds of the
+    # worker's for each second of the chat's (4: ghost text 4/5 of the machine, the chat 1/5
+    # at least). Lower it to keep a chat faster while typing, at ghost text's cost
+    # (`bench --suite typing` measures both; README).
+    completion_share: float = Field(default=4.0, ge=1.0, le=64.0)
     embed_slice_texts: int = Field(default=16, ge=1)  # texts per embedding forward pass
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535)  # 0: a free port

@@ -92,11 +92,34 @@ async def test_time_budget_counts_decoding_and_never_cuts_the_first_line(engine)
     assert hurried.cut_short
     assert hurried.text.strip() and "\n" not in hurried.text  # the finished first line only
     assert "\n" in hurried.raw  # it waited past the budget for that line to end
-    assert session.cache.get(prefix, "\n") is None  # a cut-short answer is not final
+    assert session.cache.get(prefix, "\n") is None  # nothing cached while it still runs
     session.configure(session.options.model_copy(update=PATIENT))
     patient = await session.complete(CHAT_MODEL, prefix, "\n")
     assert patient.source in ("adopted", "model") and not patient.cut_short
     assert patient.text.strip()
+
+
+async def test_typing_through_a_cut_short_answer_comes_from_the_cache(engine) -> None:
+    """The time budget cut the answer short and nobody came back before its grace ended: the
+    lines it finished stay in the completion cache, so typing through them is answered at once
+    instead of by a new generation."""
+    timers = Timers()
+    options = CompletionOptions(max_time_ms=50, max_tokens=48)
+    session = CompletionSession(engine, options, later=timers.later)
+    prefix = f"# costs {uuid.uuid4().hex[:8]}\n" + "".join(
+        f"cost_{i} = {i}.25  # the {i}th cost\n" for i in range(40)
+    )
+    hurried = await session.complete(CHAT_MODEL, prefix, "\n")
+    assert hurried.cut_short and hurried.text.strip()
+    gen = session.inflight.get(None)
+    assert gen is not None, "it ended within the budget: the prefix should make it write more"
+    assert timers.fire(ORPHAN_GRACE_S) == 1  # nobody came back: the grace ends
+    await asyncio.wait_for(asyncio.shield(gen.task), 30)
+    shown = gen.ghost_text(complete_lines=True)
+    assert shown.startswith(hurried.text)
+    typed = shown[:3]
+    through = await session.complete(CHAT_MODEL, prefix + typed, "\n")
+    assert through.source == "cache" and through.text == shown[3:]
 
 
 async def test_typing_through_a_running_completion_keeps_one_engine_request(engine) -> None:

@@ -1,6 +1,7 @@
 """A burst of prompts costs about one batched prefill: prompts that arrive while their class's
-prefill job runs join it at the next chunk instead of waiting for it to end. Counted in worker
-steps on a `TextRunner` driven directly (real SmolLM2), never in seconds."""
+prefill job runs join it at the next chunk instead of waiting for it to end; and every step keeps
+to one token budget shared by the decode rows and the prefill job. Counted in worker steps and
+tokens on a `TextRunner` driven directly (real SmolLM2), never in seconds."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import mlx_lm
 import pytest
 
 from sidecar.engine.detokenize import exact_detokenizer
+from sidecar.engine.prefill import STEP_BUDGET_CHUNKS
 from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.sequence import Sequence
 from sidecar.engine.text_runner import TextRunner
@@ -20,6 +22,7 @@ from sidecar.models.defaults import CHAT_MODEL
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi"
 CHUNK = 32
+BUDGET = STEP_BUDGET_CHUNKS * CHUNK  # tokens one step computes at most
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +39,12 @@ def runner(smol: tuple[Any, Any]) -> Iterator[TextRunner]:
     runner.close()
 
 
-def sequence(tokenizer: Any, salt: int, priority: Priority = Priority.CHAT) -> Sequence:
+def sequence(
+    tokenizer: Any, salt: int, priority: Priority = Priority.CHAT, max_tokens: int = 2
+) -> Sequence:
     words = WORDS.split()
     text = f"{salt}: " + " ".join(words[(i * 7 + salt) % len(words)] for i in range(120))
-    request = GenerateRequest(prompt=text, max_tokens=2, priority=priority)
+    request = GenerateRequest(prompt=text, max_tokens=max_tokens, priority=priority)
     return Sequence(
         request=request,
         model_id=CHAT_MODEL,
@@ -73,9 +78,10 @@ def test_prompts_arriving_during_a_prefill_join_it(
         runner.submit(seq)
     jobs = {id(runner.jobs[0])}
     steps = 1 + steps_until_first_tokens(runner, [first, *burst], jobs)
-    # One prompt alone needs a step per chunk; waiting for the first job to end would double it.
-    alone = max(math.ceil((len(s.prompt_tokens) - 1) / CHUNK) for s in [first, *burst])
-    assert steps <= alone + 2, (steps, alone)
+    # Joined, the burst prefills at the whole step budget from the second step on; waiting
+    # for the first job to end would leave most of the budget unused while it runs alone.
+    tokens = sum(len(s.prompt_tokens) - 1 for s in [first, *burst])
+    assert steps <= math.ceil(tokens / BUDGET) + 3, (steps, tokens)
     assert len(jobs) == 1, "the burst should have joined the running prefill job"
     assert all(s.first_token_at for s in [first, *burst])
 
@@ -94,3 +100,34 @@ def test_a_more_urgent_prompt_does_not_join_a_less_urgent_job(
     steps_until_first_tokens(runner, [completion], jobs)
     assert chat.first_token_at is None, "the chat's prefill should have paused for it"
     assert len(jobs) == 2
+
+
+def test_decode_rows_and_a_burst_share_each_steps_token_budget(
+    smol: tuple[Any, Any], runner: TextRunner
+) -> None:
+    """Four chats stream while eight long prompts arrive: every step computes at most the
+    budget's tokens (each streaming row one, the burst the rest), so every streaming row gets
+    a token in every step while the burst prefills, and the burst still starts at about the
+    budget's pace."""
+    tokenizer = smol[1]
+    streams = [sequence(tokenizer, 40 + i, max_tokens=200) for i in range(4)]
+    for seq in streams:
+        runner.submit(seq)
+    steps_until_first_tokens(runner, streams, set())
+    burst = [sequence(tokenizer, 50 + i) for i in range(8)]
+    for seq in burst:
+        runner.submit(seq)
+    steps = 0
+    while not all(s.first_token_at or s.done for s in burst):
+        assert steps < 200, "the burst never reached its first tokens"
+        decoding = [s for s in streams if not s.done]
+        counts = [s.completion_tokens for s in decoding]
+        prefilled = runner.prefilled_tokens
+        runner.step()
+        steps += 1
+        computed = runner.prefilled_tokens - prefilled
+        assert computed <= BUDGET - len(decoding), (steps, computed, len(decoding))
+        for seq, before in zip(decoding, counts, strict=True):
+            assert seq.done or seq.completion_tokens > before, "a streaming row missed a step"
+    tokens = sum(len(s.prompt_tokens) - 1 for s in burst)
+    assert steps <= math.ceil(tokens / (BUDGET - len(streams))) + 2, (steps, tokens)

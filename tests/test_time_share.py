@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sidecar.config import Settings
+from sidecar.engine.engine import Engine
 from sidecar.engine.requests import Priority
 from sidecar.engine.scheduler import SHARE_WEIGHTS, Scheduler
 
@@ -89,3 +91,18 @@ def test_no_work_no_step() -> None:
     scheduler = Scheduler()
     idle = FakeRunner("idle", Priority.CHAT, cost_s=0.05, busy=False)
     assert scheduler.pick([idle]) == []
+
+
+def test_the_completion_share_setting_moves_the_chats_share(settings: Settings) -> None:
+    """A user who chats more than they type sets `completion_share` 2
+    (`MLX_SIDECAR_COMPLETION_SHARE=2`): the engine's scheduler gives the chat a third of the
+    time while both have work, not the default fifth."""
+    shares = {}
+    for value in (4.0, 2.0):
+        scheduler = Engine(settings.model_copy(update={"completion_share": value})).worker.scheduler
+        completion = FakeRunner("completion", Priority.COMPLETION, cost_s=0.2)
+        chat = FakeRunner("chat", Priority.CHAT, cost_s=0.05)
+        run(scheduler, [completion, chat], 600)
+        chat_s = chat.steps * chat.cost_s
+        shares[value] = chat_s / (chat_s + completion.steps * completion.cost_s)
+    assert abs(shares[4.0] - 1 / 5) < 0.02 and abs(shares[2.0] - 1 / 3) < 0.02, shares

@@ -51,8 +51,15 @@ class Client(SidecarClient):
             if log is not None and log.times:
                 log.times[-1].append(time.perf_counter())
 
-    async def open_session(self, env: dict[str, str], uri: str, text: str, language: str) -> None:
-        options = {"completion": {"maxTimeMs": BUDGET_OUT_OF_THE_WAY_MS}}
+    async def open_session(
+        self,
+        env: dict[str, str],
+        uri: str,
+        text: str,
+        language: str,
+        max_time_ms: int = BUDGET_OUT_OF_THE_WAY_MS,
+    ) -> None:
+        options = {"completion": {"maxTimeMs": max_time_ms}}
         await self.start(env, init_options=options)
         self.open(uri, text, language)
 

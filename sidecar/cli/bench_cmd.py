@@ -16,6 +16,8 @@ ratios measured in one run. This module only parses the command line and picks t
   and `stdio --attach` bridges;
 - structured: json_schema constrained vs free decoding tokens/s at 1 and 8 streams.
 - memory: RSS, MLX and memory-governor figures before load, loaded, busy, at rest, unloaded.
+- step-shape: decode rows and a prefill chunk in two passes, in one padded pass, and the bound
+  of a varlen pass (issue 21's "one forward pass for both", measured).
 - fim: HumanEval single-line infilling (exact match, empty answers, latency) through the editor's
   `textDocument/inlineCompletion` and `/v1/completions` next to mlx_lm called directly.
 """
@@ -43,6 +45,7 @@ SUITES = (
     "structured",
     "memory",
     "fim",
+    "step-shape",
 )
 # The recorded session ships inside the package, so an installed wheel finds it too.
 DEFAULT_TYPING_SESSION = Path(__file__).resolve().parents[1] / "benchmarks" / "typing-session.json"
@@ -53,9 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suite",
         default="engine",
-        help="comma-separated: engine, http, typing, typing-index, soak, speculative, windows, "
-        "structured, "
-        "memory, or all",
+        help="comma-separated: " + ", ".join(SUITES) + ", or all",
     )
     p.add_argument("--model", help="text model (default: the chat model)")
     p.add_argument("--embedding-model", help="embedding model (default: the embedding model)")
@@ -73,6 +74,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="--suite http: also run the largest level with one stream arriving every S s (0: off)",
     )
     p.add_argument("--typing-session", type=Path, default=DEFAULT_TYPING_SESSION)
+    p.add_argument(
+        "--typing-max-time-ms",
+        type=int,
+        help="--suite typing: the completion time budget (default: out of the way, so latency "
+        "is not hidden by showing less; 1000 is the product's default)",
+    )
+    p.add_argument(
+        "--typing-quick", action="store_true", help="--suite typing: no long-file and cold runs"
+    )
     p.add_argument("--windows", type=int, default=3, help="--suite windows: editor windows")
     p.add_argument(
         "--index-root",
@@ -154,7 +164,14 @@ async def typing_suite(args: argparse.Namespace, settings: Settings) -> dict[str
         MLX_SIDECAR_USE_HF_CACHE=str(settings.use_hf_cache).lower(),
     )
     model = args.model or settings.completion_model
-    report = await typing_rpc.typing_benchmark(env, settings.models_dir, model, args.typing_session)
+    report = await typing_rpc.typing_benchmark(
+        env,
+        settings.models_dir,
+        model,
+        args.typing_session,
+        args.typing_max_time_ms or typing_rpc.BUDGET_OUT_OF_THE_WAY_MS,
+        args.typing_quick,
+    )
     print(typing_rpc.format_table(report), flush=True)
     return report
 
@@ -246,6 +263,12 @@ async def fim_suite(args: argparse.Namespace, settings: Settings) -> dict[str, A
     return report
 
 
+async def step_shape_suite(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from sidecar.benchmarks import step_shape
+
+    return await step_shape.suite(settings, args.model or settings.chat_model)
+
+
 async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     suites = {
         "engine": engine_suite,
@@ -258,6 +281,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         "structured": structured_suite,
         "memory": memory_suite,
         "fim": fim_suite,
+        "step-shape": step_shape_suite,
     }
     out: dict[str, Any] = {}
     for name in parse_suites(args.suite):

@@ -271,6 +271,12 @@ class CompletionSession:
             self.reuse.append(Reuse(result.cached_prompt_tokens, result.prompt_tokens))
         if gen.final:
             self.cache.put(gen.place.prefix, gen.place.suffix, gen.ghost_text())
+        elif (gen.error is None or gen.abandoned) and gen.first_line_done():
+            # Cut short by the time budget, or nobody waited to its end: its finished lines
+            # are still the model's answer for its place (what the editor showed, or more), so
+            # typing through them needs no new generation (measured: with the default budget
+            # a typing replay had 26 cache answers of 81 keystrokes instead of 68).
+            self.cache.put(gen.place.prefix, gen.place.suffix, gen.ghost_text(complete_lines=True))
         self.schedule_warm()
 
     def _counted(self, completion: Completion) -> Completion:

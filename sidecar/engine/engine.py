@@ -28,7 +28,7 @@ from sidecar.engine.observe import (
 )
 from sidecar.engine.requests import Delta, Embeddings, GenerateRequest, Priority, Result
 from sidecar.engine.runner import GenerateRunner, Runner
-from sidecar.engine.scheduler import WaitTimes, oldest_wait_s
+from sidecar.engine.scheduler import Scheduler, WaitTimes, oldest_wait_s, share_weights
 from sidecar.engine.sequence import Sequence
 from sidecar.engine.status import Metrics, engine_status
 from sidecar.engine.text_runner import TextRunner
@@ -71,7 +71,12 @@ class Engine:
         )
         self.pool.held_bytes = self.governor.kv_bytes
         self.pool.before_load = self.governor.make_room
-        self.worker = Worker(self.runners, self._on_idle, self.settings.watchdog_step_s)
+        self.worker = Worker(
+            self.runners,
+            self._on_idle,
+            self.settings.watchdog_step_s,
+            Scheduler(share_weights(self.settings.completion_share)),
+        )
         self.waits = WaitTimes()
         self.prefill_chunk = self.settings.prefill_chunk or default_prefill_chunk()
         self.metrics = Metrics()

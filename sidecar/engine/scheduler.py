@@ -31,8 +31,13 @@ from sidecar.engine.requests import Priority
 T = TypeVar("T")
 RECENT = 200
 # Shares of the worker's time while runners of these classes all have work: completion 4 :
-# chat 1 keeps ghost text within 1.25x of its latency alone and a chat at a fifth of the time.
+# chat 1 keeps ghost text within 1.25x of its latency alone and a chat at a fifth of the time
+# (the `completion_share` setting moves the first; `bench --suite typing` measures both).
 SHARE_WEIGHTS = {Priority.COMPLETION: 4.0, Priority.CHAT: 1.0, Priority.BULK: 0.25}
+
+
+def share_weights(completion_share: float) -> dict[Priority, float]:
+    return {**SHARE_WEIGHTS, Priority.COMPLETION: completion_share}
 
 
 class WaitQueue(Generic[T]):

@@ -1,8 +1,9 @@
 """Continuous batching for one text model, completion first.
 
 Each worker step: one prefill chunk of the most urgent prompt job (see `prefill.py`), then one
-decode step of mlx_lm's BatchGenerator for every running sequence. Prompts that finish their
-prefill join the decode batch at that step. So:
+decode step of mlx_lm's BatchGenerator for every running sequence, within one token budget (the
+decode rows count first, the job's rows share the rest). Prompts that finish their prefill join
+the decode batch at that step. So:
 - an inline completion starts at the next step whatever the batch holds (it may go past
   `max_batch`, by up to `COMPLETION_RESERVE`), and its prefill goes before any chat's;
 - prompts of one class prefill together, up to `PREFILL_BATCH`: those that arrive while their
@@ -31,7 +32,7 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache, trim_prompt_c
 from sidecar.engine.batch_speculation import BatchSpeculator
 from sidecar.engine.constraints import Guide
 from sidecar.engine.memory import KVAdmission, MemoryGovernor, error_code, failure_message
-from sidecar.engine.prefill import Prefilled, PrefillJob
+from sidecar.engine.prefill import STEP_BUDGET_CHUNKS, Prefilled, PrefillJob, chunk_per_row
 from sidecar.engine.requests import GenerateRequest, Priority
 from sidecar.engine.runner import RunnerStats
 from sidecar.engine.sampling import make_request_sampler
@@ -68,6 +69,7 @@ class TextRunner:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
+        self.step_budget = STEP_BUDGET_CHUNKS * prefill_chunk  # tokens a step computes at most
         self.waits = waits or WaitTimes()
         self.stop_ids = stop_token_ids(tokenizer)
         self._stops = StopSequences([[t] for t in self.stop_ids])
@@ -281,8 +283,8 @@ class TextRunner:
             if self._low_chunk_wait < LOW_CHUNK_EVERY:
                 return
         self._low_chunk_wait = 0
-        before = job.tokens_left()
-        done = job.advance(self.prefill_chunk)
+        before, rows = job.tokens_left(), len(self.running)
+        done = job.advance(chunk_per_row(self.prefill_chunk, self.step_budget, rows, len(job)))
         self.prefilled_tokens += before - job.tokens_left()
         for part in done:
             self._insert(part)

@@ -30,6 +30,7 @@ class Worker:
         runners: Callable[[], list[Runner]],
         on_idle: Callable[[], None],
         watchdog_step_s: float = 120.0,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._runners = runners
         self._on_idle = on_idle
@@ -38,7 +39,7 @@ class Worker:
         )
         self._thread = threading.Thread(target=self._run, name="mlx-worker", daemon=True)
         self._stopping = False
-        self.scheduler = Scheduler()
+        self.scheduler = scheduler or Scheduler()
         self._stepping: set[int] = set()  # ids of runners inside their step() now
         self._stepped_s = 0.0  # seconds of runner steps so far (to charge nested ones once)
         self.watchdog_step_s = watchdog_step_s
