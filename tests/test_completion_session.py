@@ -122,6 +122,33 @@ async def test_typing_through_a_cut_short_answer_comes_from_the_cache(engine) ->
     assert through.source == "cache" and through.text == shown[3:]
 
 
+async def test_typing_through_a_finished_line_shows_the_next_at_once(engine) -> None:
+    """The user types the start of a line the running generation already finished: the
+    request adopts it and answers with the rest of its finished lines at once (the editor
+    cancels a request the next keystroke comes within ~130 ms of), not after the budget."""
+    timers = Timers()
+    options = CompletionOptions(max_time_ms=60000, max_tokens=96)
+    session = CompletionSession(engine, options, later=timers.later)
+    prefix = f"# costs {uuid.uuid4().hex[:8]}\n" + "".join(
+        f"cost_{i} = {i}.25  # the {i}th cost\n" for i in range(40)
+    )
+    first = asyncio.create_task(session.complete(CHAT_MODEL, prefix, "\n"))
+    await until(lambda: None in session.inflight, timeout=60)
+    gen: Generation = session.inflight[None]
+    await until(lambda: gen.first_line_done() or gen.done, timeout=60)
+    assert not gen.done, "it ended with its first line: raise max_tokens"
+    first.cancel()  # the editor's $/cancelRequest as the user types on
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    written = gen.ghost_text(complete_lines=True)
+    typed = written[:2]
+    through = await session.complete(CHAT_MODEL, prefix + typed, "\n")
+    assert through.source == "adopted" and through.cut_short
+    assert not gen.done, "it should answer while the generation still runs"
+    assert through.text and written.startswith(typed + through.text)
+    assert timers.fire(ORPHAN_GRACE_S) >= 1  # nobody waits: its grace runs again
+
+
 async def test_typing_through_a_running_completion_keeps_one_engine_request(engine) -> None:
     session = session_of(engine, max_tokens=16)
     prefix = "def area(width: float, height: float) -> float:\n    return"

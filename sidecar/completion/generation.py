@@ -131,6 +131,24 @@ class Generation:
         answer = self.prompt.answer(self.text)
         return answer is not None and "\n" in answer.lstrip("\n")
 
+    def written_past(self, typed: str) -> bool:
+        """Its finished lines go past `typed` (what the user typed since its place): ghost
+        text is there to show without waiting. Never for a mid-line answer, which is one line
+        that is finished only when the generation ends."""
+        if self.mid_line or not self.first_line_done():
+            return False
+        shown = self.ghost_text(complete_lines=True)
+        return len(shown) > len(typed) and shown.startswith(typed)
+
+    def keep(self) -> bool:
+        """Someone typed through it without waiting: nobody waits for it, so its orphan grace
+        starts again from now. True when it has ended."""
+        if not self.done and not self._waiters:
+            if self._grace is not None:
+                self._grace.cancel()
+            self._grace = self._later(ORPHAN_GRACE_S, self.abandon)
+        return self.done
+
     def serves(self, place: Place) -> str | None:
         """What the user typed since this generation's place, when its output so far starts
         with it (so its answer still applies there); else None."""

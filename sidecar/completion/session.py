@@ -170,7 +170,10 @@ class CompletionSession:
         else:
             gen.adoptions += 1
             source = "adopted"
-        ended = await gen.wait(budget_s, since)
+        if typed and gen.written_past(typed):
+            ended = gen.keep()  # typing through it: its next finished line shows at once
+        else:
+            ended = await gen.wait(budget_s, since)
         if gen.error is not None and not gen.abandoned:
             raise gen.error
         text = gen.ghost_text(complete_lines=not ended)
