@@ -19,18 +19,22 @@ from mlx_lm.generate import PromptProcessingBatch, StopSequences
 from sidecar.engine.requests import Priority
 from sidecar.engine.sequence import Sequence
 
-# One step's token budget is this many prefill chunks: the decode rows' tokens (drafts
-# included) count first, the prefill job's rows share what is left, as vLLM's and SGLang's
-# chunked prefill do. Decode rows and a prompt chunk run as two passes, not one padded pass:
-# `bench --suite step-shape` measured the padded pass slower on every shape here.
+# While streams decode, one step's token budget is this many prefill chunks: the decode rows
+# count first (a token each; their drafts have a cap of their own), the prefill job's rows share
+# what is left, as vLLM's and SGLang's chunked prefill do; with no stream waiting on the step,
+# each prompt row takes its whole chunk (a burst of prompts reaches its first tokens soonest).
+# Decode rows and a prompt chunk run as two passes, not one padded pass: `bench --suite
+# step-shape` measured the padded pass slower on all but the smallest shape here.
 STEP_BUDGET_CHUNKS = 4
 MIN_CHUNK = 8  # a prefilling prompt advances at least this much per step
 
 
 def chunk_per_row(prefill_chunk: int, budget: int, decode_tokens: int, rows: int) -> int:
     """Prompt tokens each of a job's `rows` computes this step, when `decode_tokens` tokens
-    of the decode batch share the step: at most `prefill_chunk` (the fastest chunk), and all
-    of them within `budget` tokens (`STEP_BUDGET_CHUNKS * prefill_chunk`)."""
+    of the decode batch share the step: at most `prefill_chunk` (the fastest chunk), and while
+    any row decodes, all of them within `budget` tokens (`STEP_BUDGET_CHUNKS * prefill_chunk`)."""
+    if not decode_tokens:
+        return prefill_chunk
     return max(MIN_CHUNK, min(prefill_chunk, (budget - decode_tokens) // max(rows, 1)))
 
 
