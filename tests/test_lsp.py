@@ -385,6 +385,7 @@ def plain(value: Any) -> Any:
 async def test_replies_and_notifications_have_the_wire_shapes(client: LanguageClient) -> None:
     """What the server sends parses as the models protocol.ts is generated from, which refuse
     unknown fields: the extension's types describe the real replies."""
+    await call(client, "mlx/models/load", {"model": CHAT_MODEL})  # whatever ran before
     EditorStatus.model_validate(plain(await call(client, "mlx/status")))
     listed = wire.ModelList.model_validate(plain(await call(client, "mlx/models/list")))
     chat_entry = next(m for m in listed.models if m.id == CHAT_MODEL)
