@@ -101,6 +101,7 @@ async def burst_while_streaming(
     """One run with a step budget of `chunks` prefill chunks (None: none); `salt` makes its
     prompts new (nothing in the prompt cache)."""
     runner = (await engine.load(model)).runner
+    default_budget = runner.step_budget
     runner.step_budget = runner.prefill_chunk * chunks if chunks else 1 << 30
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota"]
 
@@ -122,7 +123,7 @@ async def burst_while_streaming(
     burst_done = await asyncio.gather(*burst)
     last_first = max(r.time_to_first_token_s or 0.0 for r in burst_done)
     done = await asyncio.gather(*streams)
-    runner.step_budget = runner.prefill_chunk * STEP_BUDGET_CHUNKS
+    runner.step_budget = default_budget
     return {
         "streams_longest_gap_s": max(r.max_token_gap_s or 0.0 for r in done),
         "burst_last_first_token_s": last_first,

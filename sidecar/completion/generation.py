@@ -143,11 +143,16 @@ class Generation:
     def keep(self) -> bool:
         """Someone typed through it without waiting: nobody waits for it, so its orphan grace
         starts again from now. True when it has ended."""
-        if not self.done and not self._waiters:
-            if self._grace is not None:
-                self._grace.cancel()
-            self._grace = self._later(ORPHAN_GRACE_S, self.abandon)
+        self._regrace()
         return self.done
+
+    def _regrace(self) -> None:
+        """The orphan grace from now: none while someone waits or once it ended, else a new
+        one (the old one cancelled)."""
+        if self._grace is not None:
+            self._grace.cancel()
+        running = not self.done and not self._waiters
+        self._grace = self._later(ORPHAN_GRACE_S, self.abandon) if running else None
 
     def serves(self, place: Place) -> str | None:
         """What the user typed since this generation's place, when its output so far starts
@@ -177,9 +182,7 @@ class Generation:
         a slow machine (the CPU backend) with no ghost text at all. True when it ended. Leaving
         (budget spent or the caller cancelled) with nobody else waiting starts the orphan grace."""
         self._waiters += 1
-        if self._grace is not None:
-            self._grace.cancel()
-            self._grace = None
+        self._regrace()
         loop = asyncio.get_running_loop()
         try:
             await self._until(self._first_token)
@@ -197,8 +200,7 @@ class Generation:
             return self.done
         finally:
             self._waiters -= 1
-            if not self._waiters and not self.done:
-                self._grace = self._later(ORPHAN_GRACE_S, self.abandon)
+            self._regrace()
 
     async def _until(self, event: asyncio.Event) -> None:
         """Until `event` is set or the generation ends."""

@@ -152,8 +152,7 @@ class BatchSpeculator:
         return responses
 
     def _step(self, batch: GenerationBatch, greedy: set[int]) -> list[Response] | None:
-        fed_array = batch._next_tokens
-        mx.eval(fed_array)
+        fed_array = batch._next_tokens  # evaluated by `step`
         fed = cast(list[int], fed_array.tolist())
         drafts: list[list[int]] = []
         for i, uid in enumerate(batch.uids):
