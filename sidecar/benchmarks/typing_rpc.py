@@ -7,6 +7,8 @@ inside what is measured. The typist waits at each pause (a keystroke followed by
 the last one) until its ghost text shows, as a user who stops to read it: that wait is the
 pause latency. The completion time budget is set out of the way (a large `maxTimeMs`), so the
 latency is not hidden by showing less; the ghost text's length in tokens is reported too.
+Each request asks at the cursor the keystroke left, on the next line after an Enter with the
+editor's indentation (`cursor_after`).
 
 Two servers, so neither typing run finds the other's completions or KV in the caches: on the
 first, typing alone, then the same keystrokes into a long file (this repo's code above it, so the
@@ -29,7 +31,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from sidecar.benchmarks.prompt_reuse import padded_session
+from sidecar.benchmarks.prompt_reuse import apply_insert, padded_session
 from sidecar.benchmarks.typing_chat import (
     BUDGET_OUT_OF_THE_WAY_MS,
     ChatLog,
@@ -52,10 +54,12 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
-def apply_insert(text: str, line: int, character: int, insert: str) -> str:
-    lines = text.split("\n")
-    offset = sum(len(ln) + 1 for ln in lines[:line]) + character
-    return text[:offset] + insert + text[offset:]
+def cursor_after(line: int, character: int, insert: str) -> types.Position:
+    """Where the cursor is after typing `insert` at (line, character): past its last newline
+    when it has one (Enter with the editor's indentation), as the editor sends it."""
+    if "\n" not in insert:
+        return types.Position(line, character + len(insert))
+    return types.Position(line + insert.count("\n"), len(insert.rsplit("\n", 1)[1]))
 
 
 async def completion_stats(client: Client) -> dict[str, Any]:
@@ -110,8 +114,8 @@ async def type_session(client: Client, session: dict[str, Any], run: str) -> dic
         delay = begin + shift + event["t_ms"] / 1000 - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        text = apply_insert(text, event["line"], event["character"], event["insert"])
-        pos = types.Position(event["line"], event["character"] + len(event["insert"]))
+        text, _ = apply_insert(text, event["line"], event["character"], event["insert"])
+        pos = cursor_after(event["line"], event["character"], event["insert"])
         typed = time.perf_counter()
         client.lsp.text_document_did_change(
             types.DidChangeTextDocumentParams(
@@ -386,7 +390,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"{rate(report['chat_while_typing'])}",
         f"ratios: pause median with chat / alone {r['pause_median_with_chat_vs_alone']} "
         f"(target <= 1.25), p95 {r['pause_p95_with_chat_vs_alone']} (<= 1.5), "
-        f"chat rate typing / alone {r['chat_rate_typing_vs_alone']} (>= 0.7), "
+        f"chat rate typing / alone {r['chat_rate_typing_vs_alone']} (>= 0.8), "
         f"pause median warm / cold {r['pause_median_warm_vs_cold']} (<= 0.4), long file "
         f"{r['pause_median_warm_vs_cold_long_file']}",
     ]

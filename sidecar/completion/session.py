@@ -277,9 +277,7 @@ class CompletionSession:
         elif (gen.error is None or gen.abandoned) and gen.first_line_done():
             # Cut short by the time budget, or nobody waited to its end: its finished lines
             # are still the model's answer for its place (what the editor showed, or more), so
-            # typing through them needs no new generation. (It is no cure for the default
-            # budget's typing replay: 29 cache answers of 81 keystrokes against 26 before, 68
-            # with the budget out of the way; the typist left the cut-short lines.)
+            # typing through them needs no new generation.
             self.cache.put(gen.place.prefix, gen.place.suffix, gen.ghost_text(complete_lines=True))
         self.schedule_warm()
 
