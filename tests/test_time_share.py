@@ -106,3 +106,33 @@ def test_the_completion_share_setting_moves_the_chats_share(settings: Settings) 
         chat_s = chat.steps * chat.cost_s
         shares[value] = chat_s / (chat_s + completion.steps * completion.cost_s)
     assert abs(shares[4.0] - 1 / 5) < 0.02 and abs(shares[2.0] - 1 / 3) < 0.02, shares
+
+
+def test_a_completion_after_a_pause_runs_its_lead_alone_then_the_chat_steps() -> None:
+    """The chat streamed while the user paused: the next completion runs its first
+    `COMPLETION_LEAD_S` of steps (0.5 s: four coder steps of 0.15 s) with no chat step between,
+    as if alone, and then the chat's share resumes."""
+    scheduler = Scheduler()
+    completion = FakeRunner("completion", Priority.COMPLETION, cost_s=0.15, busy=False)
+    chat = FakeRunner("chat", Priority.CHAT, cost_s=0.05)
+    run(scheduler, [completion, chat], 30)  # 1.5 s of chat
+    completion.busy = True
+    order = run(scheduler, [completion, chat], 40)
+    assert order[:4] == ["completion"] * 4  # 0.6 s >= the lead
+    assert "chat" in order[4:6]  # then the chat steps again: a gap of one step past the lead
+
+
+def test_typing_that_keeps_coming_back_earns_no_lead_the_chat_did_not_give() -> None:
+    """Completions that end and start again at once (keystroke after keystroke) get a lead only
+    as long as what the chat ran in between: the chat keeps its fifth of the time."""
+    scheduler = Scheduler()
+    completion = FakeRunner("completion", Priority.COMPLETION, cost_s=0.15)
+    chat = FakeRunner("chat", Priority.CHAT, cost_s=0.05)
+    for _ in range(100):  # busy for 3 ticks, then idle for 1
+        run(scheduler, [completion, chat], 3)
+        completion.busy = False
+        run(scheduler, [completion, chat], 1)
+        completion.busy = True
+    chat_s = chat.steps * chat.cost_s
+    share = chat_s / (chat_s + completion.steps * completion.cost_s)
+    assert share >= 0.18, share  # a fresh 0.5 s lead each time would leave it ~0.1

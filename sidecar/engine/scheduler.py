@@ -12,7 +12,10 @@ and `mlx_lm.server` admits requests only between 0.5 s decode budgets. So the or
   worker's time and the chat 1/5, whatever a step of each costs (a Qwen coder prefill chunk
   costs ~20 decode steps of SmolLM2; counting steps instead of seconds starved the chat). A
   runner that had no work starts level with the others, so it neither banks credit while idle
-  nor waits to pay back what it used before; on a tie the more urgent class goes first.
+  nor waits to pay back what it used before; on a tie the more urgent class goes first. A
+  completion is the exception, by a bounded lead: it starts ahead by what the others ran while
+  it was idle, at most `COMPLETION_LEAD_S`, so the short generation after a pause in typing
+  runs as if alone, and a chat waits at most that lead (plus a step) before its share resumes.
 Inside a runner, `TextRunner` orders its own prefill chunks by class (`PrefillJob`s).
 """
 
@@ -34,6 +37,12 @@ RECENT = 200
 # chat 1 keeps ghost text within 1.25x of its latency alone and a chat at a fifth of the time
 # (the `completion_share` setting moves the first; `bench --suite typing` measures both).
 SHARE_WEIGHTS = {Priority.COMPLETION: 4.0, Priority.CHAT: 1.0, Priority.BULK: 0.25}
+
+
+# Seconds of the worker a completion may run before a streaming chat's share resumes, when the
+# others ran at least that long while it was idle: most answers after a pause in typing take
+# less (`bench --suite typing`), and the chat's longest gap stays under a second.
+COMPLETION_LEAD_S = 0.5
 
 
 def share_weights(completion_share: float) -> dict[Priority, float]:
@@ -160,11 +169,19 @@ R = TypeVar("R", bound=Steppable)
 class Scheduler:
     """Chooses the runner that steps next; `charge` is told how long each step took."""
 
-    def __init__(self, weights: dict[Priority, float] | None = None) -> None:
+    def __init__(
+        self,
+        weights: dict[Priority, float] | None = None,
+        completion_lead_s: float = COMPLETION_LEAD_S,
+    ) -> None:
         self.weights = weights or SHARE_WEIGHTS
+        self.completion_lead_s = completion_lead_s
         # Virtual time of each runner with work: seconds of steps divided by its weight.
         self._vtime: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
         self._urgency: weakref.WeakKeyDictionary[object, Priority] = weakref.WeakKeyDictionary()
+        self._charged_s = 0.0  # seconds of steps charged to any runner so far
+        # `_charged_s` when each runner last had work: what the others ran since is its lead.
+        self._idle_from: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 
     def pick(self, runners: list[R]) -> list[R]:
         """The runner to step now (a list of one); empty when none has work."""
@@ -172,18 +189,29 @@ class Scheduler:
         for runner in [r for r in self._vtime if all(r is not x for _, x in ready)]:
             if any(runner is r for r in runners):  # idle now: it starts level when work comes
                 del self._vtime[runner]
+                self._idle_from[runner] = self._charged_s
         if not ready:
             return []
         known = [self._vtime[r] for _, r in ready if r in self._vtime]
         level = min(known, default=0.0)
         for urgency, runner in ready:
-            self._vtime.setdefault(runner, level)
+            if runner not in self._vtime:
+                self._vtime[runner] = level - self._lead(runner, urgency)
             self._urgency[runner] = urgency
         _, runner = min(ready, key=lambda ur: (self._vtime[ur[1]], ur[0]))
         return [runner]
 
+    def _lead(self, runner: object, urgency: Priority) -> float:
+        """How far ahead of level a runner that had no work starts: a completion by what the
+        others ran meanwhile (at most `completion_lead_s` of its own time), others not at all."""
+        if urgency != Priority.COMPLETION:
+            return 0.0
+        others_ran = self._charged_s - self._idle_from.get(runner, -self.completion_lead_s)
+        return min(self.completion_lead_s, others_ran) / self.weights[urgency]
+
     def charge(self, runner: object, seconds: float) -> None:
         """A step of `runner` took `seconds`: its virtual time moves by that over its weight."""
+        self._charged_s += max(seconds, 0.0)
         if runner in self._vtime:
             weight = self.weights[self._urgency.get(runner, Priority.CHAT)]
             self._vtime[runner] += max(seconds, 0.0) / weight
