@@ -41,6 +41,13 @@ def test_unknown_suite_and_missing_session_are_clear_errors(
     )
     assert missing.returncode == 2
     assert "typing session not found" in missing.stderr and "Traceback" not in missing.stderr
+    # A budget the server would drop (it falls back to its default) is refused, not measured
+    # under a table that names it.
+    budget = cli(models_dir, "bench", "--suite", "typing", "--typing-max-time-ms", "100000")
+    assert budget.returncode == 2 and "Traceback" not in budget.stderr
+    assert "--typing-max-time-ms 100000: Input should be less than or equal to 60000" in (
+        budget.stderr
+    )
 
 
 def test_structured_suite_compares_constrained_with_free_decoding(models_dir: Path) -> None:

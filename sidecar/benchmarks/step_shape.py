@@ -35,6 +35,7 @@ from sidecar.engine.requests import GenerateRequest, Result
 STREAMS = 4
 BURST = 8
 BURST_WORDS = 300  # about 400 tokens each
+STREAMS_START_S = 120  # the streams' prompts are short: far more than they need to start
 
 CONTEXT = 128
 REPEATS = 5
@@ -110,9 +111,13 @@ async def burst_while_streaming(
         return asyncio.ensure_future(engine.complete(request))
 
     streams = [ask(f"Story {salt}.{i}: once upon a time", 96) for i in range(STREAMS)]
-    while not runner.running or len(runner.running) < STREAMS:  # all of them decoding
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAMS_START_S
+    while len(runner.running) < STREAMS:  # all of them decoding
+        if loop.time() > deadline:
+            raise RuntimeError(f"the {STREAMS} chats did not all start in {STREAMS_START_S} s")
         await asyncio.sleep(0.01)
-    start = asyncio.get_running_loop().time()
+    start = loop.time()
     burst = [
         ask(
             f"{salt}.{i}: " + " ".join(words[(j * 5 + i) % len(words)] for j in range(BURST_WORDS)),
@@ -127,7 +132,7 @@ async def burst_while_streaming(
     return {
         "streams_longest_gap_s": max(r.max_token_gap_s or 0.0 for r in done),
         "burst_last_first_token_s": last_first,
-        "burst_wall_s": asyncio.get_running_loop().time() - start,
+        "burst_wall_s": loop.time() - start,
     }
 
 

@@ -32,6 +32,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from sidecar.completion.options import CompletionOptions
 from sidecar.config import Settings
 
 SUITES = (
@@ -163,14 +166,16 @@ async def typing_suite(args: argparse.Namespace, settings: Settings) -> dict[str
         MLX_SIDECAR_MODELS_DIR=str(settings.models_dir),
         MLX_SIDECAR_USE_HF_CACHE=str(settings.use_hf_cache).lower(),
     )
+    budget = args.typing_max_time_ms
+    if budget is None:
+        budget = typing_rpc.BUDGET_OUT_OF_THE_WAY_MS
+    try:  # the server drops completion options it cannot take: the table would say another
+        CompletionOptions(max_time_ms=budget)
+    except ValidationError as e:
+        raise ValueError(f"--typing-max-time-ms {budget}: {e.errors()[0]['msg']}") from None
     model = args.model or settings.completion_model
     report = await typing_rpc.typing_benchmark(
-        env,
-        settings.models_dir,
-        model,
-        args.typing_session,
-        args.typing_max_time_ms or typing_rpc.BUDGET_OUT_OF_THE_WAY_MS,
-        args.typing_quick,
+        env, settings.models_dir, model, args.typing_session, budget, args.typing_quick
     )
     print(typing_rpc.format_table(report), flush=True)
     return report

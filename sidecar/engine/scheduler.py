@@ -211,7 +211,8 @@ class Scheduler:
 
     def charge(self, runner: object, seconds: float) -> None:
         """A step of `runner` took `seconds`: its virtual time moves by that over its weight."""
-        self._charged_s += max(seconds, 0.0)
+        seconds = max(seconds, 0.0)
+        self._charged_s += seconds
         if runner in self._vtime:
             weight = self.weights[self._urgency.get(runner, Priority.CHAT)]
-            self._vtime[runner] += max(seconds, 0.0) / weight
+            self._vtime[runner] += seconds / weight

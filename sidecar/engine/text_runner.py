@@ -283,8 +283,9 @@ class TextRunner:
             if self._low_chunk_wait < LOW_CHUNK_EVERY:
                 return
         self._low_chunk_wait = 0
-        before, rows = job.tokens_left(), len(self.running)
-        done = job.advance(chunk_per_row(self.prefill_chunk, self.step_budget, rows, len(job)))
+        before, decode_tokens = job.tokens_left(), len(self.running)  # a token per decode row
+        chunk = chunk_per_row(self.prefill_chunk, self.step_budget, decode_tokens, len(job))
+        done = job.advance(chunk)
         self.prefilled_tokens += before - job.tokens_left()
         for part in done:
             self._insert(part)
