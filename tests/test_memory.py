@@ -43,6 +43,10 @@ async def tight(settings: Settings) -> AsyncIterator[Engine]:
     async with Engine(store_settings.model_copy(update={"memory_budget_bytes": budget})) as eng:
         await eng.load(CHAT_MODEL)
         await eng.load(EMBEDDING_MODEL)
+        # The governor counts the weights as loading measured them (the active-memory delta,
+        # which moves by ~10 MiB with what this process's other engines were doing): the
+        # room the tests size their requests against is HEADROOM beside that.
+        eng.governor.budget_bytes = eng.governor.weights_bytes() + HEADROOM
         yield eng
 
 
@@ -178,7 +182,7 @@ async def test_prompt_caches_are_evicted_to_admit_a_request(tight: Engine) -> No
     """Prompt caches are a speed-up: under a tight budget the least recently used make room for
     a new request instead of it waiting, so the budget is never passed and the newest prompt is
     still reused. (Each 200-token prompt keeps ~9 MiB of KV; a request reserves 11.25 MiB.)"""
-    runner = chat_runner(tight)
+    runner = await settled(tight)
     runner.prompt_cache.trim_to(n_sequences=0)
     body = await prompt_of(tight, 199)
     prompts = [[7 + i, *body] for i in range(3)]  # three different 200-token prompts
@@ -193,6 +197,26 @@ async def test_prompt_caches_are_evicted_to_admit_a_request(tight: Engine) -> No
     assert newest.cached_prompt_tokens >= 199  # the newest prompt's KV was kept ...
     oldest = await tight.complete(GenerateRequest(prompt=[*prompts[0], 11], max_tokens=1))
     assert oldest.cached_prompt_tokens == 0  # ... the oldest gave way
+
+
+async def test_a_finished_request_keeps_its_kv_where_only_its_reservation_fits(
+    tight: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The KV a finished request leaves as a prompt cache is the memory its reservation held,
+    not more: with room for one request's reservation and nothing beside it, the finished
+    request's prompt cache (~9 MiB of the 11.25 MiB reserved) is kept, not evicted as if both
+    were held at once."""
+    runner = await settled(tight)
+    runner.prompt_cache.trim_to(n_sequences=0)
+    prompt = await prompt_of(tight, 200, "Reservation: ")
+    need = runner.admission.per_token * KV_STEP  # 200 + 1 tokens: one step of 256
+    budget = tight.governor.weights_bytes() + need + MiB
+    monkeypatch.setattr(tight.governor, "budget_bytes", budget)
+    done = await tight.complete(GenerateRequest(prompt=prompt, max_tokens=1))
+    assert done.finish_reason == "length"
+    memory = tight.status().memory
+    assert 0 < memory.prompt_cache_bytes <= need
+    assert memory.used_bytes <= memory.budget_bytes
 
 
 async def test_an_allocation_failure_fails_its_batch_and_the_engine_serves_on(

@@ -210,6 +210,12 @@ class MemoryGovernor:
             self._kv[id(seq)] = (seq, need)
         return Admission.START
 
+    def release(self, seq: Any) -> None:
+        """`seq`'s KV leaves the batch (kept as a prompt cache, or dropped): its reservation
+        ends now, so the kept KV is not counted twice while the prompt caches settle."""
+        with self._lock:
+            self._kv.pop(id(seq), None)
+
     def would_admit(self, need: int) -> bool:
         """Whether `admit` would not answer WAIT (cheap; the worker asks at every iteration)."""
         room = self.budget_bytes - self.weights_bytes()
@@ -289,8 +295,10 @@ class KVAdmission:
             out.append(seq)
         return out
 
-    def settle(self) -> None:
+    def settle(self, seq: Any) -> None:
+        """After `seq`'s KV became a prompt cache: its reservation ends, the caches fit again."""
         if self.governor is not None:
+            self.governor.release(seq)
             self.governor.settle()
 
 

@@ -22,7 +22,7 @@ from sidecar.engine.sequence import Sequence
 from sidecar.engine.speculative import SoloSpeculator
 
 log = logging.getLogger(__name__)
-KeepKV = Callable[[list[int], list[Any]], None]
+KeepKV = Callable[[Sequence, list[int], list[Any]], None]
 
 
 class SoloLane:
@@ -76,7 +76,7 @@ class SoloLane:
         self.accepted_tokens += spec.accepted - accepted
         for n, token in enumerate(tokens, 1):
             if seq.add_generated(token, None, self.stop_ids):
-                self.keep_kv(list(spec.cached), spec.cache)
+                self.keep_kv(seq, list(spec.cached), spec.cache)
                 self.current = None
                 return n
         return len(tokens)
@@ -93,5 +93,5 @@ class SoloLane:
         if self.current is not None:
             seq, spec = self.current
             self.current = None
-            self.keep_kv(list(spec.cached), spec.cache)
+            self.keep_kv(seq, list(spec.cached), spec.cache)
             seq.finish(reason, error=error)

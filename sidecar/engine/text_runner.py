@@ -190,7 +190,7 @@ class TextRunner:
         for job in self.jobs:
             gone = [s for s in job.seqs if s.cancelled]
             for part in job.take(gone):
-                self._keep_kv(part.tokens, part.cache)
+                self._keep_kv(part.seq, part.tokens, part.cache)
                 part.seq.finish("cancelled", "")
         self.jobs = [j for j in self.jobs if len(j)]
         if self.lane.current is not None and self.lane.current[0].cancelled:
@@ -330,9 +330,9 @@ class TextRunner:
             return
         finished = []
         for r in responses:  # a speculative step answers a row with several tokens, in order
-            if r.finish_reason is not None and r.prompt_cache is not None and r.all_tokens:
-                self._keep_kv(list(r.all_tokens), r.prompt_cache)
             seq = self.running.get(r.uid)
+            if r.finish_reason is not None and r.prompt_cache is not None and r.all_tokens:
+                self._keep_kv(seq, list(r.all_tokens), r.prompt_cache)
             if seq is None or r.uid in finished:
                 continue
             self.generated_tokens += 1
@@ -356,21 +356,22 @@ class TextRunner:
 
     # -- KV reuse --
 
-    def _keep_kv(self, tokens: list[int], cache: list[Any]) -> None:
+    def _keep_kv(self, seq: Sequence | None, tokens: list[int], cache: list[Any]) -> None:
         if cache and len(tokens) > 1:
             # A cache taken out of the batch is a lazy slice of the whole batch's buffers:
             # evaluated now it is a copy of its own, else each kept entry pins a batch's KV
             # (measured: 243 MiB held where the entries counted 12 MiB).
             mx.eval([c.state for c in cache])
             self.prompt_cache.insert_cache(self.model_id, tokens, cache)
-            self.admission.settle()
+            self.admission.settle(seq)
 
     def _remember(self, uids: list[int]) -> None:
         """Take sequences out of the batch, keeping their KV caches for reuse."""
         self.speculator.forget(uids)
-        for cache, tokens in self.generator.remove(uids, return_prompt_caches=True).values():
+        kept = self.generator.remove(uids, return_prompt_caches=True)
+        for uid, (cache, tokens) in kept.items():
             if cache is not None:
-                self._keep_kv(list(tokens), cache)
+                self._keep_kv(self.running.get(uid), list(tokens), cache)
 
     # -- ending --
 
