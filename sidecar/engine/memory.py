@@ -211,8 +211,8 @@ class MemoryGovernor:
         return Admission.START
 
     def release(self, seq: Any) -> None:
-        """`seq`'s KV leaves the batch (kept as a prompt cache, or dropped): its reservation
-        ends now, so the kept KV is not counted twice while the prompt caches settle."""
+        """`seq`'s KV left the batch as a prompt cache: its reservation ends now, not when
+        `seq` is marked done, so that memory is not counted twice while the caches settle."""
         with self._lock:
             self._kv.pop(id(seq), None)
 
